@@ -1,0 +1,153 @@
+//! What a step's new state implies for the rest of its job: the next directive, the job's
+//! status, siblings to cancel, entries to settle. Pure: rows in, rows out.
+
+use crate::ids::OutboxId;
+use crate::job::JobStatus;
+use crate::outbox::OutboxStatus;
+use crate::record::{Changes, JobRecord};
+use crate::step::{Step, StepStatus};
+use crate::time::Timestamp;
+
+use super::intake::directive_entry;
+
+/// Adds `new` (a transition of `rec`'s step at the same index) to `c` together with every
+/// write it implies. Returns the directives to publish.
+pub(super) fn apply_step(
+    rec: &JobRecord,
+    c: &mut Changes,
+    new: Step,
+    now: Timestamp,
+) -> Vec<OutboxId> {
+    let old = rec.steps.iter().find(|s| s.index == new.index);
+    let mut to_publish = Vec::new();
+    let old_attempt = old.map_or(0, |s| s.attempt);
+    match new.status {
+        StepStatus::Queued if new.attempt != old_attempt => {
+            settle_entries_of(rec, c, new.index, Some(new.attempt), "step retried", now);
+            let input = previous_result(rec, new.index);
+            let e = directive_entry(&rec.job, &new, input, now);
+            if rec.entry(&e.id).is_none() {
+                to_publish.push(e.id.clone());
+                c.put_outbox(e);
+            }
+        }
+        StepStatus::Running | StepStatus::Initiated => {
+            if let Some(e) = rec
+                .entry(&new.outbox_id())
+                .filter(|e| e.status == OutboxStatus::Pending)
+            {
+                if let Ok(sent) = e.on_sent(now) {
+                    c.put_outbox(sent);
+                }
+            }
+            start_job(rec, c, now);
+        }
+        StepStatus::Succeeded => {
+            start_job(rec, c, now);
+            match rec.steps.iter().find(|s| s.index == new.index + 1) {
+                Some(next) if next.status == StepStatus::Pending => {
+                    if let Ok(q) = next.on_queue(now) {
+                        let e = directive_entry(&rec.job, &q, new.result.clone(), now);
+                        to_publish.push(e.id.clone());
+                        c.put_outbox(e);
+                        c.put_step(q);
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    let job = c.job.clone().unwrap_or_else(|| rec.job.clone());
+                    if let Ok(j) = job.on_succeeded(now) {
+                        c.job = Some(j);
+                    }
+                }
+            }
+        }
+        StepStatus::Failed => {
+            let reason = format!(
+                "step {} failed: {}",
+                new.step_id,
+                new.error.as_deref().unwrap_or("no reason given")
+            );
+            let index = new.index;
+            c.put_step(new);
+            end_job(rec, c, JobStatus::Failed, &reason, Some(index), now);
+            return to_publish;
+        }
+        StepStatus::Cancelled | StepStatus::Pending | StepStatus::Queued => {}
+    }
+    c.put_step(new);
+    to_publish
+}
+
+/// Ends the job as `Failed` or `Cancelled`: cancels every other live step and settles
+/// their pending directives.
+pub(super) fn end_job(
+    rec: &JobRecord,
+    c: &mut Changes,
+    status: JobStatus,
+    reason: &str,
+    except: Option<u32>,
+    now: Timestamp,
+) {
+    for s in &rec.steps {
+        if Some(s.index) == except || s.status.is_terminal() {
+            continue;
+        }
+        if let Ok(x) = s.on_cancel(now) {
+            c.put_step(x);
+        }
+    }
+    for e in rec
+        .outbox
+        .iter()
+        .filter(|e| e.status == OutboxStatus::Pending)
+    {
+        if let Ok(x) = e.on_superseded(reason, now) {
+            c.put_outbox(x);
+        }
+    }
+    let job = c.job.clone().unwrap_or_else(|| rec.job.clone());
+    let next = match status {
+        JobStatus::Cancelled => job.on_cancel(reason, now),
+        _ => job.on_failed(reason, now),
+    };
+    if let Ok(j) = next {
+        c.job = Some(j);
+    }
+}
+
+/// `ACCEPTED → IN_PROGRESS` if needed.
+fn start_job(rec: &JobRecord, c: &mut Changes, now: Timestamp) {
+    let job = c.job.clone().unwrap_or_else(|| rec.job.clone());
+    if job.status == JobStatus::Accepted {
+        if let Ok(j) = job.on_start(now) {
+            c.job = Some(j);
+        }
+    }
+}
+
+/// Settles the still-pending entries of a step other than those of `keep_attempt`.
+fn settle_entries_of(
+    rec: &JobRecord,
+    c: &mut Changes,
+    index: u32,
+    keep_attempt: Option<u32>,
+    reason: &str,
+    now: Timestamp,
+) {
+    for e in rec.outbox.iter().filter(|e| {
+        e.step_index == index
+            && e.status == OutboxStatus::Pending
+            && Some(e.attempt) != keep_attempt
+    }) {
+        if let Ok(x) = e.on_superseded(reason, now) {
+            c.put_outbox(x);
+        }
+    }
+}
+
+/// The input of a step: its predecessor's result.
+pub(super) fn previous_result(rec: &JobRecord, index: u32) -> Option<serde_json::Value> {
+    let prev = index.checked_sub(1)?;
+    rec.steps.iter().find(|s| s.index == prev)?.result.clone()
+}

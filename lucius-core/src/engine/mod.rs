@@ -1,0 +1,232 @@
+//! The [`Engine`]: intake, publication, dispatch, worker calls, sweeps, cancellation and
+//! admin retries, written against the ports. Each operation reads `now` once, loads the
+//! job, computes the next rows with the pure state machines, and commits them guarded by
+//! revisions; a lost race reloads and recomputes (never overwrites).
+//!
+//! Directives that must be published after a commit are returned as data
+//! ([`Outcome::to_publish`]), so the caller decides when: the HTTP front end answers first
+//! and publishes in the background, the quickstart publishes inline.
+
+mod admin;
+mod consequences;
+mod dispatch;
+mod intake;
+mod observe;
+mod publish;
+mod sweep;
+mod worker;
+
+use std::sync::Arc;
+
+pub use dispatch::DispatchReport;
+pub use intake::{build_new_job, Submission};
+pub use observe::{NoopObserver, Observer};
+pub use publish::PublishOutcome;
+pub use sweep::{derived_status, SweepReport};
+pub use worker::WorkerCall;
+
+use crate::ids::{JobId, OutboxId};
+use crate::outbox::PublishRetryPolicy;
+use crate::ports::{Clock, Publisher, Store, StoreError, StoreErrorKind};
+use crate::protocol::ProtocolRegistry;
+use crate::record::{Changes, JobRecord};
+use crate::time::{Millis, Timestamp};
+use crate::transition::TransitionError;
+use crate::validation::InvalidCommand;
+
+/// Engine settings (the binaries fill them from `LUCIUS_*` variables).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Bound on one publication (`LUCIUS_OUTBOX_PUBLISH_TIMEOUT`, default 2 s).
+    pub publish_timeout: Millis,
+    /// Backoff and attempts for failed publications (`LUCIUS_OUTBOX_RETRY_DELAY`,
+    /// default 30 s; `LUCIUS_OUTBOX_MAX_ATTEMPTS`, default 3).
+    pub publish_retry: PublishRetryPolicy,
+    /// Entries one dispatch or retry round handles (`LUCIUS_OUTBOX_RETRY_BATCH_SIZE`, default 100).
+    pub batch_size: usize,
+    /// Times a write that lost a race is recomputed before giving up (default 8).
+    pub conflict_retries: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            publish_timeout: Millis(2_000),
+            publish_retry: PublishRetryPolicy {
+                delay: Millis(30_000),
+                max_attempts: 3,
+            },
+            batch_size: 100,
+            conflict_retries: 8,
+        }
+    }
+}
+
+/// Why an engine operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The command was refused by validation.
+    #[error(transparent)]
+    Invalid(#[from] InvalidCommand),
+    /// The idempotency key was used for a different request.
+    #[error("idempotency key {key:?} of tenant {tenant} was already used for a different request (job {job_id})")]
+    IdempotencyConflict {
+        /// The tenant.
+        tenant: String,
+        /// The key.
+        key: String,
+        /// The job the key created.
+        job_id: JobId,
+    },
+    /// No such job.
+    #[error("job {0} not found")]
+    JobNotFound(JobId),
+    /// No such step in the job.
+    #[error("job {job_id} has no step {step_id:?}")]
+    StepNotFound {
+        /// The job.
+        job_id: JobId,
+        /// The step asked for.
+        step_id: String,
+    },
+    /// No such outbox entry.
+    #[error("outbox entry {0} not found")]
+    OutboxNotFound(OutboxId),
+    /// The event is not allowed now (illegal, stale, another worker's lease…).
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// Writers kept racing for the same job; retry later.
+    #[error("job {0} is changing too fast; try again")]
+    Contention(JobId),
+}
+
+/// A result plus the directives to publish now that it is committed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome<T> {
+    /// The result.
+    pub value: T,
+    /// Outbox entries written `PENDING` by this operation.
+    pub to_publish: Vec<OutboxId>,
+}
+
+/// The orchestration engine. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct Engine {
+    store: Arc<dyn Store>,
+    publisher: Arc<dyn Publisher>,
+    clock: Arc<dyn Clock>,
+    protocols: Arc<ProtocolRegistry>,
+    observer: Arc<dyn Observer>,
+    config: EngineConfig,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine over these ports, with the demo protocols and default settings; refine it
+    /// with the `with_*` methods.
+    pub fn new(
+        store: Arc<dyn Store>,
+        publisher: Arc<dyn Publisher>,
+        clock: Arc<dyn Clock>,
+    ) -> Engine {
+        Engine {
+            store,
+            publisher,
+            clock,
+            protocols: Arc::new(ProtocolRegistry::demo()),
+            observer: Arc::new(NoopObserver),
+            config: EngineConfig::default(),
+        }
+    }
+
+    /// Uses these protocols.
+    #[must_use]
+    pub fn with_protocols(mut self, protocols: ProtocolRegistry) -> Engine {
+        self.protocols = Arc::new(protocols);
+        self
+    }
+
+    /// Uses these settings.
+    #[must_use]
+    pub fn with_config(mut self, config: EngineConfig) -> Engine {
+        self.config = config;
+        self
+    }
+
+    /// Reports transitions and publications to `observer` (metrics).
+    #[must_use]
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Engine {
+        self.observer = observer;
+        self
+    }
+
+    /// The protocols.
+    pub fn protocols(&self) -> &ProtocolRegistry {
+        &self.protocols
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The clock's current time.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// A job with its steps and outbox entries.
+    pub async fn job(&self, id: &JobId) -> Result<JobRecord, EngineError> {
+        self.store
+            .load_job(id)
+            .await?
+            .ok_or_else(|| EngineError::JobNotFound(id.clone()))
+    }
+
+    /// Whether the store answers.
+    pub async fn ready(&self) -> Result<(), EngineError> {
+        Ok(self.store.ping().await?)
+    }
+
+    /// Loads a job, lets `plan` compute the writes from it at `now`, and commits them;
+    /// on a lost race, reloads and plans again.
+    async fn update_job<T, F>(&self, id: &JobId, plan: F) -> Result<T, EngineError>
+    where
+        F: Fn(&JobRecord, Timestamp) -> Result<(Changes, T), EngineError> + Send + Sync,
+        T: Send,
+    {
+        for _ in 0..=self.config.conflict_retries {
+            let rec = self.job(id).await?;
+            let now = self.clock.now();
+            let (changes, value) = plan(&rec, now)?;
+            if changes.is_empty() {
+                return Ok(value);
+            }
+            match self.store.commit(changes.clone()).await {
+                Ok(_) => {
+                    observe::report(self.observer.as_ref(), &rec, &changes);
+                    return Ok(value);
+                }
+                Err(e) if e.kind == StoreErrorKind::Conflict => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Contention(id.clone()))
+    }
+}

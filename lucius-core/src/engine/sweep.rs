@@ -1,0 +1,265 @@
+//! The sweepers: steps whose ACK never came or whose lease expired are retried (or fail),
+//! and jobs that drifted from their steps are repaired.
+//!
+//! Drift, and its repair, in the order a non-atomic store can leave it (steps, then
+//! outbox, then job):
+//! 1. a `QUEUED` step with no directive for its attempt → write the directive;
+//! 2. a `QUEUED` step whose directive is `SENT` → `INITIATED` (ACK due from `sentAt`);
+//! 3. a `SUCCEEDED` step whose successor is still `PENDING` → queue the successor;
+//! 4. a job whose status differs from the one its steps imply → move it there (a terminal
+//!    job instead cancels any step still live).
+
+use crate::ids::{JobId, Partition};
+use crate::job::JobStatus;
+use crate::outbox::OutboxStatus;
+use crate::record::{Changes, JobRecord};
+use crate::step::StepStatus;
+use crate::time::Timestamp;
+
+use super::consequences::{apply_step, end_job, previous_result};
+use super::intake::directive_entry;
+use super::{Engine, EngineError, Outcome};
+
+/// What a sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Jobs examined.
+    pub jobs: usize,
+    /// Steps sent back to `QUEUED` for another attempt.
+    pub retried: usize,
+    /// Steps failed for good.
+    pub failed: usize,
+    /// Drift repairs made.
+    pub repaired: usize,
+    /// Jobs that could not be swept (store errors, contention).
+    pub errors: usize,
+}
+
+impl SweepReport {
+    fn add(&mut self, o: SweepReport) {
+        self.jobs += o.jobs;
+        self.retried += o.retried;
+        self.failed += o.failed;
+        self.repaired += o.repaired;
+        self.errors += o.errors;
+    }
+}
+
+/// The status a job's steps imply.
+pub fn derived_status(rec: &JobRecord) -> JobStatus {
+    let s = &rec.steps;
+    if s.iter().any(|x| x.status == StepStatus::Failed) {
+        JobStatus::Failed
+    } else if !s.is_empty() && s.iter().all(|x| x.status == StepStatus::Succeeded) {
+        JobStatus::Succeeded
+    } else if s.iter().any(|x| x.status == StepStatus::Cancelled) {
+        JobStatus::Cancelled
+    } else if s.iter().any(|x| {
+        matches!(
+            x.status,
+            StepStatus::Initiated | StepStatus::Running | StepStatus::Succeeded
+        )
+    }) {
+        JobStatus::InProgress
+    } else {
+        JobStatus::Accepted
+    }
+}
+
+impl Engine {
+    /// Sweeps one job at the clock's time.
+    pub async fn sweep_job(&self, id: &JobId) -> Result<Outcome<SweepReport>, EngineError> {
+        self.update_job(id, |rec, now| Ok(plan_sweep(rec, now)))
+            .await
+    }
+
+    /// Sweeps the live jobs of a partition (at most `batch_size` of them).
+    pub async fn sweep_partition(
+        &self,
+        partition: &Partition,
+    ) -> Result<Outcome<SweepReport>, EngineError> {
+        let ids = self
+            .store
+            .active_jobs(partition, self.config.batch_size)
+            .await?;
+        let mut total = Outcome {
+            value: SweepReport::default(),
+            to_publish: Vec::new(),
+        };
+        for id in ids {
+            match self.sweep_job(&id).await {
+                Ok(o) => {
+                    total.value.add(o.value);
+                    total.to_publish.extend(o.to_publish);
+                }
+                Err(_) => total.value.errors += 1,
+            }
+        }
+        Ok(total)
+    }
+
+    /// Sweeps every partition.
+    pub async fn sweep_all(&self) -> Result<Outcome<SweepReport>, EngineError> {
+        let mut total = Outcome {
+            value: SweepReport::default(),
+            to_publish: Vec::new(),
+        };
+        for p in self.store.partitions().await? {
+            let o = self.sweep_partition(&p).await?;
+            total.value.add(o.value);
+            total.to_publish.extend(o.to_publish);
+        }
+        Ok(total)
+    }
+}
+
+/// The writes a sweep of `rec` at `now` makes.
+pub(super) fn plan_sweep(rec: &JobRecord, now: Timestamp) -> (Changes, Outcome<SweepReport>) {
+    let mut c = Changes::default();
+    let mut report = SweepReport {
+        jobs: 1,
+        ..SweepReport::default()
+    };
+    let mut to_publish = Vec::new();
+
+    if rec.job.status.is_terminal() {
+        // A terminal job keeps its status; steps still live are cancelled.
+        if rec.steps.iter().any(|s| !s.status.is_terminal())
+            || rec.outbox.iter().any(|e| e.status == OutboxStatus::Pending)
+        {
+            let reason = format!("job is {}", rec.job.status.as_str());
+            for s in rec.steps.iter().filter(|s| !s.status.is_terminal()) {
+                if let Ok(x) = s.on_cancel(now) {
+                    c.put_step(x);
+                    report.repaired += 1;
+                }
+            }
+            for e in rec
+                .outbox
+                .iter()
+                .filter(|e| e.status == OutboxStatus::Pending)
+            {
+                if let Ok(x) = e.on_superseded(&reason, now) {
+                    c.put_outbox(x);
+                }
+            }
+        }
+        return (
+            c,
+            Outcome {
+                value: report,
+                to_publish,
+            },
+        );
+    }
+
+    // Timeouts first: each changes at most one step.
+    for s in &rec.steps {
+        if s.deadline().is_some_and(|d| now >= d) {
+            if let Ok(next) = s.on_timeout(now) {
+                if next.status == StepStatus::Failed {
+                    report.failed += 1;
+                } else {
+                    report.retried += 1;
+                }
+                to_publish.extend(apply_step(rec, &mut c, next, now));
+                if c.job.as_ref().is_some_and(|j| j.status.is_terminal()) {
+                    return (
+                        c,
+                        Outcome {
+                            value: report,
+                            to_publish,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    // Drift repairs on the steps the timeouts left alone.
+    for s in &rec.steps {
+        if c.steps.iter().any(|x| x.index == s.index) {
+            continue;
+        }
+        match s.status {
+            StepStatus::Queued => match rec.entry(&s.outbox_id()) {
+                None => {
+                    let e = directive_entry(&rec.job, s, previous_result(rec, s.index), now);
+                    to_publish.push(e.id.clone());
+                    c.put_outbox(e);
+                    report.repaired += 1;
+                }
+                Some(e) if e.status == OutboxStatus::Sent => {
+                    if let Ok(x) = s.on_published(s.attempt, e.sent_at.unwrap_or(now)) {
+                        to_publish.extend(apply_step(rec, &mut c, x, now));
+                        report.repaired += 1;
+                    }
+                }
+                Some(_) => {}
+            },
+            StepStatus::Succeeded => {
+                let next = rec.steps.iter().find(|n| n.index == s.index + 1);
+                if next.is_some_and(|n| n.status == StepStatus::Pending) {
+                    // Re-applying the success writes the successor's directive.
+                    let mut probe = Changes::default();
+                    let extra = apply_step(rec, &mut probe, s.clone(), now);
+                    for x in probe.steps.into_iter().filter(|x| x.index != s.index) {
+                        c.put_step(x);
+                    }
+                    for e in probe.outbox {
+                        c.put_outbox(e);
+                    }
+                    if probe.job.is_some() && c.job.is_none() {
+                        c.job = probe.job;
+                    }
+                    to_publish.extend(extra);
+                    report.repaired += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // The job follows its steps.
+    let mut view = rec.clone();
+    for s in &c.steps {
+        if let Some(x) = view.steps.iter_mut().find(|x| x.index == s.index) {
+            *x = s.clone();
+        }
+    }
+    let job = c.job.clone().unwrap_or_else(|| rec.job.clone());
+    let want = derived_status(&view);
+    if want != job.status && !job.status.is_terminal() {
+        report.repaired += 1;
+        match want {
+            JobStatus::InProgress => {
+                if let Ok(j) = job.on_start(now) {
+                    c.job = Some(j);
+                }
+            }
+            JobStatus::Succeeded => {
+                let started = job.on_start(now).unwrap_or(job);
+                if let Ok(j) = started.on_succeeded(now) {
+                    c.job = Some(j);
+                }
+            }
+            JobStatus::Failed | JobStatus::Cancelled => {
+                let reason = view
+                    .steps
+                    .iter()
+                    .find(|s| s.status == StepStatus::Failed)
+                    .and_then(|s| s.error.clone())
+                    .unwrap_or_else(|| "a step was cancelled".into());
+                end_job(&view, &mut c, want, &reason, None, now);
+            }
+            JobStatus::Accepted => report.repaired -= 1,
+        }
+    }
+    (
+        c,
+        Outcome {
+            value: report,
+            to_publish,
+        },
+    )
+}

@@ -1,0 +1,306 @@
+//! Identifiers: tenants, jobs, steps, outbox entries and dispatch partitions.
+//!
+//! Job and outbox ids are *derived*, never drawn at random: a job id is a hash of
+//! tenant + idempotency key, and an outbox (directive) id names job, step and attempt.
+//! Re-running any write after a crash therefore produces the same ids, which is what
+//! makes intake idempotent and lets brokers and workers drop duplicate directives.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::time::Timestamp;
+
+/// Why a string is not a valid identifier.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what}: {reason} (got {value:?})")]
+pub struct IdError {
+    /// Which kind of id.
+    pub what: &'static str,
+    /// What was expected.
+    pub reason: &'static str,
+    /// The offending input (truncated).
+    pub value: String,
+}
+
+fn id_error(what: &'static str, reason: &'static str, value: &str) -> IdError {
+    IdError {
+        what,
+        reason,
+        value: value.chars().take(80).collect(),
+    }
+}
+
+/// Characters allowed in tenant ids: safe in Table Storage keys, URLs and partition names.
+fn is_key_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
+macro_rules! string_id {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The id as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A tenant: 1–64 characters of `[A-Za-z0-9._-]`.
+    TenantId
+);
+string_id!(
+    /// A job id: a UUID-formatted digest of tenant + idempotency key.
+    JobId
+);
+string_id!(
+    /// A step id within a protocol (e.g. `ocr`).
+    StepId
+);
+string_id!(
+    /// An outbox entry id, which is also the directive id and the Service Bus `MessageId`:
+    /// `<jobId>.<stepIndex>.<attempt>`.
+    OutboxId
+);
+
+impl TenantId {
+    /// Parses a tenant id.
+    pub fn parse(s: &str) -> Result<TenantId, IdError> {
+        if s.is_empty() || s.len() > 64 {
+            return Err(id_error("tenantId", "1 to 64 characters", s));
+        }
+        if !s.chars().all(is_key_char) {
+            return Err(id_error(
+                "tenantId",
+                "only letters, digits, '.', '_' and '-'",
+                s,
+            ));
+        }
+        Ok(TenantId(s.to_owned()))
+    }
+}
+
+impl JobId {
+    /// The job id for a tenant's idempotency key: the first 128 bits of
+    /// SHA-256(`tenant \0 key`), formatted as a UUID (version 8, RFC 9562).
+    pub fn derive(tenant: &TenantId, idempotency_key: &str) -> JobId {
+        let mut h = Sha256::new();
+        h.update(tenant.as_str().as_bytes());
+        h.update([0u8]);
+        h.update(idempotency_key.as_bytes());
+        let d = h.finalize();
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&d[..16]);
+        b[6] = (b[6] & 0x0f) | 0x80; // version 8
+        b[8] = (b[8] & 0x3f) | 0x80; // RFC 9562 variant
+        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        JobId(format!(
+            "{}-{}-{}-{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..32]
+        ))
+    }
+
+    /// Parses a job id as it appears in a URL: a lower-case hyphenated UUID.
+    pub fn parse(s: &str) -> Result<JobId, IdError> {
+        let ok = s.len() == 36
+            && s.char_indices().all(|(i, c)| match i {
+                8 | 13 | 18 | 23 => c == '-',
+                _ => c.is_ascii_digit() || ('a'..='f').contains(&c),
+            });
+        if ok {
+            Ok(JobId(s.to_owned()))
+        } else {
+            Err(id_error("jobId", "a lower-case UUID", s))
+        }
+    }
+}
+
+impl StepId {
+    /// Parses a step id: 1–64 characters of `[A-Za-z0-9._-]`.
+    pub fn parse(s: &str) -> Result<StepId, IdError> {
+        if s.is_empty() || s.len() > 64 || !s.chars().all(is_key_char) {
+            return Err(id_error(
+                "stepId",
+                "1 to 64 letters, digits, '.', '_' or '-'",
+                s,
+            ));
+        }
+        Ok(StepId(s.to_owned()))
+    }
+}
+
+impl OutboxId {
+    /// The directive id of one attempt of one step.
+    pub fn for_attempt(job: &JobId, step_index: u32, attempt: u32) -> OutboxId {
+        OutboxId(format!("{job}.{step_index}.{attempt}"))
+    }
+
+    /// Parses an outbox id into its job id, step index and attempt.
+    pub fn parse(s: &str) -> Result<(OutboxId, JobId, u32, u32), IdError> {
+        let bad = || id_error("outboxId", "<jobId>.<stepIndex>.<attempt>", s);
+        let mut parts = s.split('.');
+        let (Some(job), Some(idx), Some(att), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let job = JobId::parse(job).map_err(|_| bad())?;
+        let idx: u32 = idx.parse().map_err(|_| bad())?;
+        let att: u32 = att.parse().map_err(|_| bad())?;
+        Ok((OutboxId(s.to_owned()), job, idx, att))
+    }
+
+    /// The job this entry belongs to (the prefix before the first `.`).
+    pub fn job_id(&self) -> JobId {
+        JobId(self.0.split('.').next().unwrap_or_default().to_owned())
+    }
+}
+
+/// A dispatch partition: `tenant#YYYYMM`, from the tenant and the job's creation month (UTC).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Partition {
+    tenant: TenantId,
+    year: u16,
+    month: u8,
+}
+
+impl Partition {
+    /// The partition of a job created at `created_at` for `tenant`.
+    pub fn of(tenant: &TenantId, created_at: Timestamp) -> Partition {
+        let (y, m) = created_at.year_month();
+        Partition {
+            tenant: tenant.clone(),
+            year: y.clamp(0, 9999) as u16,
+            month: m,
+        }
+    }
+
+    /// Parses `tenant#YYYYMM`.
+    pub fn parse(s: &str) -> Result<Partition, IdError> {
+        let bad = |reason| id_error("partition", reason, s);
+        let (tenant, ym) = s
+            .rsplit_once('#')
+            .ok_or_else(|| bad("the form tenant#YYYYMM"))?;
+        let tenant = TenantId::parse(tenant).map_err(|_| bad("a valid tenant before '#'"))?;
+        if ym.len() != 6 || !ym.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("six digits YYYYMM after '#'"));
+        }
+        let year: u16 = ym[..4].parse().map_err(|_| bad("a year"))?;
+        let month: u8 = ym[4..].parse().map_err(|_| bad("a month"))?;
+        if !(1..=12).contains(&month) {
+            return Err(bad("a month from 01 to 12"));
+        }
+        Ok(Partition {
+            tenant,
+            year,
+            month,
+        })
+    }
+
+    /// The tenant of this partition.
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+}
+
+impl fmt::Display for Partition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{:04}{:02}", self.tenant, self.year, self.month)
+    }
+}
+
+impl TryFrom<String> for Partition {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Partition::parse(&s)
+    }
+}
+
+impl From<Partition> for String {
+    fn from(p: Partition) -> String {
+        p.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_id_is_stable_and_tenant_scoped() {
+        let t1 = TenantId::parse("t1").unwrap();
+        let t2 = TenantId::parse("t2").unwrap();
+        let a = JobId::derive(&t1, "k");
+        assert_eq!(a, JobId::derive(&t1, "k"));
+        assert_ne!(a, JobId::derive(&t2, "k"));
+        assert_ne!(a, JobId::derive(&t1, "k2"));
+        assert!(JobId::parse(a.as_str()).is_ok(), "{a}");
+        assert_eq!(&a.as_str()[14..15], "8");
+    }
+
+    #[test]
+    fn outbox_id_round_trips() {
+        let j = JobId::derive(&TenantId::parse("t").unwrap(), "k");
+        let o = OutboxId::for_attempt(&j, 2, 3);
+        let (o2, j2, i, a) = OutboxId::parse(o.as_str()).unwrap();
+        assert_eq!((o2, j2.clone(), i, a), (o.clone(), j.clone(), 2, 3));
+        assert_eq!(o.job_id(), j);
+        assert!(OutboxId::parse("x.1.2").is_err());
+        assert!(OutboxId::parse(&format!("{j}.1")).is_err());
+    }
+
+    #[test]
+    fn partitions_parse_and_render() {
+        let p = Partition::parse("t1#202401").unwrap();
+        assert_eq!(p.to_string(), "t1#202401");
+        assert_eq!(p.tenant().as_str(), "t1");
+        for bad in [
+            "t1",
+            "t1#2024",
+            "t1#202413",
+            "#202401",
+            "t 1#202401",
+            "t1#20240a",
+        ] {
+            assert!(Partition::parse(bad).is_err(), "{bad}");
+        }
+        let t = TenantId::parse("acme").unwrap();
+        assert_eq!(
+            Partition::of(&t, Timestamp(1_709_251_200_000)).to_string(),
+            "acme#202403"
+        );
+    }
+
+    #[test]
+    fn tenant_ids_are_checked() {
+        assert!(TenantId::parse("a-b_c.d").is_ok());
+        for bad in ["", "a#b", "a/b", &"x".repeat(65)] {
+            assert!(TenantId::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! [`MemoryStore`]: the in-process [`Store`], atomic per call, with fault injection so
+//! tests and the simulation can play the crash points of a non-atomic backend.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use crate::ids::{JobId, OutboxId, Partition, TenantId};
+use crate::job::Job;
+use crate::outbox::{OutboxEntry, OutboxStatus};
+use crate::ports::{CreateOutcome, OutboxQuery, Store, StoreError, StoreErrorKind};
+use crate::record::{Changes, IdempotencyRecord, JobRecord, NewJob};
+use crate::revision::Revision;
+use crate::step::Step;
+
+/// A fault the next writing call will suffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Fail with this kind before writing anything.
+    Fail(StoreErrorKind),
+    /// Apply only the first `n` writes, in the documented order, then fail as
+    /// [`StoreErrorKind::Transient`] — a crash between two writes of a non-atomic backend.
+    Tear(usize),
+}
+
+/// The default, in-process store. Loses everything when dropped.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    next_rev: u64,
+    claims: HashMap<(TenantId, String), IdempotencyRecord>,
+    jobs: HashMap<JobId, Slot>,
+    partitions: BTreeMap<Partition, PartitionIndex>,
+    faults: VecDeque<Fault>,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    job: Option<Job>,
+    steps: BTreeMap<u32, Step>,
+    outbox: BTreeMap<OutboxId, OutboxEntry>,
+}
+
+#[derive(Debug, Default)]
+struct PartitionIndex {
+    jobs: BTreeSet<JobId>,
+    active: BTreeSet<JobId>,
+    pending: BTreeSet<OutboxId>,
+    dead: BTreeSet<OutboxId>,
+}
+
+enum Write<'a> {
+    Claim(&'a IdempotencyRecord),
+    Job(&'a Job),
+    Step(&'a Step),
+    Index(&'a JobId, &'a Partition),
+    Outbox(&'a OutboxEntry),
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    /// Queues a fault for a coming `create_job` or `commit` (for tests and simulations).
+    pub fn inject(&self, fault: Fault) {
+        self.lock().faults.push_back(fault);
+    }
+
+    /// Number of jobs held.
+    pub fn job_count(&self) -> usize {
+        self.lock()
+            .jobs
+            .values()
+            .filter(|s| s.job.is_some())
+            .count()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every write validates before it mutates, so a panic cannot leave half a write.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Inner {
+    fn revision(&mut self) -> Revision {
+        self.next_rev += 1;
+        Revision::stored(self.next_rev.to_string())
+    }
+
+    fn check(&self, w: &Write<'_>) -> Result<(), StoreError> {
+        fn cas(what: &str, stored: Option<&Revision>, given: &Revision) -> Result<(), StoreError> {
+            match (stored, given.is_new()) {
+                (None, true) => Ok(()),
+                (Some(_), true) => Err(StoreError::conflict(format!("{what} already exists"))),
+                (None, false) => Err(StoreError::not_found(format!("{what} does not exist"))),
+                (Some(s), false) if s == given => Ok(()),
+                (Some(s), false) => Err(StoreError::conflict(format!(
+                    "{what} changed: expected revision {:?}, found {:?}",
+                    given.token(),
+                    s.token()
+                ))),
+            }
+        }
+        match w {
+            Write::Claim(c) => match self
+                .claims
+                .contains_key(&(c.tenant_id.clone(), c.key.clone()))
+            {
+                true => Err(StoreError::conflict("idempotency key already claimed")),
+                false => Ok(()),
+            },
+            Write::Job(j) => {
+                let stored = self.jobs.get(&j.id).and_then(|s| s.job.as_ref());
+                cas(
+                    &format!("job {}", j.id),
+                    stored.map(|x| &x.revision),
+                    &j.revision,
+                )
+            }
+            Write::Step(s) => {
+                let stored = self.jobs.get(&s.job_id).and_then(|x| x.steps.get(&s.index));
+                cas(
+                    &format!("step {} of job {}", s.index, s.job_id),
+                    stored.map(|x| &x.revision),
+                    &s.revision,
+                )
+            }
+            Write::Index(..) => Ok(()),
+            Write::Outbox(e) => {
+                let stored = self.jobs.get(&e.job_id).and_then(|x| x.outbox.get(&e.id));
+                cas(
+                    &format!("outbox entry {}", e.id),
+                    stored.map(|x| &x.revision),
+                    &e.revision,
+                )
+            }
+        }
+    }
+
+    fn apply(&mut self, w: &Write<'_>) -> Revision {
+        let rev = self.revision();
+        match *w {
+            Write::Claim(c) => {
+                self.claims
+                    .insert((c.tenant_id.clone(), c.key.clone()), c.clone());
+            }
+            Write::Job(j) => {
+                let idx = self.partitions.entry(j.partition.clone()).or_default();
+                if j.status.is_terminal() {
+                    idx.active.remove(&j.id);
+                } else {
+                    idx.active.insert(j.id.clone());
+                }
+                let slot = self.jobs.entry(j.id.clone()).or_default();
+                slot.job = Some(Job {
+                    revision: rev.clone(),
+                    ..j.clone()
+                });
+            }
+            Write::Step(s) => {
+                let slot = self.jobs.entry(s.job_id.clone()).or_default();
+                slot.steps.insert(
+                    s.index,
+                    Step {
+                        revision: rev.clone(),
+                        ..s.clone()
+                    },
+                );
+            }
+            Write::Index(id, p) => {
+                self.partitions
+                    .entry(p.clone())
+                    .or_default()
+                    .jobs
+                    .insert(id.clone());
+            }
+            Write::Outbox(e) => {
+                let idx = self.partitions.entry(e.partition.clone()).or_default();
+                idx.pending.remove(&e.id);
+                idx.dead.remove(&e.id);
+                match e.status {
+                    OutboxStatus::Pending => {
+                        idx.pending.insert(e.id.clone());
+                    }
+                    OutboxStatus::Dead => {
+                        idx.dead.insert(e.id.clone());
+                    }
+                    OutboxStatus::Sent => {}
+                }
+                let slot = self.jobs.entry(e.job_id.clone()).or_default();
+                slot.outbox.insert(
+                    e.id.clone(),
+                    OutboxEntry {
+                        revision: rev.clone(),
+                        ..e.clone()
+                    },
+                );
+            }
+        }
+        rev
+    }
+
+    /// Applies writes all-or-nothing, or — under a pending `Tear` fault — a prefix of them.
+    fn write_all(&mut self, writes: &[Write<'_>]) -> Result<Vec<Revision>, StoreError> {
+        match self.faults.pop_front() {
+            Some(Fault::Fail(kind)) => {
+                return Err(StoreError {
+                    kind,
+                    message: "injected fault".into(),
+                })
+            }
+            Some(Fault::Tear(n)) => {
+                for w in writes.iter().take(n) {
+                    if self.check(w).is_err() {
+                        break;
+                    }
+                    self.apply(w);
+                }
+                return Err(StoreError::transient(format!(
+                    "injected crash after {n} of {} writes",
+                    writes.len()
+                )));
+            }
+            None => {}
+        }
+        for w in writes {
+            self.check(w)?;
+        }
+        Ok(writes.iter().map(|w| self.apply(w)).collect())
+    }
+
+    fn record(&self, id: &JobId) -> Option<JobRecord> {
+        let slot = self.jobs.get(id)?;
+        Some(JobRecord {
+            job: slot.job.clone()?,
+            steps: slot.steps.values().cloned().collect(),
+            outbox: slot.outbox.values().cloned().collect(),
+        })
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn create_job(&self, new: &NewJob) -> Result<CreateOutcome, StoreError> {
+        let mut g = self.lock();
+        let key = (new.claim.tenant_id.clone(), new.claim.key.clone());
+        if let Some(existing) = g.claims.get(&key).cloned() {
+            if existing.request_hash == new.claim.request_hash && existing.job_id == new.job.id {
+                // Complete whatever a crashed earlier attempt left unwritten: every row of
+                // the new job that is absent (rows are never deleted, so absent means unwritten).
+                let slot = g.jobs.get(&new.job.id);
+                let mut writes = Vec::new();
+                if !slot.is_some_and(|s| s.job.is_some()) {
+                    writes.push(Write::Job(&new.job));
+                }
+                for s in &new.steps {
+                    if !slot.is_some_and(|x| x.steps.contains_key(&s.index)) {
+                        writes.push(Write::Step(s));
+                    }
+                }
+                writes.push(Write::Index(&new.index.job_id, &new.index.partition));
+                if !slot.is_some_and(|x| x.outbox.contains_key(&new.outbox.id)) {
+                    writes.push(Write::Outbox(&new.outbox));
+                }
+                g.write_all(&writes)?;
+            }
+            return Ok(CreateOutcome::Existing(existing));
+        }
+        let mut writes = vec![Write::Claim(&new.claim), Write::Job(&new.job)];
+        writes.extend(new.steps.iter().map(Write::Step));
+        writes.push(Write::Index(&new.index.job_id, &new.index.partition));
+        writes.push(Write::Outbox(&new.outbox));
+        g.write_all(&writes)?;
+        Ok(CreateOutcome::Created)
+    }
+
+    async fn load_job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
+        Ok(self.lock().record(id))
+    }
+
+    async fn commit(&self, mut changes: Changes) -> Result<Changes, StoreError> {
+        let mut g = self.lock();
+        let revs = {
+            let mut writes: Vec<Write<'_>> = changes.steps.iter().map(Write::Step).collect();
+            writes.extend(changes.outbox.iter().map(Write::Outbox));
+            writes.extend(changes.job.iter().map(Write::Job));
+            g.write_all(&writes)?
+        };
+        let mut it = revs.into_iter();
+        for s in &mut changes.steps {
+            s.revision = it.next().unwrap_or_default();
+        }
+        for e in &mut changes.outbox {
+            e.revision = it.next().unwrap_or_default();
+        }
+        if let Some(j) = &mut changes.job {
+            j.revision = it.next().unwrap_or_default();
+        }
+        Ok(changes)
+    }
+
+    async fn outbox(&self, q: &OutboxQuery) -> Result<Vec<OutboxEntry>, StoreError> {
+        let g = self.lock();
+        let mut out: Vec<OutboxEntry> = match (&q.partition, q.status) {
+            (Some(p), Some(s @ (OutboxStatus::Pending | OutboxStatus::Dead))) => {
+                let ids = g.partitions.get(p).map(|i| match s {
+                    OutboxStatus::Pending => &i.pending,
+                    _ => &i.dead,
+                });
+                ids.into_iter()
+                    .flatten()
+                    .filter_map(|id| g.jobs.get(&id.job_id())?.outbox.get(id).cloned())
+                    .collect()
+            }
+            _ => g
+                .jobs
+                .values()
+                .flat_map(|s| s.outbox.values())
+                .filter(|e| q.partition.as_ref().is_none_or(|p| &e.partition == p))
+                .filter(|e| q.status.is_none_or(|s| e.status == s))
+                .cloned()
+                .collect(),
+        };
+        if let Some(t) = q.due_by {
+            out.retain(|e| e.next_attempt_at <= t);
+        }
+        out.sort_by(|a, b| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
+        out.truncate(q.limit);
+        Ok(out)
+    }
+
+    async fn active_jobs(
+        &self,
+        partition: &Partition,
+        limit: usize,
+    ) -> Result<Vec<JobId>, StoreError> {
+        let g = self.lock();
+        let Some(idx) = g.partitions.get(partition) else {
+            return Ok(Vec::new());
+        };
+        let ids = idx.active.iter();
+        Ok(ids.take(limit).cloned().collect())
+    }
+
+    async fn partitions(&self) -> Result<Vec<Partition>, StoreError> {
+        Ok(self.lock().partitions.keys().cloned().collect())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

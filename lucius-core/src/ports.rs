@@ -1,0 +1,173 @@
+//! The ports: [`Store`], [`Publisher`] and [`Clock`]. Adapters implement them; the engine
+//! only talks to them.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+
+use crate::directive::Directive;
+use crate::ids::{JobId, Partition};
+use crate::outbox::{OutboxEntry, OutboxStatus};
+use crate::record::{Changes, IdempotencyRecord, JobRecord, NewJob};
+use crate::time::{Millis, Timestamp};
+
+/// The kind of a store failure, which decides what the engine does with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// A compare-and-swap or insert lost a race: reload and retry.
+    Conflict,
+    /// A row the write depends on does not exist.
+    NotFound,
+    /// Worth retrying later (throttling, timeouts, unavailability).
+    Transient,
+    /// A row exceeds what the backend can hold.
+    TooLarge,
+    /// Not worth retrying (bad configuration, permissions, corrupt data).
+    Permanent,
+}
+
+/// A store failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind:?}: {message}")]
+pub struct StoreError {
+    /// What kind of failure.
+    pub kind: StoreErrorKind,
+    /// What was expected and what was found.
+    pub message: String,
+}
+
+impl StoreError {
+    /// A lost race.
+    pub fn conflict(message: impl Into<String>) -> StoreError {
+        StoreError {
+            kind: StoreErrorKind::Conflict,
+            message: message.into(),
+        }
+    }
+
+    /// A missing row.
+    pub fn not_found(message: impl Into<String>) -> StoreError {
+        StoreError {
+            kind: StoreErrorKind::NotFound,
+            message: message.into(),
+        }
+    }
+
+    /// A passing failure.
+    pub fn transient(message: impl Into<String>) -> StoreError {
+        StoreError {
+            kind: StoreErrorKind::Transient,
+            message: message.into(),
+        }
+    }
+
+    /// A row too large for the backend.
+    pub fn too_large(message: impl Into<String>) -> StoreError {
+        StoreError {
+            kind: StoreErrorKind::TooLarge,
+            message: message.into(),
+        }
+    }
+
+    /// A lasting failure.
+    pub fn permanent(message: impl Into<String>) -> StoreError {
+        StoreError {
+            kind: StoreErrorKind::Permanent,
+            message: message.into(),
+        }
+    }
+}
+
+/// What [`Store::create_job`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOutcome {
+    /// The claim was new and every row of the job is written.
+    Created,
+    /// The key was already claimed; this is the claim. If it names the same request, the
+    /// store has completed any rows a crashed earlier attempt left unwritten.
+    Existing(IdempotencyRecord),
+}
+
+/// Which outbox entries to list.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OutboxQuery {
+    /// Only this status.
+    pub status: Option<OutboxStatus>,
+    /// Only this partition.
+    pub partition: Option<Partition>,
+    /// Only entries due by this time (with `status: Pending`, what a dispatcher wants).
+    pub due_by: Option<Timestamp>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// Durable storage of jobs, steps, outbox entries, idempotency claims and the job index.
+///
+/// Every write is guarded by the row's [`crate::Revision`]: a lost race is a
+/// [`StoreErrorKind::Conflict`], never an overwrite. Run the conformance suite
+/// (`lucius_core::testkit::conformance`, feature `testkit`) against every implementation.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Writes a new job: the idempotency claim first (insert-if-absent), then job, steps,
+    /// index and first directive. If the claim exists, writes nothing new for another
+    /// request and returns [`CreateOutcome::Existing`]; for the same request (same hash),
+    /// first completes any rows missing after a crash.
+    async fn create_job(&self, new: &NewJob) -> Result<CreateOutcome, StoreError>;
+
+    /// A job with its steps and outbox entries, with current revisions.
+    async fn load_job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError>;
+
+    /// Applies revision-guarded writes to one job's rows; returns them with their new
+    /// revisions. See [`Changes`] for the atomicity and ordering contract.
+    async fn commit(&self, changes: Changes) -> Result<Changes, StoreError>;
+
+    /// Outbox entries matching the query, oldest `nextAttemptAt` first.
+    async fn outbox(&self, query: &OutboxQuery) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Ids of the non-terminal jobs of a partition (for the sweepers), at most `limit`.
+    async fn active_jobs(
+        &self,
+        partition: &Partition,
+        limit: usize,
+    ) -> Result<Vec<JobId>, StoreError>;
+
+    /// Every partition that holds jobs.
+    async fn partitions(&self) -> Result<Vec<Partition>, StoreError>;
+
+    /// Whether the store answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Why a publication failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// Worth retrying (throttled, unavailable, timed out).
+    #[error("transient publish failure: {0}")]
+    Transient(String),
+    /// Not worth retrying (unauthorised, entity missing).
+    #[error("permanent publish failure: {0}")]
+    Permanent(String),
+}
+
+/// Publishes directives to the message bus. Must be safe to call twice for one directive:
+/// the directive id is the message id brokers deduplicate on.
+#[async_trait]
+pub trait Publisher: Send + Sync {
+    /// Publishes one directive to its topic.
+    async fn publish(&self, directive: &Directive) -> Result<(), PublishError>;
+}
+
+/// A boxed future returned by [`Clock::sleep`].
+pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The source of time. The engine reads `now` once per operation and bounds waits with
+/// `sleep`; the binaries use the system clock, tests a manual one.
+pub trait Clock: Send + Sync {
+    /// The current time.
+    fn now(&self) -> Timestamp;
+    /// A future that completes after `duration` of this clock's time.
+    fn sleep(&self, duration: Millis) -> Sleep;
+}

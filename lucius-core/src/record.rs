@@ -1,0 +1,131 @@
+//! Stored records beside the state machines: the idempotency claim, the job index row,
+//! a job's aggregate ([`JobRecord`]) and the unit of change written to a store ([`Changes`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{JobId, OutboxId, Partition, TenantId};
+use crate::job::Job;
+use crate::outbox::OutboxEntry;
+use crate::step::Step;
+use crate::time::Timestamp;
+
+/// The claim on a tenant's idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdempotencyRecord {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// The client's key.
+    pub key: String,
+    /// Hash of the request that claimed it.
+    pub request_hash: String,
+    /// The job it created.
+    pub job_id: JobId,
+    /// When it was claimed.
+    pub created_at: Timestamp,
+}
+
+/// The job index row: which partition a job lives in, so jobs can be listed per partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobIndexEntry {
+    /// The job.
+    pub job_id: JobId,
+    /// Its partition.
+    pub partition: Partition,
+    /// Its request type.
+    pub request_type: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// Everything intake writes for a new job, in the order of truth: claim, job, steps,
+/// index, first directive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    /// The idempotency claim.
+    pub claim: IdempotencyRecord,
+    /// The job (`ACCEPTED`).
+    pub job: Job,
+    /// Its steps, in order (the first `QUEUED`, the rest `PENDING`).
+    pub steps: Vec<Step>,
+    /// The index row.
+    pub index: JobIndexEntry,
+    /// The first step's directive (`PENDING`).
+    pub outbox: OutboxEntry,
+}
+
+/// A job with its steps (in index order) and its outbox entries (in id order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    /// The job.
+    pub job: Job,
+    /// Its steps.
+    pub steps: Vec<Step>,
+    /// Its outbox entries.
+    pub outbox: Vec<OutboxEntry>,
+}
+
+impl JobRecord {
+    /// The step with this id.
+    pub fn step(&self, step_id: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.step_id.as_str() == step_id)
+    }
+
+    /// The outbox entry with this id.
+    pub fn entry(&self, id: &OutboxId) -> Option<&OutboxEntry> {
+        self.outbox.iter().find(|e| &e.id == id)
+    }
+}
+
+/// A set of writes to one job's rows. Each row's `revision` says how to write it:
+/// [`crate::Revision::NEW`] inserts (conflict if present), anything else replaces only if
+/// the stored revision still matches.
+///
+/// Stores that commit atomically apply all or nothing. A store that cannot must apply the
+/// writes in this order: **steps (by index), then outbox entries, then the job** — the
+/// order the drift sweeper is written to repair from (see `docs/storage.md`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Changes {
+    /// Steps to write.
+    pub steps: Vec<Step>,
+    /// Outbox entries to write.
+    pub outbox: Vec<OutboxEntry>,
+    /// The job, if it changes.
+    pub job: Option<Job>,
+}
+
+impl Changes {
+    /// Whether nothing is written.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty() && self.outbox.is_empty() && self.job.is_none()
+    }
+
+    /// The job these changes belong to, if any row names one.
+    pub fn job_id(&self) -> Option<&JobId> {
+        self.job
+            .as_ref()
+            .map(|j| &j.id)
+            .or_else(|| self.steps.first().map(|s| &s.job_id))
+            .or_else(|| self.outbox.first().map(|e| &e.job_id))
+    }
+
+    /// Adds or replaces a step write.
+    pub fn put_step(&mut self, step: Step) {
+        match self.steps.iter_mut().find(|s| s.index == step.index) {
+            Some(s) => *s = step,
+            None => {
+                self.steps.push(step);
+                self.steps.sort_by_key(|s| s.index);
+            }
+        }
+    }
+
+    /// Adds or replaces an outbox write.
+    pub fn put_outbox(&mut self, entry: OutboxEntry) {
+        match self.outbox.iter_mut().find(|e| e.id == entry.id) {
+            Some(e) => *e = entry,
+            None => self.outbox.push(entry),
+        }
+    }
+}
