@@ -7,4 +7,4 @@ mod store;
 
 pub use clock::ManualClock;
 pub use publisher::MemoryPublisher;
-pub use store::MemoryStore;
+pub use store::{Fault, MemoryStore};

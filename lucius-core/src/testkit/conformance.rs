@@ -1,0 +1,656 @@
+//! The store conformance suite: one set of checks, written against the [`Store`] port, that
+//! every backend passes. Adapters call [`run_all`] with a factory of fresh stores.
+//!
+//! ```ignore
+//! lucius_core::testkit::conformance::run_all(|| async { Arc::new(MyStore::new()) as Arc<dyn Store> },
+//!     Capabilities { atomic_commit: true }).await;
+//! ```
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::Poll;
+
+use serde_json::json;
+
+use crate::ids::{JobId, Partition, TenantId};
+use crate::job::JobStatus;
+use crate::outbox::{OutboxStatus, PublishRetryPolicy};
+use crate::ports::{CreateOutcome, OutboxQuery, Store, StoreErrorKind};
+use crate::record::{Changes, JobRecord, NewJob};
+use crate::revision::Revision;
+use crate::step::StepStatus;
+use crate::time::{Millis, Timestamp};
+
+use super::fixtures::new_job;
+
+/// What a backend promises beyond the port's baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `commit` applies all of its writes or none (memory, ledger); when false, it applies
+    /// them in the documented order and stops at the first failure (table).
+    pub atomic_commit: bool,
+}
+
+/// 2024-03-05T00:00:00Z.
+const T0: Timestamp = Timestamp(1_709_596_800_000);
+
+/// Names of the checks, in the order [`run_all`] runs them.
+pub const CHECKS: &[&str] = &[
+    "create_then_load_round_trips",
+    "replayed_create_returns_the_claim",
+    "other_request_same_key_changes_nothing",
+    "concurrent_creates_make_one_job",
+    "create_completes_a_torn_intake",
+    "commit_is_guarded_by_revisions",
+    "insert_of_existing_row_conflicts",
+    "failed_commit_leaves_rows_as_the_contract_says",
+    "outbox_queries_filter_and_order",
+    "active_jobs_and_partitions",
+    "unknown_rows",
+];
+
+/// Runs every check, each on a fresh store from `make`. Panics naming the failing check.
+pub async fn run_all<F, Fut>(make: F, caps: Capabilities)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    for name in CHECKS {
+        let store = make().await;
+        run_one(name, store, caps).await;
+    }
+}
+
+/// Runs one named check (see [`CHECKS`]) on `store`.
+pub async fn run_one(name: &str, store: Arc<dyn Store>, caps: Capabilities) {
+    match name {
+        "create_then_load_round_trips" => create_then_load_round_trips(store).await,
+        "replayed_create_returns_the_claim" => replayed_create_returns_the_claim(store).await,
+        "other_request_same_key_changes_nothing" => {
+            other_request_same_key_changes_nothing(store).await
+        }
+        "concurrent_creates_make_one_job" => concurrent_creates_make_one_job(store).await,
+        "create_completes_a_torn_intake" => create_completes_a_torn_intake(store).await,
+        "commit_is_guarded_by_revisions" => commit_is_guarded_by_revisions(store).await,
+        "insert_of_existing_row_conflicts" => insert_of_existing_row_conflicts(store).await,
+        "failed_commit_leaves_rows_as_the_contract_says" => {
+            failed_commit_leaves_rows_as_the_contract_says(store, caps).await
+        }
+        "outbox_queries_filter_and_order" => outbox_queries_filter_and_order(store).await,
+        "active_jobs_and_partitions" => active_jobs_and_partitions(store).await,
+        "unknown_rows" => unknown_rows(store).await,
+        other => panic!("conformance: no check named {other:?}"),
+    }
+}
+
+fn strip(mut r: JobRecord) -> JobRecord {
+    r.job.revision = Revision::NEW;
+    for s in &mut r.steps {
+        s.revision = Revision::NEW;
+    }
+    for e in &mut r.outbox {
+        e.revision = Revision::NEW;
+    }
+    r
+}
+
+fn expected(new: &NewJob) -> JobRecord {
+    JobRecord {
+        job: new.job.clone(),
+        steps: new.steps.clone(),
+        outbox: vec![new.outbox.clone()],
+    }
+}
+
+async fn load(store: &dyn Store, id: &JobId, check: &str) -> JobRecord {
+    match store.load_job(id).await {
+        Ok(Some(r)) => r,
+        other => panic!("conformance {check}: load_job({id}) gave {other:?}"),
+    }
+}
+
+async fn create_then_load_round_trips(store: Arc<dyn Store>) {
+    let c = "create_then_load_round_trips";
+    let new = new_job("acme", "k-1", 0, T0);
+    assert_eq!(
+        store.create_job(&new).await,
+        Ok(CreateOutcome::Created),
+        "{c}"
+    );
+    let rec = load(store.as_ref(), &new.job.id, c).await;
+    assert!(
+        !rec.job.revision.is_new(),
+        "{c}: loaded job has no revision"
+    );
+    assert!(
+        rec.steps.iter().all(|s| !s.revision.is_new()),
+        "{c}: a step has no revision"
+    );
+    assert!(
+        rec.outbox.iter().all(|e| !e.revision.is_new()),
+        "{c}: an entry has no revision"
+    );
+    assert_eq!(
+        strip(rec),
+        expected(&new),
+        "{c}: rows differ from what was written"
+    );
+    store
+        .ping()
+        .await
+        .unwrap_or_else(|e| panic!("{c}: ping failed: {e}"));
+}
+
+async fn replayed_create_returns_the_claim(store: Arc<dyn Store>) {
+    let c = "replayed_create_returns_the_claim";
+    let new = new_job("acme", "k-2", 0, T0);
+    store
+        .create_job(&new)
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    // A replay later (another month even) must not write a second job or directive.
+    let again = new_job("acme", "k-2", 0, T0.plus(Millis::from_secs(40 * 86_400)));
+    match store.create_job(&again).await {
+        Ok(CreateOutcome::Existing(claim)) => {
+            assert_eq!(
+                claim, new.claim,
+                "{c}: the claim returned is not the stored one"
+            )
+        }
+        other => panic!("{c}: replay gave {other:?}"),
+    }
+    let rec = strip(load(store.as_ref(), &new.job.id, c).await);
+    assert_eq!(rec, expected(&new), "{c}: replay changed the rows");
+}
+
+async fn other_request_same_key_changes_nothing(store: Arc<dyn Store>) {
+    let c = "other_request_same_key_changes_nothing";
+    let new = new_job("acme", "k-3", 0, T0);
+    store
+        .create_job(&new)
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    let other = new_job("acme", "k-3", 1, T0);
+    assert_ne!(other.claim.request_hash, new.claim.request_hash);
+    match store.create_job(&other).await {
+        Ok(CreateOutcome::Existing(claim)) => {
+            assert_eq!(claim.request_hash, new.claim.request_hash, "{c}")
+        }
+        other => panic!("{c}: gave {other:?}"),
+    }
+    let rec = strip(load(store.as_ref(), &new.job.id, c).await);
+    assert_eq!(
+        rec,
+        expected(&new),
+        "{c}: a conflicting request changed the rows"
+    );
+    // The same key under another tenant is another job.
+    let t2 = new_job("globex", "k-3", 1, T0);
+    assert_eq!(
+        store.create_job(&t2).await,
+        Ok(CreateOutcome::Created),
+        "{c}: tenants share keys"
+    );
+}
+
+/// Polls two futures to completion on the current task.
+async fn join2<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let (mut a, mut b) = (pin!(a), pin!(b));
+    let (mut ra, mut rb) = (None, None);
+    std::future::poll_fn(|cx| {
+        if ra.is_none() {
+            if let Poll::Ready(v) = a.as_mut().poll(cx) {
+                ra = Some(v);
+            }
+        }
+        if rb.is_none() {
+            if let Poll::Ready(v) = b.as_mut().poll(cx) {
+                rb = Some(v);
+            }
+        }
+        if ra.is_some() && rb.is_some() {
+            Poll::Ready((ra.take(), rb.take()))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+    .map_pair()
+}
+
+trait MapPair<A, B> {
+    fn map_pair(self) -> (A, B);
+}
+
+impl<A, B> MapPair<A, B> for (Option<A>, Option<B>) {
+    fn map_pair(self) -> (A, B) {
+        match self {
+            (Some(a), Some(b)) => (a, b),
+            // join2 only completes once both outputs are taken.
+            _ => unreachable!("join2 completed without both outputs"),
+        }
+    }
+}
+
+async fn concurrent_creates_make_one_job(store: Arc<dyn Store>) {
+    let c = "concurrent_creates_make_one_job";
+    for i in 0..5 {
+        let key = format!("race-{i}");
+        let new = new_job("acme", &key, 0, T0);
+        let (a, b) = join2(store.create_job(&new), store.create_job(&new)).await;
+        let created = [&a, &b]
+            .iter()
+            .filter(|r| matches!(r, Ok(CreateOutcome::Created)))
+            .count();
+        let existing = [&a, &b]
+            .iter()
+            .filter(|r| matches!(r, Ok(CreateOutcome::Existing(_))))
+            .count();
+        assert_eq!((created, existing), (1, 1), "{c}: got {a:?} and {b:?}");
+        let rec = strip(load(store.as_ref(), &new.job.id, c).await);
+        assert_eq!(rec, expected(&new), "{c}");
+    }
+}
+
+async fn create_completes_a_torn_intake(store: Arc<dyn Store>) {
+    let c = "create_completes_a_torn_intake";
+    // Only the claim and the job were written before a crash: the rows are missing until
+    // the client retries, and the retry completes them.
+    let new = new_job("acme", "k-torn", 0, T0);
+    let partial = NewJob {
+        steps: Vec::new(),
+        ..new.clone()
+    };
+    // Writing a job without steps is what a crash after the job row leaves behind.
+    store
+        .create_job(&partial)
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    match store.create_job(&new).await {
+        Ok(CreateOutcome::Existing(_)) => {}
+        other => panic!("{c}: retry gave {other:?}"),
+    }
+    let rec = strip(load(store.as_ref(), &new.job.id, c).await);
+    assert_eq!(rec, expected(&new), "{c}: retry did not complete the rows");
+}
+
+async fn commit_is_guarded_by_revisions(store: Arc<dyn Store>) {
+    let c = "commit_is_guarded_by_revisions";
+    let new = new_job("acme", "k-cas", 0, T0);
+    store
+        .create_job(&new)
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    let rec = load(store.as_ref(), &new.job.id, c).await;
+    let now = T0.plus(Millis(10));
+    let step = rec.steps[0]
+        .on_published(1, now)
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    let entry = rec.outbox[0]
+        .on_sent(now)
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    let job = rec.job.on_start(now).unwrap_or_else(|e| panic!("{c}: {e}"));
+    let changes = Changes {
+        steps: vec![step.clone()],
+        outbox: vec![entry.clone()],
+        job: Some(job.clone()),
+    };
+    let written = store
+        .commit(changes.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    assert_ne!(
+        written.steps[0].revision, rec.steps[0].revision,
+        "{c}: revision did not change"
+    );
+    assert_ne!(
+        written.job.as_ref().map(|j| &j.revision),
+        Some(&rec.job.revision),
+        "{c}"
+    );
+    let after = load(store.as_ref(), &new.job.id, c).await;
+    assert_eq!(
+        after.steps[0].revision, written.steps[0].revision,
+        "{c}: returned revision is not the stored one"
+    );
+    assert_eq!(after.job.status, JobStatus::InProgress, "{c}");
+    assert_eq!(after.steps[0].status, StepStatus::Initiated, "{c}");
+    assert_eq!(after.outbox[0].status, OutboxStatus::Sent, "{c}");
+
+    // The same writes with the old revisions lose.
+    let stale = Changes {
+        steps: vec![],
+        outbox: vec![],
+        job: Some(
+            job.on_cancel("late", now)
+                .unwrap_or_else(|e| panic!("{c}: {e}")),
+        ),
+    };
+    let err = store
+        .commit(stale)
+        .await
+        .expect_err("stale job write must fail");
+    assert_eq!(err.kind, StoreErrorKind::Conflict, "{c}: {err}");
+    let after2 = load(store.as_ref(), &new.job.id, c).await;
+    assert_eq!(
+        after2.job.status,
+        JobStatus::InProgress,
+        "{c}: a stale write was applied"
+    );
+
+    // Writes with the returned revisions win.
+    let next = after2.steps[0]
+        .on_ack(1, Some("w"), now)
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    store
+        .commit(Changes {
+            steps: vec![next],
+            ..Changes::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{c}: fresh write failed: {e}"));
+    let after3 = load(store.as_ref(), &new.job.id, c).await;
+    assert_eq!(after3.steps[0].status, StepStatus::Running, "{c}");
+    assert_eq!(after3.steps[0].worker_id.as_deref(), Some("w"), "{c}");
+}
+
+async fn insert_of_existing_row_conflicts(store: Arc<dyn Store>) {
+    let c = "insert_of_existing_row_conflicts";
+    let new = new_job("acme", "k-ins", 0, T0);
+    store
+        .create_job(&new)
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    let err = store
+        .commit(Changes {
+            outbox: vec![new.outbox.clone()],
+            ..Changes::default()
+        })
+        .await
+        .expect_err("inserting an existing entry must fail");
+    assert_eq!(err.kind, StoreErrorKind::Conflict, "{c}: {err}");
+}
+
+async fn failed_commit_leaves_rows_as_the_contract_says(store: Arc<dyn Store>, caps: Capabilities) {
+    let c = "failed_commit_leaves_rows_as_the_contract_says";
+    let new = new_job("acme", "k-atomic", 0, T0);
+    store
+        .create_job(&new)
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    let rec = load(store.as_ref(), &new.job.id, c).await;
+    let now = T0.plus(Millis(5));
+    let step = rec.steps[0]
+        .on_published(1, now)
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    let mut stale_job = rec.job.on_start(now).unwrap_or_else(|e| panic!("{c}: {e}"));
+    stale_job.revision = Revision::stored("no-such-revision");
+    let err = store
+        .commit(Changes {
+            steps: vec![step],
+            outbox: vec![],
+            job: Some(stale_job),
+        })
+        .await
+        .expect_err("a write with a wrong revision must fail");
+    assert_eq!(err.kind, StoreErrorKind::Conflict, "{c}: {err}");
+    let after = load(store.as_ref(), &new.job.id, c).await;
+    assert_eq!(
+        after.job.status,
+        JobStatus::Accepted,
+        "{c}: the stale job write was applied"
+    );
+    if caps.atomic_commit {
+        assert_eq!(
+            after.steps[0].status,
+            StepStatus::Queued,
+            "{c}: an atomic commit applied part of its writes"
+        );
+    } else {
+        // Non-atomic stores write steps first: the step write may have landed.
+        assert!(
+            matches!(
+                after.steps[0].status,
+                StepStatus::Queued | StepStatus::Initiated
+            ),
+            "{c}"
+        );
+    }
+}
+
+async fn outbox_queries_filter_and_order(store: Arc<dyn Store>) {
+    let c = "outbox_queries_filter_and_order";
+    let policy = PublishRetryPolicy {
+        delay: Millis::from_secs(30),
+        max_attempts: 2,
+    };
+    // Three jobs in acme's March partition, one in globex's, one in acme's April.
+    let jobs: Vec<NewJob> = vec![
+        new_job("acme", "q-1", 0, T0),
+        new_job("acme", "q-2", 0, T0.plus(Millis(1))),
+        new_job("acme", "q-3", 0, T0.plus(Millis(2))),
+        new_job("globex", "q-4", 0, T0),
+        new_job("acme", "q-5", 0, T0.plus(Millis::from_secs(31 * 86_400))),
+    ];
+    for j in &jobs {
+        store
+            .create_job(j)
+            .await
+            .unwrap_or_else(|e| panic!("{c}: {e}"));
+    }
+    let march = jobs[0].job.partition.clone();
+    assert_eq!(march.to_string(), "acme#202403");
+    let pending = |p: &Partition, due: Option<Timestamp>, limit: usize| OutboxQuery {
+        status: Some(OutboxStatus::Pending),
+        partition: Some(p.clone()),
+        due_by: due,
+        limit,
+    };
+    let ids = |v: Vec<crate::outbox::OutboxEntry>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    let got = ids(store
+        .outbox(&pending(&march, Some(T0.plus(Millis(10))), 100))
+        .await
+        .unwrap_or_default());
+    let want: Vec<_> = jobs[..3].iter().map(|j| j.outbox.id.clone()).collect();
+    assert_eq!(
+        got, want,
+        "{c}: pending entries of a partition, oldest first"
+    );
+    let got = ids(store
+        .outbox(&pending(&march, Some(T0.plus(Millis(10))), 2))
+        .await
+        .unwrap_or_default());
+    assert_eq!(got, want[..2].to_vec(), "{c}: limit");
+    let got = ids(store
+        .outbox(&pending(&march, Some(T0.plus(Millis(1))), 100))
+        .await
+        .unwrap_or_default());
+    assert_eq!(got, want[..2].to_vec(), "{c}: due_by");
+
+    // q-1 sent, q-2 backs off, q-3 dies.
+    let now = T0.plus(Millis(20));
+    for (i, j) in jobs[..3].iter().enumerate() {
+        let rec = load(store.as_ref(), &j.job.id, c).await;
+        let e = &rec.outbox[0];
+        let next = match i {
+            0 => e.on_sent(now),
+            1 => e.on_publish_failed("busy", false, policy, now),
+            _ => e.on_publish_failed("denied", true, policy, now),
+        }
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+        store
+            .commit(Changes {
+                outbox: vec![next],
+                ..Changes::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{c}: {e}"));
+    }
+    let got = ids(store
+        .outbox(&pending(&march, Some(now), 100))
+        .await
+        .unwrap_or_default());
+    assert!(
+        got.is_empty(),
+        "{c}: a sent, a backing-off and a dead entry are not due: {got:?}"
+    );
+    let later = now.plus(Millis::from_secs(60));
+    let got = ids(store
+        .outbox(&pending(&march, Some(later), 100))
+        .await
+        .unwrap_or_default());
+    assert_eq!(
+        got,
+        vec![jobs[1].outbox.id.clone()],
+        "{c}: the backed-off entry is due later"
+    );
+    let dead = store
+        .outbox(&OutboxQuery {
+            status: Some(OutboxStatus::Dead),
+            partition: Some(march.clone()),
+            due_by: None,
+            limit: 100,
+        })
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        ids(dead),
+        vec![jobs[2].outbox.id.clone()],
+        "{c}: dead entries"
+    );
+    let all_pending = store
+        .outbox(&OutboxQuery {
+            status: Some(OutboxStatus::Pending),
+            partition: None,
+            due_by: None,
+            limit: 100,
+        })
+        .await
+        .unwrap_or_default();
+    let mut got = ids(all_pending);
+    got.sort();
+    let mut want = vec![
+        jobs[1].outbox.id.clone(),
+        jobs[3].outbox.id.clone(),
+        jobs[4].outbox.id.clone(),
+    ];
+    want.sort();
+    assert_eq!(got, want, "{c}: pending entries of every partition");
+    let sent = store
+        .outbox(&OutboxQuery {
+            status: Some(OutboxStatus::Sent),
+            partition: None,
+            due_by: None,
+            limit: 100,
+        })
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        ids(sent),
+        vec![jobs[0].outbox.id.clone()],
+        "{c}: sent entries"
+    );
+}
+
+async fn active_jobs_and_partitions(store: Arc<dyn Store>) {
+    let c = "active_jobs_and_partitions";
+    let a = new_job("acme", "a-1", 0, T0);
+    let b = new_job("acme", "a-2", 0, T0);
+    let g = new_job("globex", "a-3", 0, T0);
+    for j in [&a, &b, &g] {
+        store
+            .create_job(j)
+            .await
+            .unwrap_or_else(|e| panic!("{c}: {e}"));
+    }
+    let mut active = store
+        .active_jobs(&a.job.partition, 100)
+        .await
+        .unwrap_or_default();
+    active.sort();
+    let mut want = vec![a.job.id.clone(), b.job.id.clone()];
+    want.sort();
+    assert_eq!(active, want, "{c}: active jobs of a partition");
+    assert_eq!(
+        store
+            .active_jobs(&a.job.partition, 1)
+            .await
+            .unwrap_or_default()
+            .len(),
+        1,
+        "{c}: limit"
+    );
+    let rec = load(store.as_ref(), &a.job.id, c).await;
+    let cancelled = rec
+        .job
+        .on_cancel("done", T0)
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    store
+        .commit(Changes {
+            job: Some(cancelled),
+            ..Changes::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    let active = store
+        .active_jobs(&a.job.partition, 100)
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        active,
+        vec![b.job.id.clone()],
+        "{c}: a terminal job is not active"
+    );
+    let mut parts: Vec<String> = store
+        .partitions()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    parts.sort();
+    assert_eq!(parts, ["acme#202403", "globex#202403"], "{c}: partitions");
+}
+
+async fn unknown_rows(store: Arc<dyn Store>) {
+    let c = "unknown_rows";
+    let ghost = JobId::derive(
+        &TenantId::parse("acme").unwrap_or_else(|e| panic!("{e}")),
+        "ghost",
+    );
+    assert_eq!(store.load_job(&ghost).await, Ok(None), "{c}: unknown job");
+    let new = new_job("acme", "ghost", 0, T0);
+    let mut job = new.job.clone();
+    job.revision = Revision::stored("1");
+    job.payload = json!({"x": 1});
+    let err = store
+        .commit(Changes {
+            job: Some(job),
+            ..Changes::default()
+        })
+        .await
+        .expect_err("updating a job that does not exist must fail");
+    assert!(
+        matches!(
+            err.kind,
+            StoreErrorKind::NotFound | StoreErrorKind::Conflict
+        ),
+        "{c}: {err}"
+    );
+    assert_eq!(
+        store.load_job(&ghost).await,
+        Ok(None),
+        "{c}: the failed update created a job"
+    );
+    let empty = store
+        .outbox(&OutboxQuery {
+            status: Some(OutboxStatus::Pending),
+            partition: Some(Partition::parse("nobody#202401").unwrap_or_else(|e| panic!("{e}"))),
+            due_by: None,
+            limit: 10,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    assert!(empty.is_empty(), "{c}");
+}
