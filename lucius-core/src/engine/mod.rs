@@ -230,3 +230,6 @@ impl Engine {
         Err(EngineError::Contention(id.clone()))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -257,7 +257,7 @@ impl Store for MemoryStore {
                 // the new job that is absent (rows are never deleted, so absent means unwritten).
                 let slot = g.jobs.get(&new.job.id);
                 let mut writes = Vec::new();
-                if !slot.is_some_and(|s| s.job.is_some()) {
+                if slot.is_none_or(|s| s.job.is_none()) {
                     writes.push(Write::Job(&new.job));
                 }
                 for s in &new.steps {

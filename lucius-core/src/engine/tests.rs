@@ -1,0 +1,489 @@
+//! Engine tests: the flow over the memory adapters, and mocked ports where the test is
+//! about the calls the engine makes.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use mockall::mock;
+use mockall::predicate::always;
+use serde_json::json;
+
+use super::*;
+use crate::directive::Directive;
+use crate::job::JobStatus;
+use crate::memory::{Fault, ManualClock, MemoryPublisher, MemoryStore};
+use crate::outbox::OutboxStatus;
+use crate::ports::{CreateOutcome, OutboxQuery, PublishError, Publisher, Store};
+use crate::record::NewJob;
+use crate::step::{Failure, StepStatus};
+use crate::testkit::{command, HangingPublisher};
+use crate::time::Millis;
+
+mock! {
+    pub Pub {}
+    #[async_trait]
+    impl Publisher for Pub {
+        async fn publish(&self, directive: &Directive) -> Result<(), PublishError>;
+    }
+}
+
+mock! {
+    pub St {}
+    #[async_trait]
+    impl Store for St {
+        async fn create_job(&self, new: &NewJob) -> Result<CreateOutcome, StoreError>;
+        async fn load_job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError>;
+        async fn commit(&self, changes: Changes) -> Result<Changes, StoreError>;
+        async fn outbox(&self, query: &OutboxQuery) -> Result<Vec<crate::outbox::OutboxEntry>, StoreError>;
+        async fn active_jobs(&self, partition: &crate::ids::Partition, limit: usize) -> Result<Vec<JobId>, StoreError>;
+        async fn partitions(&self) -> Result<Vec<crate::ids::Partition>, StoreError>;
+        async fn ping(&self) -> Result<(), StoreError>;
+    }
+}
+
+const T0: Timestamp = Timestamp(1_709_596_800_000);
+
+struct Rig {
+    engine: Engine,
+    store: MemoryStore,
+    bus: MemoryPublisher,
+    clock: ManualClock,
+}
+
+fn rig() -> Rig {
+    let store = MemoryStore::new();
+    let bus = MemoryPublisher::new();
+    let clock = ManualClock::new(T0);
+    let engine = Engine::new(
+        Arc::new(store.clone()),
+        Arc::new(bus.clone()),
+        Arc::new(clock.clone()),
+    );
+    Rig {
+        engine,
+        store,
+        bus,
+        clock,
+    }
+}
+
+fn call<'a>(job: &'a JobId, step: &'a str, attempt: u32) -> WorkerCall<'a> {
+    WorkerCall {
+        job_id: job,
+        step_id: step,
+        attempt,
+        worker_id: Some("w1"),
+    }
+}
+
+#[tokio::test]
+async fn a_job_runs_to_success_through_every_step() {
+    let r = rig();
+    let sub = r.engine.submit(command("acme", "k", 0)).await.unwrap();
+    assert!(sub.value.created);
+    assert_eq!(r.engine.publish_all(&sub.to_publish).await, 1);
+    let job = sub.value.job_id;
+    let rec = r.engine.job(&job).await.unwrap();
+    assert_eq!(rec.job.status, JobStatus::InProgress);
+    assert_eq!(rec.steps[0].status, StepStatus::Initiated);
+    for (i, step) in ["ocr", "embed", "index"].into_iter().enumerate() {
+        let d = r.bus.drain();
+        assert_eq!(d.len(), 1, "one directive for {step}");
+        assert_eq!(d[0].step_id, step);
+        assert_eq!(d[0].attempt, 1);
+        if i > 0 {
+            assert_eq!(
+                d[0].input,
+                Some(json!({"from": i - 1})),
+                "previous result is the input"
+            );
+        }
+        r.engine.ack(call(&job, step, 1)).await.unwrap();
+        r.clock.advance(Millis(10));
+        let out = r
+            .engine
+            .complete(call(&job, step, 1), json!({"from": i}))
+            .await
+            .unwrap();
+        r.engine.publish_all(&out.to_publish).await;
+    }
+    let rec = r.engine.job(&job).await.unwrap();
+    assert_eq!(rec.job.status, JobStatus::Succeeded);
+    assert!(rec.steps.iter().all(|s| s.status == StepStatus::Succeeded));
+    assert!(rec.outbox.iter().all(|e| e.status == OutboxStatus::Sent));
+    // A repeated completion is answered, not refused, and changes nothing.
+    let again = r
+        .engine
+        .complete(call(&job, "index", 1), json!({"from": 2}))
+        .await
+        .unwrap();
+    assert!(again.to_publish.is_empty());
+}
+
+#[tokio::test]
+async fn idempotent_replay_and_conflict() {
+    let r = rig();
+    let a = r.engine.submit(command("acme", "k", 0)).await.unwrap();
+    let b = r.engine.submit(command("acme", "k", 0)).await.unwrap();
+    assert_eq!(a.value.job_id, b.value.job_id);
+    assert!(!b.value.created);
+    let err = r.engine.submit(command("acme", "k", 1)).await.unwrap_err();
+    assert!(
+        matches!(err, EngineError::IdempotencyConflict { .. }),
+        "{err}"
+    );
+    assert_eq!(r.store.job_count(), 1);
+}
+
+#[tokio::test]
+async fn publish_timeout_keeps_the_entry_pending() {
+    let store = MemoryStore::new();
+    let clock = ManualClock::new(T0);
+    let engine = Engine::new(
+        Arc::new(store.clone()),
+        Arc::new(HangingPublisher),
+        Arc::new(clock.clone()),
+    );
+    let sub = engine.submit(command("acme", "k", 0)).await.unwrap();
+    let out = engine.publish(&sub.to_publish[0]).await.unwrap();
+    assert_eq!(out, PublishOutcome::Retrying);
+    let rec = engine.job(&sub.value.job_id).await.unwrap();
+    let e = &rec.outbox[0];
+    assert_eq!((e.status, e.publish_attempts), (OutboxStatus::Pending, 1));
+    assert!(
+        e.last_error.as_deref().unwrap_or("").contains("timed out"),
+        "{:?}",
+        e.last_error
+    );
+    assert!(e.next_attempt_at >= clock.now().plus(Millis(30_000)));
+    assert_eq!(rec.steps[0].status, StepStatus::Queued);
+    assert_eq!(rec.job.status, JobStatus::Accepted);
+}
+
+#[tokio::test]
+async fn publish_failures_are_counted_then_dead_and_permanent_is_dead_at_once() {
+    let mut p = MockPub::new();
+    p.expect_publish()
+        .with(always())
+        .times(3)
+        .returning(|_| Err(PublishError::Transient("503".into())));
+    let store = MemoryStore::new();
+    let clock = ManualClock::new(T0);
+    let engine = Engine::new(
+        Arc::new(store.clone()),
+        Arc::new(p),
+        Arc::new(clock.clone()),
+    );
+    let sub = engine.submit(command("acme", "k", 0)).await.unwrap();
+    let id = sub.to_publish[0].clone();
+    assert_eq!(engine.publish(&id).await.unwrap(), PublishOutcome::Retrying);
+    assert_eq!(engine.publish(&id).await.unwrap(), PublishOutcome::Retrying);
+    assert_eq!(engine.publish(&id).await.unwrap(), PublishOutcome::Dead);
+    assert_eq!(
+        engine.publish(&id).await.unwrap(),
+        PublishOutcome::NotPending
+    );
+
+    let mut p = MockPub::new();
+    p.expect_publish()
+        .times(1)
+        .returning(|_| Err(PublishError::Permanent("401".into())));
+    let engine = Engine::new(Arc::new(MemoryStore::new()), Arc::new(p), Arc::new(clock));
+    let sub = engine.submit(command("acme", "k", 0)).await.unwrap();
+    assert_eq!(
+        engine.publish(&sub.to_publish[0]).await.unwrap(),
+        PublishOutcome::Dead
+    );
+}
+
+#[tokio::test]
+async fn the_directive_published_carries_the_outbox_id() {
+    let mut p = MockPub::new();
+    p.expect_publish()
+        .withf(|d: &Directive| {
+            d.directive_id.ends_with(".0.1") && d.step_id == "ocr" && d.attempt == 1
+        })
+        .times(1)
+        .returning(|_| Ok(()));
+    let engine = Engine::new(
+        Arc::new(MemoryStore::new()),
+        Arc::new(p),
+        Arc::new(ManualClock::new(T0)),
+    );
+    let sub = engine.submit(command("acme", "k", 0)).await.unwrap();
+    assert_eq!(
+        engine.publish(&sub.to_publish[0]).await.unwrap(),
+        PublishOutcome::Sent
+    );
+}
+
+#[tokio::test]
+async fn lost_races_are_recomputed_then_reported_as_contention() {
+    let real = MemoryStore::new();
+    let new = crate::testkit::new_job("acme", "k", 0, T0);
+    real.create_job(&new).await.unwrap();
+    let rec = real.load_job(&new.job.id).await.unwrap();
+    let mut st = MockSt::new();
+    st.expect_load_job().returning(move |_| Ok(rec.clone()));
+    st.expect_commit()
+        .times(3)
+        .returning(|_| Err(StoreError::conflict("raced")));
+    let engine = Engine::new(
+        Arc::new(st),
+        Arc::new(MemoryPublisher::new()),
+        Arc::new(ManualClock::new(T0)),
+    )
+    .with_config(EngineConfig {
+        conflict_retries: 2,
+        ..EngineConfig::default()
+    });
+    let err = engine.ack(call(&new.job.id, "ocr", 1)).await.unwrap_err();
+    assert_eq!(err, EngineError::Contention(new.job.id.clone()));
+}
+
+#[tokio::test]
+async fn missing_acks_are_retried_then_fail_the_job() {
+    let r = rig();
+    let sub = r.engine.submit(command("acme", "k", 0)).await.unwrap();
+    r.engine.publish_all(&sub.to_publish).await;
+    let job = sub.value.job_id;
+    for attempt in 1..=3u32 {
+        let rec = r.engine.job(&job).await.unwrap();
+        assert_eq!(rec.steps[0].attempt, attempt);
+        // Not due yet: nothing happens.
+        assert_eq!(r.engine.sweep_job(&job).await.unwrap().value.retried, 0);
+        r.clock.advance(Millis::from_secs(31));
+        let out = r.engine.sweep_job(&job).await.unwrap();
+        if attempt < 3 {
+            assert_eq!(out.value.retried, 1);
+            assert_eq!(out.to_publish.len(), 1);
+            r.engine.publish_all(&out.to_publish).await;
+        } else {
+            assert_eq!(out.value.failed, 1);
+        }
+    }
+    let rec = r.engine.job(&job).await.unwrap();
+    assert_eq!(rec.job.status, JobStatus::Failed);
+    assert_eq!(rec.steps[0].status, StepStatus::Failed);
+    assert_eq!(rec.steps[1].status, StepStatus::Cancelled);
+    // The late worker of attempt 1 is refused as stale.
+    let err = r.engine.ack(call(&job, "ocr", 1)).await.unwrap_err();
+    assert!(matches!(err, EngineError::Transition(_)), "{err}");
+}
+
+#[tokio::test]
+async fn expired_leases_are_retried_and_stale_workers_refused() {
+    let r = rig();
+    let sub = r.engine.submit(command("acme", "k", 0)).await.unwrap();
+    r.engine.publish_all(&sub.to_publish).await;
+    let job = sub.value.job_id;
+    r.engine.ack(call(&job, "ocr", 1)).await.unwrap();
+    r.clock.advance(Millis::from_secs(121));
+    let out = r.engine.sweep_job(&job).await.unwrap();
+    assert_eq!(out.value.retried, 1);
+    let err = r
+        .engine
+        .complete(call(&job, "ocr", 1), json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        EngineError::Transition(TransitionError::StaleAttempt { current: 2, got: 1 })
+    );
+}
+
+#[tokio::test]
+async fn retryable_failure_requeues_and_fatal_failure_fails_the_job() {
+    let r = rig();
+    let sub = r.engine.submit(command("acme", "k", 0)).await.unwrap();
+    let job = sub.value.job_id;
+    r.engine.publish_all(&sub.to_publish).await;
+    let f = |retryable| Failure {
+        error: "boom".into(),
+        retryable,
+    };
+    let out = r.engine.fail(call(&job, "ocr", 1), f(true)).await.unwrap();
+    assert_eq!(
+        (out.value.status, out.value.attempt),
+        (StepStatus::Queued, 2)
+    );
+    assert_eq!(out.to_publish.len(), 1);
+    r.engine.publish_all(&out.to_publish).await;
+    let out = r.engine.fail(call(&job, "ocr", 2), f(false)).await.unwrap();
+    assert_eq!(out.value.status, StepStatus::Failed);
+    let rec = r.engine.job(&job).await.unwrap();
+    assert_eq!(rec.job.status, JobStatus::Failed);
+    assert!(rec.job.error.as_deref().unwrap_or("").contains("boom"));
+}
+
+#[tokio::test]
+async fn cancel_settles_pending_directives_and_refuses_twice() {
+    let r = rig();
+    let sub = r.engine.submit(command("acme", "k", 0)).await.unwrap();
+    let job = sub.value.job_id;
+    let rec = r.engine.cancel(&job, "client asked").await.unwrap();
+    assert_eq!(rec.job.status, JobStatus::Cancelled);
+    assert_eq!(rec.outbox[0].status, OutboxStatus::Dead);
+    assert!(r.engine.cancel(&job, "again").await.is_err());
+    // The dispatcher publishes nothing for it.
+    let d = r.engine.dispatch(&sub.value.partition).await.unwrap();
+    assert_eq!(d.published, 0);
+    assert!(r.bus.is_empty());
+    // And an admin cannot revive its directive.
+    assert!(r.engine.retry_outbox(&sub.to_publish[0]).await.is_err());
+}
+
+#[tokio::test]
+async fn dispatcher_publishes_what_intake_could_not() {
+    let r = rig();
+    let sub = r.engine.submit(command("acme", "k", 0)).await.unwrap();
+    // The orchestrator crashed before publishing: the dispatcher finds the entry.
+    let d = r.engine.dispatch(&sub.value.partition).await.unwrap();
+    assert_eq!((d.due, d.published), (1, 1));
+    assert_eq!(r.bus.drain().len(), 1);
+    let d = r.engine.dispatch(&sub.value.partition).await.unwrap();
+    assert_eq!(d.due, 0);
+}
+
+#[tokio::test]
+async fn admin_retry_revives_dead_entries() {
+    let mut p = MockPub::new();
+    let mut seq = mockall::Sequence::new();
+    p.expect_publish()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Err(PublishError::Permanent("403".into())));
+    p.expect_publish()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
+    let engine = Engine::new(
+        Arc::new(MemoryStore::new()),
+        Arc::new(p),
+        Arc::new(ManualClock::new(T0)),
+    );
+    let sub = engine.submit(command("acme", "k", 0)).await.unwrap();
+    assert_eq!(
+        engine.publish(&sub.to_publish[0]).await.unwrap(),
+        PublishOutcome::Dead
+    );
+    let out = engine
+        .retry_outbox_matching(&OutboxQuery {
+            status: Some(OutboxStatus::Dead),
+            limit: 10,
+            ..OutboxQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(out.value, 1);
+    assert_eq!(engine.publish_all(&out.to_publish).await, 1);
+    let rec = engine.job(&sub.value.job_id).await.unwrap();
+    assert_eq!(rec.steps[0].status, StepStatus::Initiated);
+}
+
+#[tokio::test]
+async fn drift_after_torn_writes_is_repaired() {
+    let r = rig();
+    let sub = r.engine.submit(command("acme", "k", 0)).await.unwrap();
+    let job = sub.value.job_id;
+    r.engine.publish_all(&sub.to_publish).await;
+    r.engine.ack(call(&job, "ocr", 1)).await.unwrap();
+    // complete(ocr) writes: ocr SUCCEEDED, embed QUEUED, embed's directive, (job unchanged).
+    // Crash after the first write: ocr succeeded, its successor never queued.
+    r.store.inject(Fault::Tear(1));
+    assert!(r
+        .engine
+        .complete(call(&job, "ocr", 1), json!({"text": "t"}))
+        .await
+        .is_err());
+    let rec = r.engine.job(&job).await.unwrap();
+    assert_eq!(rec.steps[0].status, StepStatus::Succeeded);
+    assert_eq!(rec.steps[1].status, StepStatus::Pending);
+    let out = r.engine.sweep_job(&job).await.unwrap();
+    assert_eq!(out.value.repaired, 1);
+    assert_eq!(out.to_publish.len(), 1);
+    let rec = r.engine.job(&job).await.unwrap();
+    assert_eq!(rec.steps[1].status, StepStatus::Queued);
+    assert_eq!(
+        rec.entry(&out.to_publish[0])
+            .map(|e| e.directive.input.clone()),
+        Some(Some(json!({"text": "t"})))
+    );
+    // Publication torn after the step write: step INITIATED, entry still PENDING.
+    r.store.inject(Fault::Tear(1));
+    assert!(r.engine.publish(&out.to_publish[0]).await.is_err());
+    let d = r.engine.dispatch(&sub.value.partition).await.unwrap();
+    assert_eq!(d.published + d.skipped, 1, "{d:?}");
+    let rec = r.engine.job(&job).await.unwrap();
+    assert_eq!(
+        rec.entry(&out.to_publish[0]).map(|e| e.status),
+        Some(OutboxStatus::Sent)
+    );
+    assert_eq!(rec.steps[1].status, StepStatus::Initiated);
+}
+
+#[tokio::test]
+async fn queued_step_without_directive_gets_one() {
+    let r = rig();
+    let sub = r.engine.submit(command("acme", "k", 0)).await.unwrap();
+    let job = sub.value.job_id;
+    r.engine.publish_all(&sub.to_publish).await;
+    let f = Failure {
+        error: "flaky".into(),
+        retryable: true,
+    };
+    // fail writes: ocr QUEUED (attempt 2), then its new directive. Crash in between.
+    r.store.inject(Fault::Tear(1));
+    assert!(r.engine.fail(call(&job, "ocr", 1), f).await.is_err());
+    let rec = r.engine.job(&job).await.unwrap();
+    assert_eq!(
+        (rec.steps[0].status, rec.steps[0].attempt),
+        (StepStatus::Queued, 2)
+    );
+    assert!(rec.entry(&rec.steps[0].outbox_id()).is_none());
+    let out = r.engine.sweep_job(&job).await.unwrap();
+    assert_eq!((out.value.repaired, out.to_publish.len()), (1, 1));
+    assert_eq!(r.engine.publish_all(&out.to_publish).await, 1);
+}
+
+#[tokio::test]
+async fn job_status_follows_its_steps() {
+    let r = rig();
+    let sub = r.engine.submit(command("acme", "k", 0)).await.unwrap();
+    let job = sub.value.job_id;
+    // Publication torn after step and entry: the job stayed ACCEPTED.
+    r.store.inject(Fault::Tear(2));
+    assert!(r.engine.publish(&sub.to_publish[0]).await.is_err());
+    assert_eq!(
+        r.engine.job(&job).await.unwrap().job.status,
+        JobStatus::Accepted
+    );
+    let out = r.engine.sweep_job(&job).await.unwrap();
+    assert_eq!(out.value.repaired, 1);
+    assert_eq!(
+        r.engine.job(&job).await.unwrap().job.status,
+        JobStatus::InProgress
+    );
+}
+
+#[tokio::test]
+async fn unknown_ids_are_not_found() {
+    let r = rig();
+    let ghost = JobId::derive(&crate::ids::TenantId::parse("t").unwrap(), "x");
+    assert_eq!(
+        r.engine.job(&ghost).await.unwrap_err(),
+        EngineError::JobNotFound(ghost.clone())
+    );
+    let sub = r.engine.submit(command("acme", "k", 0)).await.unwrap();
+    let err = r
+        .engine
+        .ack(call(&sub.value.job_id, "nope", 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::StepNotFound { .. }));
+    let bad = OutboxId::for_attempt(&ghost, 0, 1);
+    assert_eq!(
+        r.engine.retry_outbox(&bad).await.unwrap_err(),
+        EngineError::OutboxNotFound(bad)
+    );
+}
