@@ -54,6 +54,9 @@ pub(super) fn apply_step(
                     }
                 }
                 Some(_) => {}
+                // A missing successor row within the protocol is an interrupted intake,
+                // not the end of the job.
+                None if new.index + 1 < rec.job.step_count => {}
                 None => {
                     let job = c.job.clone().unwrap_or_else(|| rec.job.clone());
                     if let Ok(j) = job.on_succeeded(now) {

@@ -46,6 +46,10 @@ pub struct EngineConfig {
     pub batch_size: usize,
     /// Times a write that lost a race is recomputed before giving up (default 8).
     pub conflict_retries: u32,
+    /// How long a job whose intake was interrupted (some step rows missing: the client got
+    /// no `202`) waits for the client's retry to complete it before the sweeper fails it
+    /// (default 10 min).
+    pub intake_grace: Millis,
 }
 
 impl Default for EngineConfig {
@@ -58,6 +62,7 @@ impl Default for EngineConfig {
             },
             batch_size: 100,
             conflict_retries: 8,
+            intake_grace: Millis(600_000),
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::job::JobStatus;
 use crate::outbox::OutboxStatus;
 use crate::record::{Changes, JobRecord};
 use crate::step::StepStatus;
-use crate::time::Timestamp;
+use crate::time::{Millis, Timestamp};
 
 use super::consequences::{apply_step, end_job, previous_result};
 use super::intake::directive_entry;
@@ -69,7 +69,8 @@ pub fn derived_status(rec: &JobRecord) -> JobStatus {
 impl Engine {
     /// Sweeps one job at the clock's time.
     pub async fn sweep_job(&self, id: &JobId) -> Result<Outcome<SweepReport>, EngineError> {
-        self.update_job(id, |rec, now| Ok(plan_sweep(rec, now)))
+        let grace = self.config.intake_grace;
+        self.update_job(id, |rec, now| Ok(plan_sweep(rec, now, grace)))
             .await
     }
 
@@ -114,13 +115,34 @@ impl Engine {
 }
 
 /// The writes a sweep of `rec` at `now` makes.
-pub(super) fn plan_sweep(rec: &JobRecord, now: Timestamp) -> (Changes, Outcome<SweepReport>) {
+pub(super) fn plan_sweep(
+    rec: &JobRecord,
+    now: Timestamp,
+    intake_grace: Millis,
+) -> (Changes, Outcome<SweepReport>) {
     let mut c = Changes::default();
     let mut report = SweepReport {
         jobs: 1,
         ..SweepReport::default()
     };
     let mut to_publish = Vec::new();
+
+    if (rec.steps.len() as u32) < rec.job.step_count && !rec.job.status.is_terminal() {
+        // Intake was interrupted: the client got no 202 and its retry will complete the
+        // rows. Only once that is unlikely to come is the job failed.
+        if now >= rec.job.created_at.plus(intake_grace) {
+            let reason = "intake did not complete (some step rows were never written)";
+            end_job(rec, &mut c, JobStatus::Failed, reason, None, now);
+            report.failed += 1;
+        }
+        return (
+            c,
+            Outcome {
+                value: report,
+                to_publish,
+            },
+        );
+    }
 
     if rec.job.status.is_terminal() {
         // A terminal job keeps its status; steps still live are cancelled.

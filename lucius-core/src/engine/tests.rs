@@ -487,3 +487,39 @@ async fn unknown_ids_are_not_found() {
         EngineError::OutboxNotFound(bad)
     );
 }
+
+#[tokio::test]
+async fn interrupted_intake_waits_for_the_retry_then_fails_after_the_grace() {
+    let r = rig();
+    // Crash after claim + job + first step: the client got no 202.
+    r.store.inject(Fault::Tear(3));
+    assert!(r.engine.submit(command("acme", "k", 0)).await.is_err());
+    let job = JobId::derive(&crate::ids::TenantId::parse("acme").unwrap(), "k");
+    let rec = r.engine.job(&job).await.unwrap();
+    assert_eq!(rec.steps.len(), 1);
+    // The sweeper leaves it alone within the grace period...
+    let out = r.engine.sweep_job(&job).await.unwrap();
+    assert_eq!(
+        (out.value.repaired, out.value.failed, out.to_publish.len()),
+        (0, 0, 0)
+    );
+    // ...and the client's retry completes it.
+    let sub = r.engine.submit(command("acme", "k", 0)).await.unwrap();
+    assert_eq!(sub.value.job_id, job);
+    assert_eq!(r.engine.job(&job).await.unwrap().steps.len(), 3);
+
+    // Another interrupted intake whose client never comes back is failed after the grace.
+    r.store.inject(Fault::Tear(2));
+    assert!(r.engine.submit(command("acme", "k2", 0)).await.is_err());
+    let job2 = JobId::derive(&crate::ids::TenantId::parse("acme").unwrap(), "k2");
+    r.clock.advance(Millis(600_000));
+    assert_eq!(r.engine.sweep_job(&job2).await.unwrap().value.failed, 1);
+    assert_eq!(
+        r.engine.job(&job2).await.unwrap().job.status,
+        JobStatus::Failed
+    );
+    // A very late retry sees the failed job and adds no rows under it.
+    let late = r.engine.submit(command("acme", "k2", 0)).await.unwrap();
+    assert_eq!(late.value.status, JobStatus::Failed);
+    assert!(r.engine.job(&job2).await.unwrap().steps.is_empty());
+}

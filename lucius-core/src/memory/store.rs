@@ -252,7 +252,15 @@ impl Store for MemoryStore {
         let mut g = self.lock();
         let key = (new.claim.tenant_id.clone(), new.claim.key.clone());
         if let Some(existing) = g.claims.get(&key).cloned() {
-            if existing.request_hash == new.claim.request_hash && existing.job_id == new.job.id {
+            let stored_terminal = g
+                .jobs
+                .get(&new.job.id)
+                .and_then(|s| s.job.as_ref())
+                .is_some_and(|j| j.status.is_terminal());
+            if existing.request_hash == new.claim.request_hash
+                && existing.job_id == new.job.id
+                && !stored_terminal
+            {
                 // Complete whatever a crashed earlier attempt left unwritten: every row of
                 // the new job that is absent (rows are never deleted, so absent means unwritten).
                 let slot = g.jobs.get(&new.job.id);
