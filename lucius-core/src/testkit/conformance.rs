@@ -42,6 +42,7 @@ pub const CHECKS: &[&str] = &[
     "other_request_same_key_changes_nothing",
     "concurrent_creates_make_one_job",
     "create_completes_a_torn_intake",
+    "replay_leaves_a_terminal_torn_job_alone",
     "commit_is_guarded_by_revisions",
     "insert_of_existing_row_conflicts",
     "failed_commit_leaves_rows_as_the_contract_says",
@@ -72,6 +73,9 @@ pub async fn run_one(name: &str, store: Arc<dyn Store>, caps: Capabilities) {
         }
         "concurrent_creates_make_one_job" => concurrent_creates_make_one_job(store).await,
         "create_completes_a_torn_intake" => create_completes_a_torn_intake(store).await,
+        "replay_leaves_a_terminal_torn_job_alone" => {
+            replay_leaves_a_terminal_torn_job_alone(store).await
+        }
         "commit_is_guarded_by_revisions" => commit_is_guarded_by_revisions(store).await,
         "insert_of_existing_row_conflicts" => insert_of_existing_row_conflicts(store).await,
         "failed_commit_leaves_rows_as_the_contract_says" => {
@@ -273,6 +277,42 @@ async fn create_completes_a_torn_intake(store: Arc<dyn Store>) {
     }
     let rec = strip(load(store.as_ref(), &new.job.id, c).await);
     assert_eq!(rec, expected(&new), "{c}: retry did not complete the rows");
+}
+
+async fn replay_leaves_a_terminal_torn_job_alone(store: Arc<dyn Store>) {
+    let c = "replay_leaves_a_terminal_torn_job_alone";
+    let new = new_job("acme", "k-torn-dead", 0, T0);
+    let partial = NewJob {
+        steps: Vec::new(),
+        ..new.clone()
+    };
+    store
+        .create_job(&partial)
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    // The sweeper gave up on the interrupted intake and failed the job.
+    let rec = load(store.as_ref(), &new.job.id, c).await;
+    let failed = rec
+        .job
+        .on_failed("intake did not complete", T0)
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    store
+        .commit(Changes {
+            job: Some(failed),
+            ..Changes::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    match store.create_job(&new).await {
+        Ok(CreateOutcome::Existing(_)) => {}
+        other => panic!("{c}: late retry gave {other:?}"),
+    }
+    let rec = load(store.as_ref(), &new.job.id, c).await;
+    assert!(
+        rec.steps.is_empty(),
+        "{c}: rows were added under a terminal job"
+    );
+    assert_eq!(rec.job.status, JobStatus::Failed, "{c}");
 }
 
 async fn commit_is_guarded_by_revisions(store: Arc<dyn Store>) {
