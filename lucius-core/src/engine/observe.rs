@@ -26,11 +26,6 @@ pub struct NoopObserver;
 impl Observer for NoopObserver {}
 
 pub(super) fn report(o: &dyn Observer, before: &JobRecord, after: &Changes) {
-    if let Some(j) = &after.job {
-        if j.status != before.job.status {
-            o.job_transition(Some(before.job.status), j.status);
-        }
-    }
     for s in &after.steps {
         let from = before
             .steps
@@ -45,6 +40,11 @@ pub(super) fn report(o: &dyn Observer, before: &JobRecord, after: &Changes) {
         let from = before.entry(&e.id).map(|x| x.status);
         if from != Some(e.status) {
             o.outbox_transition(from, e.status);
+        }
+    }
+    if let Some(j) = &after.job {
+        if j.status != before.job.status {
+            o.job_transition(Some(before.job.status), j.status);
         }
     }
 }
