@@ -1,1 +1,21 @@
-//! placeholder
+//! # lucius-bin
+//!
+//! What the three binaries share: settings from `LUCIUS_*` variables ([`config`]), the
+//! wiring of ports into an engine ([`wiring`]), the system clock, logging, graceful
+//! shutdown and the background loops.
+//!
+//! ```text
+//!   env ─▶ Settings ─▶ wiring::build ─▶ Engine ─┬─▶ lucius_http::run (orchestrator, lucius)
+//!                                               ├─▶ loops: outbox retry, dispatch, sweep
+//!                                               └─▶ reconciliation commands
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod logging;
+pub mod loops;
+pub mod shutdown;
+pub mod wiring;

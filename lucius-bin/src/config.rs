@@ -1,0 +1,352 @@
+//! Settings from `LUCIUS_*` environment variables: typed, with the seeds' defaults, and a
+//! start-up error naming the variable when a value is bad. See `docs/configuration.md`.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use lucius_core::engine::EngineConfig;
+use lucius_core::{Millis, PublishRetryPolicy};
+
+/// Where jobs are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageBackend {
+    /// In process; lost on restart (the default).
+    Memory,
+    /// Azure Table Storage, one table per row kind.
+    Table,
+    /// Azure Table Storage, one table with the job as partition.
+    Ledger,
+}
+
+/// Table names for the `table` and `ledger` backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableNames {
+    /// `LUCIUS_JOBS_TABLE`.
+    pub jobs: String,
+    /// `LUCIUS_STEPS_TABLE`.
+    pub steps: String,
+    /// `LUCIUS_OUTBOX_TABLE`.
+    pub outbox: String,
+    /// `LUCIUS_IDEMPOTENCY_TABLE`.
+    pub idempotency: String,
+    /// `LUCIUS_JOB_INDEX_TABLE`.
+    pub job_index: String,
+    /// `LUCIUS_LEDGER_TABLE`.
+    pub ledger: String,
+}
+
+/// Every setting the binaries read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `LUCIUS_STORAGE_BACKEND`.
+    pub storage: StorageBackend,
+    /// `LUCIUS_TABLE_CONNECTION` (required for `table` and `ledger`).
+    pub table_connection: Option<String>,
+    /// Table names.
+    pub tables: TableNames,
+    /// `LUCIUS_SERVICEBUS_CONNECTION` (none: in-memory publisher).
+    pub servicebus_connection: Option<String>,
+    /// `LUCIUS_ADMIN_ENABLED`.
+    pub admin_enabled: bool,
+    /// `LUCIUS_ADMIN_API_KEY` (required when admin is enabled).
+    pub admin_api_key: Option<String>,
+    /// `LUCIUS_WORKER_API_KEY` (when set, worker routes require `X-Worker-Key`).
+    pub worker_api_key: Option<String>,
+    /// `LUCIUS_HTTP_ADDR`.
+    pub http_addr: SocketAddr,
+    /// `LUCIUS_MAX_BODY_BYTES`.
+    pub max_body_bytes: usize,
+    /// `LUCIUS_PROTOCOLS_FILE` (none: the built-in demo protocols).
+    pub protocols_file: Option<String>,
+    /// `LUCIUS_OUTBOX_RETRY_ENABLED`.
+    pub outbox_retry_enabled: bool,
+    /// `LUCIUS_OUTBOX_RETRY_INTERVAL`.
+    pub outbox_retry_interval: Millis,
+    /// `LUCIUS_SWEEP_INTERVAL`.
+    pub sweep_interval: Millis,
+    /// `LUCIUS_DISPATCH_INTERVAL`.
+    pub dispatch_interval: Millis,
+    /// Engine settings: publish timeout, retry delay, max attempts, batch size, grace.
+    pub engine: EngineConfig,
+}
+
+/// A bad configuration value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The variable at fault.
+    pub var: &'static str,
+    /// What was expected and what was found.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.var, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+struct Env<'a> {
+    get: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Env<'_> {
+    fn raw(&self, var: &'static str) -> Option<String> {
+        (self.get)(var)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn string(&self, var: &'static str, default: &str) -> String {
+        self.raw(var).unwrap_or_else(|| default.to_owned())
+    }
+
+    fn parse<T: FromStr>(
+        &self,
+        var: &'static str,
+        default: T,
+        what: &str,
+    ) -> Result<T, ConfigError> {
+        match self.raw(var) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| ConfigError {
+                var,
+                message: format!("expected {what}, found {v:?}"),
+            }),
+        }
+    }
+
+    fn flag(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.raw(var).map(|v| v.to_ascii_lowercase()) {
+            None => Ok(default),
+            Some(v) => match v.as_str() {
+                "true" | "1" | "yes" | "on" => Ok(true),
+                "false" | "0" | "no" | "off" => Ok(false),
+                _ => Err(ConfigError {
+                    var,
+                    message: format!("expected true or false, found {v:?}"),
+                }),
+            },
+        }
+    }
+
+    fn seconds(&self, var: &'static str, default: f64, min: f64) -> Result<Millis, ConfigError> {
+        let s: f64 = self.parse(var, default, "a number of seconds")?;
+        if !s.is_finite() || s < min {
+            return Err(ConfigError {
+                var,
+                message: format!("expected a number of seconds of at least {min}, found {s}"),
+            });
+        }
+        Ok(Millis::from_secs_f64(s))
+    }
+
+    fn table_name(&self, var: &'static str, default: &str) -> Result<String, ConfigError> {
+        let v = self.string(var, default);
+        let ok = (3..=63).contains(&v.len())
+            && v.chars().all(|c| c.is_ascii_alphanumeric())
+            && v.starts_with(|c: char| c.is_ascii_alphabetic());
+        if ok {
+            Ok(v)
+        } else {
+            Err(ConfigError {
+                var,
+                message: format!("expected an Azure table name (3-63 letters and digits, starting with a letter), found {v:?}"),
+            })
+        }
+    }
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        Settings::from_lookup(&|k| std::env::var(k).ok())
+    }
+
+    /// Reads settings through `get` (tests pass a map).
+    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let env = Env { get };
+        let storage = match env
+            .string("LUCIUS_STORAGE_BACKEND", "memory")
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "memory" => StorageBackend::Memory,
+            "table" => StorageBackend::Table,
+            "ledger" => StorageBackend::Ledger,
+            other => {
+                return Err(ConfigError {
+                    var: "LUCIUS_STORAGE_BACKEND",
+                    message: format!("expected memory, table or ledger, found {other:?}"),
+                })
+            }
+        };
+        let table_connection = env.raw("LUCIUS_TABLE_CONNECTION");
+        if storage != StorageBackend::Memory && table_connection.is_none() {
+            return Err(ConfigError {
+                var: "LUCIUS_TABLE_CONNECTION",
+                message: "required when LUCIUS_STORAGE_BACKEND is table or ledger (e.g. UseDevelopmentStorage=true for Azurite)".into(),
+            });
+        }
+        let admin_enabled = env.flag("LUCIUS_ADMIN_ENABLED", false)?;
+        let admin_api_key = env.raw("LUCIUS_ADMIN_API_KEY");
+        if admin_enabled && admin_api_key.is_none() {
+            return Err(ConfigError {
+                var: "LUCIUS_ADMIN_API_KEY",
+                message: "required when LUCIUS_ADMIN_ENABLED=true".into(),
+            });
+        }
+        let max_attempts: u32 = env.parse("LUCIUS_OUTBOX_MAX_ATTEMPTS", 3, "a whole number")?;
+        if max_attempts == 0 {
+            return Err(ConfigError {
+                var: "LUCIUS_OUTBOX_MAX_ATTEMPTS",
+                message: "expected at least 1, found 0".into(),
+            });
+        }
+        let batch_size: usize =
+            env.parse("LUCIUS_OUTBOX_RETRY_BATCH_SIZE", 100, "a whole number")?;
+        if batch_size == 0 {
+            return Err(ConfigError {
+                var: "LUCIUS_OUTBOX_RETRY_BATCH_SIZE",
+                message: "expected at least 1, found 0".into(),
+            });
+        }
+        let max_body_bytes: usize =
+            env.parse("LUCIUS_MAX_BODY_BYTES", 1024 * 1024, "a number of bytes")?;
+        if max_body_bytes < 1024 {
+            return Err(ConfigError {
+                var: "LUCIUS_MAX_BODY_BYTES",
+                message: format!("expected at least 1024, found {max_body_bytes}"),
+            });
+        }
+        let defaults = EngineConfig::default();
+        Ok(Settings {
+            storage,
+            table_connection,
+            tables: TableNames {
+                jobs: env.table_name("LUCIUS_JOBS_TABLE", "LuciusJobs")?,
+                steps: env.table_name("LUCIUS_STEPS_TABLE", "LuciusSteps")?,
+                outbox: env.table_name("LUCIUS_OUTBOX_TABLE", "LuciusOutbox")?,
+                idempotency: env.table_name("LUCIUS_IDEMPOTENCY_TABLE", "LuciusIdempotency")?,
+                job_index: env.table_name("LUCIUS_JOB_INDEX_TABLE", "LuciusJobIndex")?,
+                ledger: env.table_name("LUCIUS_LEDGER_TABLE", "LuciusLedger")?,
+            },
+            servicebus_connection: env.raw("LUCIUS_SERVICEBUS_CONNECTION"),
+            admin_enabled,
+            admin_api_key,
+            worker_api_key: env.raw("LUCIUS_WORKER_API_KEY"),
+            http_addr: env.parse(
+                "LUCIUS_HTTP_ADDR",
+                SocketAddr::from(([0, 0, 0, 0], 8000)),
+                "an address like 0.0.0.0:8000",
+            )?,
+            max_body_bytes,
+            protocols_file: env.raw("LUCIUS_PROTOCOLS_FILE"),
+            outbox_retry_enabled: env.flag("LUCIUS_OUTBOX_RETRY_ENABLED", true)?,
+            outbox_retry_interval: env.seconds("LUCIUS_OUTBOX_RETRY_INTERVAL", 5.0, 0.01)?,
+            sweep_interval: env.seconds("LUCIUS_SWEEP_INTERVAL", 5.0, 0.01)?,
+            dispatch_interval: env.seconds("LUCIUS_DISPATCH_INTERVAL", 1.0, 0.01)?,
+            engine: EngineConfig {
+                publish_timeout: env.seconds("LUCIUS_OUTBOX_PUBLISH_TIMEOUT", 2.0, 0.001)?,
+                publish_retry: PublishRetryPolicy {
+                    delay: env.seconds("LUCIUS_OUTBOX_RETRY_DELAY", 30.0, 0.0)?,
+                    max_attempts,
+                },
+                batch_size,
+                intake_grace: env.seconds("LUCIUS_INTAKE_GRACE", 600.0, 1.0)?,
+                ..defaults
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::from_lookup(&move |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_seeds() {
+        let s = from(&[]).unwrap();
+        assert_eq!(s.storage, StorageBackend::Memory);
+        assert_eq!(s.http_addr.to_string(), "0.0.0.0:8000");
+        assert_eq!(s.engine.publish_timeout, Millis(2_000));
+        assert_eq!(s.outbox_retry_interval, Millis(5_000));
+        assert_eq!(s.engine.publish_retry.delay, Millis(30_000));
+        assert_eq!(s.engine.publish_retry.max_attempts, 3);
+        assert_eq!(s.max_body_bytes, 1_048_576);
+        assert!(!s.admin_enabled);
+        assert_eq!(s.tables.ledger, "LuciusLedger");
+    }
+
+    #[test]
+    fn values_are_parsed() {
+        let s = from(&[
+            ("LUCIUS_STORAGE_BACKEND", "Ledger"),
+            ("LUCIUS_TABLE_CONNECTION", "UseDevelopmentStorage=true"),
+            ("LUCIUS_OUTBOX_PUBLISH_TIMEOUT", "0.5"),
+            ("LUCIUS_ADMIN_ENABLED", "true"),
+            ("LUCIUS_ADMIN_API_KEY", "s3cret"),
+            ("LUCIUS_HTTP_ADDR", "127.0.0.1:9000"),
+        ])
+        .unwrap();
+        assert_eq!(s.storage, StorageBackend::Ledger);
+        assert_eq!(s.engine.publish_timeout, Millis(500));
+        assert_eq!(s.admin_api_key.as_deref(), Some("s3cret"));
+        assert_eq!(s.http_addr.port(), 9000);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("LUCIUS_STORAGE_BACKEND", "redis")],
+                "LUCIUS_STORAGE_BACKEND",
+            ),
+            (
+                &[("LUCIUS_STORAGE_BACKEND", "table")],
+                "LUCIUS_TABLE_CONNECTION",
+            ),
+            (&[("LUCIUS_ADMIN_ENABLED", "true")], "LUCIUS_ADMIN_API_KEY"),
+            (&[("LUCIUS_ADMIN_ENABLED", "maybe")], "LUCIUS_ADMIN_ENABLED"),
+            (
+                &[("LUCIUS_OUTBOX_PUBLISH_TIMEOUT", "soon")],
+                "LUCIUS_OUTBOX_PUBLISH_TIMEOUT",
+            ),
+            (
+                &[("LUCIUS_OUTBOX_PUBLISH_TIMEOUT", "-1")],
+                "LUCIUS_OUTBOX_PUBLISH_TIMEOUT",
+            ),
+            (
+                &[("LUCIUS_OUTBOX_MAX_ATTEMPTS", "0")],
+                "LUCIUS_OUTBOX_MAX_ATTEMPTS",
+            ),
+            (
+                &[("LUCIUS_OUTBOX_RETRY_BATCH_SIZE", "x")],
+                "LUCIUS_OUTBOX_RETRY_BATCH_SIZE",
+            ),
+            (&[("LUCIUS_HTTP_ADDR", "8000")], "LUCIUS_HTTP_ADDR"),
+            (&[("LUCIUS_MAX_BODY_BYTES", "10")], "LUCIUS_MAX_BODY_BYTES"),
+            (&[("LUCIUS_JOBS_TABLE", "bad-name")], "LUCIUS_JOBS_TABLE"),
+            (
+                &[("LUCIUS_OUTBOX_RETRY_INTERVAL", "NaN")],
+                "LUCIUS_OUTBOX_RETRY_INTERVAL",
+            ),
+        ];
+        for (pairs, var) in cases {
+            let err = from(pairs).unwrap_err();
+            assert_eq!(err.var, *var, "{pairs:?}: {err}");
+            assert!(err.to_string().starts_with(var), "{err}");
+        }
+    }
+}
