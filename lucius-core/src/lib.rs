@@ -23,8 +23,10 @@ pub mod engine;
 pub mod idempotency;
 pub mod ids;
 pub mod job;
+pub mod lease;
 pub mod memory;
 pub mod outbox;
+pub mod ownership;
 pub mod ports;
 pub mod protocol;
 pub mod record;
@@ -40,9 +42,11 @@ pub use directive::{Directive, DIRECTIVE_SCHEMA_VERSION};
 pub use engine::{Engine, EngineConfig, EngineError};
 pub use ids::{JobId, OutboxId, Partition, StepId, TenantId};
 pub use job::{Job, JobStatus};
+pub use lease::{Fence, Lease, LeaseError};
 pub use outbox::{OutboxEntry, OutboxStatus, PublishRetryPolicy};
 pub use ports::{
-    Clock, CreateOutcome, OutboxQuery, PublishError, Publisher, Store, StoreError, StoreErrorKind,
+    Clock, CreateOutcome, LeaseStore, OutboxQuery, PublishError, Publisher, Store, StoreError,
+    StoreErrorKind,
 };
 pub use protocol::{ProtocolRegistry, ProtocolSpec, StepSpec};
 pub use record::{Changes, IdempotencyRecord, JobIndexEntry, JobRecord, NewJob};

@@ -88,6 +88,10 @@ pub struct OutboxEntry {
     pub updated_at: Timestamp,
     /// When it was published.
     pub sent_at: Option<Timestamp>,
+    /// Epoch of the partition lease under which a dispatcher last wrote it (0: never
+    /// written by a leased dispatcher). A dispatcher with an older epoch may not write it.
+    #[serde(default)]
+    pub fence: u64,
     /// Optimistic-concurrency token.
     #[serde(skip)]
     pub revision: Revision,
@@ -241,6 +245,7 @@ pub(crate) mod tests {
             created_at: Timestamp(0),
             updated_at: Timestamp(0),
             sent_at: None,
+            fence: 0,
             revision: Revision::NEW,
         }
     }

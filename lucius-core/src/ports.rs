@@ -8,6 +8,7 @@ use async_trait::async_trait;
 
 use crate::directive::Directive;
 use crate::ids::{JobId, Partition};
+use crate::lease::Lease;
 use crate::outbox::{OutboxEntry, OutboxStatus};
 use crate::record::{Changes, IdempotencyRecord, JobRecord, NewJob};
 use crate::time::{Millis, Timestamp};
@@ -139,6 +140,22 @@ pub trait Store: Send + Sync {
 
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Durable partition leases (see [`crate::lease`]). Writes are revision-guarded like
+/// every store write: [`crate::Revision::NEW`] inserts, anything else compare-and-swaps.
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
+    /// The lease of one partition, if it was ever taken.
+    async fn lease(&self, partition: &Partition) -> Result<Option<Lease>, StoreError>;
+    /// Every lease row (to see who is alive and spread partitions fairly).
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError>;
+    /// Writes a lease row; returns it with its new revision.
+    async fn put_lease(&self, lease: Lease) -> Result<Lease, StoreError>;
+    /// Records that dispatcher `member` is alive until `until` (an upsert).
+    async fn announce(&self, member: &str, until: Timestamp) -> Result<(), StoreError>;
+    /// Every dispatcher that announced itself, with how long it said it lives.
+    async fn members(&self) -> Result<Vec<(String, Timestamp)>, StoreError>;
 }
 
 /// Why a publication failed.

@@ -7,13 +7,29 @@ use std::process::Command;
 #[test]
 fn core_depends_on_no_network_azure_or_runtime_crate() {
     let out = Command::new(env!("CARGO"))
-        .args(["tree", "-p", "lucius-core", "-e", "normal", "--prefix", "none", "--offline"])
+        .args([
+            "tree",
+            "-p",
+            "lucius-core",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--offline",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo tree runs");
-    assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let tree = String::from_utf8_lossy(&out.stdout);
-    assert!(tree.contains("lucius-core"), "unexpected cargo tree output: {tree}");
+    assert!(
+        tree.contains("lucius-core"),
+        "unexpected cargo tree output: {tree}"
+    );
     for line in tree.lines() {
         let name = line.split_whitespace().next().unwrap_or("");
         for banned in ["hyper", "reqwest", "tokio", "mio", "socket2", "h2"] {
@@ -32,7 +48,13 @@ fn core_source_reads_no_clock() {
                 walk(&path, hits);
             } else if path.extension().is_some_and(|e| e == "rs") {
                 let text = std::fs::read_to_string(&path).expect("source file");
-                for needle in ["SystemTime::now", "Instant::now", "thread::sleep", "std::net::", "std::fs::"] {
+                for needle in [
+                    "SystemTime::now",
+                    "Instant::now",
+                    "thread::sleep",
+                    "std::net::",
+                    "std::fs::",
+                ] {
                     if text.contains(needle) {
                         hits.push(format!("{}: {needle}", path.display()));
                     }
@@ -41,6 +63,12 @@ fn core_source_reads_no_clock() {
         }
     }
     let mut hits = Vec::new();
-    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut hits);
-    assert!(hits.is_empty(), "IO or clock reads in lucius-core: {hits:?}");
+    walk(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut hits,
+    );
+    assert!(
+        hits.is_empty(),
+        "IO or clock reads in lucius-core: {hits:?}"
+    );
 }

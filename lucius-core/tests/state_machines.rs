@@ -281,6 +281,7 @@ fn new_entry() -> OutboxEntry {
         created_at: Timestamp(0),
         updated_at: Timestamp(0),
         sent_at: None,
+        fence: 0,
         revision: Revision::NEW,
     }
 }

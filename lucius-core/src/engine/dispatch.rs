@@ -1,8 +1,9 @@
 //! The dispatcher: publish the due `PENDING` entries of one partition, or of all.
 
 use crate::ids::Partition;
+use crate::lease::Fence;
 use crate::outbox::OutboxStatus;
-use crate::ports::OutboxQuery;
+use crate::ports::{LeaseStore, OutboxQuery};
 
 use super::publish::PublishOutcome;
 use super::{Engine, EngineError};
@@ -48,14 +49,59 @@ impl Engine {
         .await
     }
 
+    /// Dispatches `fence.partition` as the holder of its lease. Past `fence.valid_until`
+    /// the lease is read again before each publication; if it was lost, the round stops
+    /// with [`EngineError::Fenced`] and nothing more is published or written.
+    pub async fn dispatch_fenced(
+        &self,
+        fence: &Fence,
+        leases: &dyn LeaseStore,
+    ) -> Result<DispatchReport, EngineError> {
+        let q = OutboxQuery {
+            status: Some(OutboxStatus::Pending),
+            partition: Some(fence.partition.clone()),
+            due_by: Some(self.clock.now()),
+            limit: self.config.batch_size,
+        };
+        self.dispatch_entries(q, Some((fence, leases))).await
+    }
+
     async fn dispatch_query(&self, q: OutboxQuery) -> Result<DispatchReport, EngineError> {
+        self.dispatch_entries(q, None).await
+    }
+
+    async fn dispatch_entries(
+        &self,
+        q: OutboxQuery,
+        fence: Option<(&Fence, &dyn LeaseStore)>,
+    ) -> Result<DispatchReport, EngineError> {
         let entries = self.store.outbox(&q).await?;
         let mut r = DispatchReport {
             due: entries.len(),
             ..DispatchReport::default()
         };
         for e in entries {
-            match self.publish(&e.id).await {
+            if let Some((f, leases)) = fence {
+                if self.clock.now() >= f.valid_until {
+                    let lease = leases.lease(&f.partition).await?;
+                    let held = lease.is_some_and(|l| {
+                        l.epoch == f.epoch && l.is_held_by(&f.owner, self.clock.now())
+                    });
+                    if !held {
+                        return Err(EngineError::Fenced {
+                            partition: f.partition.clone(),
+                            owner: f.owner.clone(),
+                            epoch: f.epoch,
+                        });
+                    }
+                }
+            }
+            let published = match fence {
+                Some((f, _)) => self.publish_fenced(&e.id, Some(f)).await,
+                None => self.publish(&e.id).await,
+            };
+            match published {
+                Err(fenced @ EngineError::Fenced { .. }) => return Err(fenced),
                 Ok(PublishOutcome::Sent) => r.published += 1,
                 Ok(PublishOutcome::Retrying) => r.retrying += 1,
                 Ok(PublishOutcome::Dead) => r.dead += 1,

@@ -202,6 +202,7 @@ pub(super) fn directive_entry(
         created_at: now,
         updated_at: now,
         sent_at: None,
+        fence: 0,
         revision: Revision::NEW,
     }
 }

@@ -107,6 +107,16 @@ pub enum EngineError {
     /// Writers kept racing for the same job; retry later.
     #[error("job {0} is changing too fast; try again")]
     Contention(JobId),
+    /// The dispatcher's partition lease was lost (expired or taken over): it must stop.
+    #[error("dispatcher {owner} lost partition {partition} (its epoch {epoch} was superseded)")]
+    Fenced {
+        /// The partition.
+        partition: crate::ids::Partition,
+        /// The dispatcher.
+        owner: String,
+        /// Its stale epoch.
+        epoch: u64,
+    },
 }
 
 /// A result plus the directives to publish now that it is committed.

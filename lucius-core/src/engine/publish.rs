@@ -6,6 +6,7 @@ use std::pin::pin;
 use std::task::Poll;
 
 use crate::ids::OutboxId;
+use crate::lease::Fence;
 use crate::outbox::OutboxStatus;
 use crate::ports::PublishError;
 use crate::record::{Changes, JobRecord};
@@ -32,6 +33,17 @@ pub enum PublishOutcome {
 impl Engine {
     /// Publishes one `PENDING` outbox entry and records the result.
     pub async fn publish(&self, id: &OutboxId) -> Result<PublishOutcome, EngineError> {
+        self.publish_fenced(id, None).await
+    }
+
+    /// Publishes one entry as the holder of `fence`: the entry is stamped with the fence's
+    /// epoch, and an entry already stamped by a newer epoch is refused with
+    /// [`EngineError::Fenced`].
+    pub(crate) async fn publish_fenced(
+        &self,
+        id: &OutboxId,
+        fence: Option<&Fence>,
+    ) -> Result<PublishOutcome, EngineError> {
         let job_id = id.job_id();
         let rec = self.job(&job_id).await?;
         let entry = rec
@@ -41,9 +53,14 @@ impl Engine {
         if entry.status != OutboxStatus::Pending {
             return Ok(PublishOutcome::NotPending);
         }
+        if let Some(f) = fence {
+            check_fence(&entry, f)?;
+        }
         if !awaits(&rec, id) {
             return self
-                .update_job(&job_id, |rec, now| Ok(settle_superseded(rec, id, now)))
+                .update_job(&job_id, |rec, now| {
+                    fenced(rec, id, fence, || settle_superseded(rec, id, now))
+                })
                 .await;
         }
         let started = self.clock.now();
@@ -51,13 +68,9 @@ impl Engine {
         let latency = self.clock.now().since(started);
         self.observer.published(result.is_ok(), latency);
         self.update_job(&job_id, |rec, now| {
-            Ok(record_publication(
-                rec,
-                id,
-                &result,
-                self.config.publish_retry,
-                now,
-            ))
+            fenced(rec, id, fence, || {
+                record_publication(rec, id, &result, self.config.publish_retry, now)
+            })
         })
         .await
     }
@@ -85,6 +98,37 @@ impl Engine {
             )))
         })
     }
+}
+
+/// Plans a write of entry `id`; under a fence, refuses it if a newer epoch stamped the
+/// entry and otherwise stamps the written entries with the fence's epoch.
+fn fenced(
+    rec: &JobRecord,
+    id: &OutboxId,
+    fence: Option<&Fence>,
+    plan: impl FnOnce() -> (Changes, PublishOutcome),
+) -> Result<(Changes, PublishOutcome), EngineError> {
+    let Some(f) = fence else { return Ok(plan()) };
+    if let Some(e) = rec.entry(id) {
+        check_fence(e, f)?;
+    }
+    let (mut c, outcome) = plan();
+    for e in &mut c.outbox {
+        e.fence = f.epoch;
+    }
+    Ok((c, outcome))
+}
+
+/// Refuses a write by a dispatcher whose epoch is older than the entry's stamp.
+fn check_fence(entry: &crate::outbox::OutboxEntry, f: &Fence) -> Result<(), EngineError> {
+    if entry.fence > f.epoch {
+        return Err(EngineError::Fenced {
+            partition: f.partition.clone(),
+            owner: f.owner.clone(),
+            epoch: f.epoch,
+        });
+    }
+    Ok(())
 }
 
 /// Polls `work` first, then `timer`; `None` if the timer finished first.

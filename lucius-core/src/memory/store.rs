@@ -8,11 +8,13 @@ use async_trait::async_trait;
 
 use crate::ids::{JobId, OutboxId, Partition, TenantId};
 use crate::job::Job;
+use crate::lease::Lease;
 use crate::outbox::{OutboxEntry, OutboxStatus};
-use crate::ports::{CreateOutcome, OutboxQuery, Store, StoreError, StoreErrorKind};
+use crate::ports::{CreateOutcome, LeaseStore, OutboxQuery, Store, StoreError, StoreErrorKind};
 use crate::record::{Changes, IdempotencyRecord, JobRecord, NewJob};
 use crate::revision::Revision;
 use crate::step::Step;
+use crate::time::Timestamp;
 
 /// A fault the next writing call will suffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +39,8 @@ struct Inner {
     jobs: HashMap<JobId, Slot>,
     partitions: BTreeMap<Partition, PartitionIndex>,
     faults: VecDeque<Fault>,
+    leases: BTreeMap<Partition, Lease>,
+    members: BTreeMap<String, Timestamp>,
 }
 
 #[derive(Debug, Default)]
@@ -376,6 +380,65 @@ impl Store for MemoryStore {
     }
 }
 
+#[async_trait]
+impl LeaseStore for MemoryStore {
+    async fn lease(&self, partition: &Partition) -> Result<Option<Lease>, StoreError> {
+        Ok(self.lock().leases.get(partition).cloned())
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        Ok(self.lock().leases.values().cloned().collect())
+    }
+
+    async fn put_lease(&self, lease: Lease) -> Result<Lease, StoreError> {
+        let mut g = self.lock();
+        let stored = g.leases.get(&lease.partition).map(|l| l.revision.clone());
+        match (stored, lease.revision.is_new()) {
+            (None, true) => {}
+            (Some(s), false) if s == lease.revision => {}
+            (Some(_), true) => {
+                return Err(StoreError::conflict(format!(
+                    "lease {} already exists",
+                    lease.partition
+                )))
+            }
+            (None, false) => {
+                return Err(StoreError::not_found(format!(
+                    "lease {} does not exist",
+                    lease.partition
+                )))
+            }
+            (Some(_), false) => {
+                return Err(StoreError::conflict(format!(
+                    "lease {} changed",
+                    lease.partition
+                )))
+            }
+        }
+        let rev = g.revision();
+        let stored = Lease {
+            revision: rev,
+            ..lease
+        };
+        g.leases.insert(stored.partition.clone(), stored.clone());
+        Ok(stored)
+    }
+
+    async fn announce(&self, member: &str, until: Timestamp) -> Result<(), StoreError> {
+        self.lock().members.insert(member.to_owned(), until);
+        Ok(())
+    }
+
+    async fn members(&self) -> Result<Vec<(String, Timestamp)>, StoreError> {
+        Ok(self
+            .lock()
+            .members
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -395,12 +458,17 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn memory_store_passes_the_lease_checks() {
+        crate::testkit::conformance::run_lease_checks(Arc::new(MemoryStore::new())).await;
+    }
+
+    #[tokio::test]
     async fn torn_commits_apply_a_prefix_in_contract_order() {
         let store = MemoryStore::new();
-        let new = crate::testkit::new_job("t", "k", 0, crate::time::Timestamp(0));
+        let new = crate::testkit::new_job("t", "k", 0, Timestamp(0));
         store.create_job(&new).await.unwrap();
         let rec = store.load_job(&new.job.id).await.unwrap().unwrap();
-        let now = crate::time::Timestamp(1);
+        let now = Timestamp(1);
         let changes = Changes {
             steps: vec![rec.steps[0].on_published(1, now).unwrap()],
             outbox: vec![rec.outbox[0].on_sent(now).unwrap()],

@@ -694,3 +694,79 @@ async fn unknown_rows(store: Arc<dyn Store>) {
         .unwrap_or_else(|e| panic!("{c}: {e}"));
     assert!(empty.is_empty(), "{c}");
 }
+
+/// Checks a [`crate::LeaseStore`]: insert-if-absent, compare-and-swap, listing, members.
+pub async fn run_lease_checks(store: Arc<dyn crate::LeaseStore>) {
+    use crate::lease::Lease;
+    let c = "lease_store";
+    let p = Partition::parse("acme#202403").unwrap_or_else(|e| panic!("{e}"));
+    let q = Partition::parse("globex#202403").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.lease(&p).await, Ok(None), "{c}: no lease yet");
+    let a =
+        Lease::acquire(None, &p, "a", Millis::from_secs(30), T0).unwrap_or_else(|e| panic!("{e}"));
+    let stored = store
+        .put_lease(a.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    assert!(
+        !stored.revision.is_new(),
+        "{c}: stored lease has no revision"
+    );
+    let err = store
+        .put_lease(a.clone())
+        .await
+        .expect_err("second insert must conflict");
+    assert_eq!(err.kind, StoreErrorKind::Conflict, "{c}: {err}");
+    let loaded = store.lease(&p).await.unwrap_or_else(|e| panic!("{c}: {e}"));
+    assert_eq!(loaded.as_ref(), Some(&stored), "{c}: round trip");
+    // Two dispatchers race to take over the expired lease: one wins.
+    let later = T0.plus(Millis::from_secs(31));
+    let b = Lease::acquire(Some(&stored), &p, "b", Millis::from_secs(30), later)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let d = Lease::acquire(Some(&stored), &p, "d", Millis::from_secs(30), later)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let won = store
+        .put_lease(b)
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    let lost = store
+        .put_lease(d)
+        .await
+        .expect_err("the second takeover must conflict");
+    assert_eq!(lost.kind, StoreErrorKind::Conflict, "{c}: {lost}");
+    assert_eq!((won.epoch, won.owner.as_deref()), (2, Some("b")), "{c}");
+    let other =
+        Lease::acquire(None, &q, "a", Millis::from_secs(30), T0).unwrap_or_else(|e| panic!("{e}"));
+    store
+        .put_lease(other)
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    let mut all: Vec<String> = store
+        .leases()
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"))
+        .iter()
+        .map(|l| l.partition.to_string())
+        .collect();
+    all.sort();
+    assert_eq!(all, ["acme#202403", "globex#202403"], "{c}: listing");
+    store
+        .announce("a", T0)
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    store
+        .announce("b", later)
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    store
+        .announce("a", later)
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    let mut members = store.members().await.unwrap_or_else(|e| panic!("{c}: {e}"));
+    members.sort();
+    assert_eq!(
+        members,
+        vec![("a".to_owned(), later), ("b".to_owned(), later)],
+        "{c}: members"
+    );
+}

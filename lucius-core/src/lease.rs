@@ -1,0 +1,206 @@
+//! Partition leases: which dispatcher owns a partition, until when, under which epoch.
+//!
+//! A lease is taken when free (never held, released, or expired) and each takeover raises
+//! the **epoch**. Dispatchers stamp the outbox entries they write with their epoch (the
+//! fencing token), so a dispatcher that was paused past its lease and wakes up finds a
+//! newer epoch and stops instead of publishing work it no longer owns.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::Partition;
+use crate::revision::Revision;
+use crate::time::{Millis, Timestamp};
+
+/// One partition's lease row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lease {
+    /// The partition it covers.
+    pub partition: Partition,
+    /// The owning dispatcher, `None` once released.
+    pub owner: Option<String>,
+    /// When the lease ends unless renewed.
+    pub expires_at: Timestamp,
+    /// Raised by every takeover; the fencing token.
+    pub epoch: u64,
+    /// Optimistic-concurrency token.
+    #[serde(skip)]
+    pub revision: Revision,
+}
+
+/// Why a lease operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LeaseError {
+    /// Another dispatcher holds an unexpired lease.
+    #[error("partition {partition} is leased to {owner} until {until}")]
+    HeldByOther {
+        /// The partition.
+        partition: Partition,
+        /// The holder.
+        owner: String,
+        /// Its expiry.
+        until: Timestamp,
+    },
+    /// The caller's lease expired or was taken over.
+    #[error("the lease on {partition} was lost (now epoch {epoch}, owner {owner:?})")]
+    Lost {
+        /// The partition.
+        partition: Partition,
+        /// The current epoch.
+        epoch: u64,
+        /// The current owner.
+        owner: Option<String>,
+    },
+}
+
+impl Lease {
+    /// Whether someone holds it at `now`.
+    pub fn is_held(&self, now: Timestamp) -> bool {
+        self.owner.is_some() && now < self.expires_at
+    }
+
+    /// Whether `me` holds it at `now`.
+    pub fn is_held_by(&self, me: &str, now: Timestamp) -> bool {
+        self.owner.as_deref() == Some(me) && now < self.expires_at
+    }
+
+    /// Takes (or renews) the lease of `partition` for `me`: a first lease is epoch 1; a
+    /// takeover of a free or expired lease raises the epoch; the holder renews in place.
+    pub fn acquire(
+        current: Option<&Lease>,
+        partition: &Partition,
+        me: &str,
+        duration: Millis,
+        now: Timestamp,
+    ) -> Result<Lease, LeaseError> {
+        match current {
+            None => Ok(Lease {
+                partition: partition.clone(),
+                owner: Some(me.to_owned()),
+                expires_at: now.plus(duration),
+                epoch: 1,
+                revision: Revision::NEW,
+            }),
+            Some(l) if l.is_held_by(me, now) => Ok(Lease {
+                expires_at: now.plus(duration),
+                ..l.clone()
+            }),
+            Some(l) if l.is_held(now) => Err(LeaseError::HeldByOther {
+                partition: partition.clone(),
+                owner: l.owner.clone().unwrap_or_default(),
+                until: l.expires_at,
+            }),
+            Some(l) => Ok(Lease {
+                owner: Some(me.to_owned()),
+                expires_at: now.plus(duration),
+                epoch: l.epoch + 1,
+                ..l.clone()
+            }),
+        }
+    }
+
+    /// Renews a lease `me` holds at `epoch`.
+    pub fn renew(
+        &self,
+        me: &str,
+        epoch: u64,
+        duration: Millis,
+        now: Timestamp,
+    ) -> Result<Lease, LeaseError> {
+        if self.epoch == epoch && self.is_held_by(me, now) {
+            Ok(Lease {
+                expires_at: now.plus(duration),
+                ..self.clone()
+            })
+        } else {
+            Err(self.lost())
+        }
+    }
+
+    /// Gives the lease up so another dispatcher can take it at once.
+    pub fn release(&self, me: &str, epoch: u64, now: Timestamp) -> Result<Lease, LeaseError> {
+        if self.epoch == epoch && self.owner.as_deref() == Some(me) {
+            Ok(Lease {
+                owner: None,
+                expires_at: now,
+                ..self.clone()
+            })
+        } else {
+            Err(self.lost())
+        }
+    }
+
+    fn lost(&self) -> LeaseError {
+        LeaseError::Lost {
+            partition: self.partition.clone(),
+            epoch: self.epoch,
+            owner: self.owner.clone(),
+        }
+    }
+}
+
+/// What a dispatcher proves it owns when it writes: the fencing token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The partition.
+    pub partition: Partition,
+    /// The dispatcher.
+    pub owner: String,
+    /// The epoch of its lease.
+    pub epoch: u64,
+    /// Until when the holder may act without reading the lease again: its expiry less a
+    /// margin for clock skew between machines. Past it, the lease is checked before each
+    /// publication.
+    pub valid_until: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p() -> Partition {
+        Partition::parse("t#202401").unwrap()
+    }
+
+    const D: Millis = Millis(10_000);
+
+    #[test]
+    fn first_lease_then_renew_then_takeover_after_expiry() {
+        let a = Lease::acquire(None, &p(), "a", D, Timestamp(0)).unwrap();
+        assert_eq!(
+            (a.epoch, a.owner.as_deref(), a.expires_at),
+            (1, Some("a"), Timestamp(10_000))
+        );
+        let a2 = Lease::acquire(Some(&a), &p(), "a", D, Timestamp(5_000)).unwrap();
+        assert_eq!((a2.epoch, a2.expires_at), (1, Timestamp(15_000)));
+        assert!(matches!(
+            Lease::acquire(Some(&a2), &p(), "b", D, Timestamp(14_999)),
+            Err(LeaseError::HeldByOther { .. })
+        ));
+        let b = Lease::acquire(Some(&a2), &p(), "b", D, Timestamp(15_000)).unwrap();
+        assert_eq!((b.epoch, b.owner.as_deref()), (2, Some("b")));
+        // The old holder can neither renew nor release the new lease.
+        assert!(matches!(
+            b.renew("a", 1, D, Timestamp(15_001)),
+            Err(LeaseError::Lost { epoch: 2, .. })
+        ));
+        assert!(b.release("a", 1, Timestamp(15_001)).is_err());
+    }
+
+    #[test]
+    fn release_frees_at_once_and_the_next_owner_gets_a_new_epoch() {
+        let a = Lease::acquire(None, &p(), "a", D, Timestamp(0)).unwrap();
+        let r = a.release("a", 1, Timestamp(1)).unwrap();
+        assert!(!r.is_held(Timestamp(1)));
+        let b = Lease::acquire(Some(&r), &p(), "b", D, Timestamp(2)).unwrap();
+        assert_eq!(b.epoch, 2);
+    }
+
+    #[test]
+    fn an_expired_holder_cannot_renew() {
+        let a = Lease::acquire(None, &p(), "a", D, Timestamp(0)).unwrap();
+        assert!(a.renew("a", 1, D, Timestamp(10_000)).is_err());
+        assert!(a.renew("a", 1, D, Timestamp(9_999)).is_ok());
+    }
+}
