@@ -1,0 +1,63 @@
+//! Operational routes: `/v1/protocols`, `/readyz`, `/metrics` and `/openapi.json`
+//! (`/healthz` is answered inline by the router).
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+use lucius_core::protocol::ProtocolsFile;
+
+use crate::api::{json, Api, HttpResponse};
+use crate::error::ApiError;
+use crate::views::Health;
+
+impl Api {
+    /// `GET /v1/protocols`: the registry as a protocols document.
+    pub(crate) fn protocols(&self) -> HttpResponse {
+        let doc = ProtocolsFile {
+            protocols: self
+                .engine
+                .protocols()
+                .iter()
+                .map(|p| p.spec.clone())
+                .collect(),
+        };
+        json(StatusCode::OK, &doc)
+    }
+
+    /// `GET /readyz`: `200` when the store answers, else `503 STORE_UNAVAILABLE`.
+    pub(crate) async fn ready(&self) -> Result<HttpResponse, ApiError> {
+        match self.engine.ready().await {
+            Ok(()) => Ok(json(
+                StatusCode::OK,
+                &Health {
+                    status: "ready".into(),
+                },
+            )),
+            Err(e) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "STORE_UNAVAILABLE",
+                format!("the store does not answer: {e}"),
+            )),
+        }
+    }
+
+    /// `GET /metrics`: Prometheus text format 0.0.4.
+    pub(crate) async fn render_metrics(&self) -> HttpResponse {
+        let text = self.metrics.render(&self.engine).await;
+        let mut res = Response::new(Full::new(Bytes::from(text)));
+        res.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        res
+    }
+
+    /// `GET /openapi.json`.
+    pub(crate) fn openapi(&self) -> HttpResponse {
+        let mut res = Response::new(Full::new(crate::openapi::document_bytes()));
+        res.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        res
+    }
+}
