@@ -1,0 +1,1 @@
+//! The worker-side receiver (being written).
