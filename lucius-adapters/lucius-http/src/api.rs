@@ -85,7 +85,9 @@ impl Api {
             Some(route) => self.dispatch(route, &parts, body).await,
         };
         let res = res.unwrap_or_else(ApiError::into_response);
-        self.metrics.record_request(label, res.status().as_u16());
+        let status = res.status().as_u16();
+        self.metrics.record_request(label, status);
+        tracing::debug!(method = %parts.method, route = label, status, "request answered");
         res
     }
 
@@ -104,7 +106,7 @@ impl Api {
         }
         let method = route.method();
         if parts.method != method {
-            return Err(ApiError::method_not_allowed(method.as_str_static()));
+            return Err(ApiError::method_not_allowed(route.allow()));
         }
         if route.is_admin() {
             require_key(
@@ -170,20 +172,6 @@ impl Api {
             }
             count.fetch_sub(1, Ordering::SeqCst);
         });
-    }
-}
-
-trait StaticMethod {
-    fn as_str_static(&self) -> &'static str;
-}
-
-impl StaticMethod for Method {
-    fn as_str_static(&self) -> &'static str {
-        if self == Method::POST {
-            "POST"
-        } else {
-            "GET"
-        }
     }
 }
 

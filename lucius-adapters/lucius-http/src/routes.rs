@@ -75,6 +75,15 @@ impl<'a> Route<'a> {
         }
     }
 
+    /// The `Allow` header value of the route.
+    pub(crate) fn allow(&self) -> &'static str {
+        if self.method() == Method::POST {
+            "POST"
+        } else {
+            "GET"
+        }
+    }
+
     /// The route's template, the `route` label of the request metrics.
     pub(crate) fn template(&self) -> &'static str {
         match self {
