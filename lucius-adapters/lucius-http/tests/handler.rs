@@ -45,3 +45,136 @@ async fn the_handler_answers_without_a_server() {
         "{text}"
     );
 }
+
+/// Random paths, methods, headers and bodies: every answer is JSON (or metrics text), none
+/// is a 5xx, and nothing panics.
+#[tokio::test]
+async fn random_requests_never_break_the_handler() {
+    let engine = Engine::new(
+        Arc::new(MemoryStore::new()),
+        Arc::new(MemoryPublisher::new()),
+        Arc::new(ManualClock::new(Timestamp(1_709_251_200_000))),
+    );
+    let api = Api::new(
+        engine,
+        HttpConfig {
+            max_body_bytes: 2048,
+            admin_enabled: true,
+            admin_api_key: Some("k".into()),
+            worker_api_key: None,
+        },
+    );
+    // The job the random intake bodies create (tenant `t`, key `k`).
+    let job_id = lucius_core::JobId::derive(&lucius_core::TenantId::parse("t").unwrap(), "k");
+    let job = job_id.as_str();
+    let segments = [
+        "v1",
+        "jobs",
+        "steps",
+        "commands",
+        "admin",
+        "outbox",
+        "retry",
+        "ack",
+        "heartbeat",
+        "complete",
+        "fail",
+        "cancel",
+        "ocr",
+        job,
+        "",
+        "%00",
+        "..",
+        "healthz",
+        "metrics",
+        "openapi.json",
+        "protocols",
+        "readyz",
+        "x.0.1",
+        "1",
+    ];
+    let bodies: [&[u8]; 12] = [
+        b"",
+        b"{}",
+        b"[]",
+        b"null",
+        b"{\"attempt\":1}",
+        b"{\"attempt\":1e999}",
+        b"\xff\xff",
+        b"{\"requestType\":\"demo.echo\",\"tenantId\":\"t\",\"idempotencyKey\":\"k\"}",
+        b"{\"a\":",
+        b"{\"status\":\"DEAD\",\"limit\":3}",
+        b"{\"reason\":\"\"}",
+        b"{\"attempt\":1,\"error\":\"e\",\"retryable\":true,\"result\":[1,{\"x\":null}]}",
+    ];
+    let methods = ["GET", "POST", "PUT", "DELETE", "PATCH"];
+    let queries = [
+        "",
+        "?status=dead",
+        "?limit=7",
+        "?partition=t%23202403",
+        "?x",
+        "?%zz",
+    ];
+    let mut seed: u64 = 0x5eed;
+    let mut next = |n: usize| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((seed >> 33) as usize) % n
+    };
+    let templates = [
+        "/v1/commands",
+        "/v1/jobs/{j}",
+        "/v1/jobs/{j}/cancel",
+        "/v1/jobs/{j}/steps/{s}/{s}",
+        "/v1/admin/outbox",
+        "/v1/admin/outbox/retry",
+        "/v1/admin/outbox/{s}/retry",
+    ];
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for _ in 0..3000 {
+        let path: String = if next(3) > 0 {
+            let t = templates[next(templates.len())];
+            let j = [job, segments[next(segments.len())]][next(2)];
+            t.replacen("{j}", j, 1)
+                .replacen("{s}", segments[next(segments.len())], 1)
+                .replacen("{s}", segments[next(segments.len())], 1)
+        } else {
+            let depth = 1 + next(6);
+            (0..depth)
+                .map(|_| format!("/{}", segments[next(segments.len())]))
+                .collect()
+        };
+        let uri = format!("{path}{}", queries[next(queries.len())]);
+        let Ok(uri) = uri.parse::<hyper::Uri>() else {
+            continue;
+        };
+        let mut req = Request::builder()
+            .method(methods[next(methods.len())])
+            .uri(uri)
+            .body(Full::new(Bytes::from_static(bodies[next(bodies.len())])))
+            .unwrap();
+        if next(3) > 0 {
+            req.headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
+        }
+        if next(2) == 0 {
+            req.headers_mut().insert("x-api-key", "k".parse().unwrap());
+        }
+        let res = api.handle(req).await;
+        assert!(res.status().as_u16() < 500, "{}", res.status());
+        *statuses.entry(res.status().as_u16()).or_default() += 1;
+        let ct = res.headers()["content-type"].to_str().unwrap().to_owned();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        if ct == "application/json" {
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap();
+        } else {
+            assert!(ct.starts_with("text/plain"), "{ct}");
+        }
+    }
+    // The walk reaches deep into the handler, not only the router.
+    for status in [200, 202, 400, 404, 405, 409, 415, 422] {
+        assert!(statuses.contains_key(&status), "{statuses:?}");
+    }
+}
