@@ -531,3 +531,33 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     let addr_refused = tokio::net::TcpStream::connect(s.peer_addr().unwrap()).await;
     assert!(addr_refused.is_err());
 }
+
+#[tokio::test]
+async fn store_failures_map_to_503_and_413() {
+    use lucius_core::memory::Fault;
+    use lucius_core::StoreErrorKind;
+    let server = Server::start(keyed_config()).await;
+    for (kind, status, code) in [
+        (StoreErrorKind::Transient, 503, "STORE_UNAVAILABLE"),
+        (StoreErrorKind::TooLarge, 413, "ROW_TOO_LARGE"),
+        (StoreErrorKind::Permanent, 500, "STORE_ERROR"),
+    ] {
+        server.store.inject(Fault::Fail(kind));
+        let r = server.post("/v1/commands", &command("faulty")).await;
+        assert_eq!(
+            (r.status.as_u16(), r.code().as_str()),
+            (status, code),
+            "{kind:?}"
+        );
+        if status == 503 {
+            assert_eq!(r.headers["retry-after"], "1");
+        }
+    }
+    assert_eq!(server.store.job_count(), 0);
+    // The store works again: the same request is accepted.
+    assert_eq!(
+        server.post("/v1/commands", &command("faulty")).await.status,
+        202
+    );
+    server.stop().await.unwrap();
+}
