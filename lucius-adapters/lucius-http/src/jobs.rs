@@ -68,12 +68,7 @@ impl Api {
     ) -> Result<HttpResponse, ApiError> {
         let job_id = parse_job_id(id)?;
         let obj = json_object(body, false)?;
-        let allowed: &[&str] = match op {
-            WorkerOp::Ack | WorkerOp::Heartbeat => &["attempt", "workerId"],
-            WorkerOp::Complete => &["attempt", "workerId", "result"],
-            WorkerOp::Fail => &["attempt", "workerId", "error", "retryable"],
-        };
-        let mut f = Fields::new(&obj, allowed);
+        let mut f = Fields::new(&obj, fields_of(op));
         let attempt = f.int("attempt", 1, u32::MAX);
         let worker_id = f.opt_string("workerId", 128);
         let failure = match op {
@@ -127,6 +122,15 @@ impl Api {
     }
 }
 
+/// The members each worker call accepts (kept equal to the documented body schemas by a test).
+fn fields_of(op: WorkerOp) -> &'static [&'static str] {
+    match op {
+        WorkerOp::Ack | WorkerOp::Heartbeat => &["attempt", "workerId"],
+        WorkerOp::Complete => &["attempt", "workerId", "result"],
+        WorkerOp::Fail => &["attempt", "workerId", "error", "retryable"],
+    }
+}
+
 /// A job id from a path; a malformed one names no job (`404`).
 fn parse_job_id(raw: &str) -> Result<JobId, ApiError> {
     JobId::parse(raw).map_err(|e| {
@@ -136,4 +140,38 @@ fn parse_job_id(raw: &str) -> Result<JobId, ApiError> {
             format!("job {:?} not found: {e}", truncate(raw, 80)),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::views::{CompleteBody, FailBody, WorkerCallBody};
+    use schemars::JsonSchema;
+
+    fn properties<T: JsonSchema>() -> Vec<String> {
+        let s = serde_json::to_value(schemars::schema_for!(T)).unwrap();
+        let mut p: Vec<String> = s["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        p.sort();
+        p
+    }
+
+    fn sorted(op: WorkerOp) -> Vec<String> {
+        let mut v: Vec<String> = fields_of(op).iter().map(|s| (*s).to_owned()).collect();
+        v.sort();
+        v
+    }
+
+    /// The hand-written checks accept exactly the members the OpenAPI schemas document.
+    #[test]
+    fn worker_fields_match_the_documented_schemas() {
+        assert_eq!(sorted(WorkerOp::Ack), properties::<WorkerCallBody>());
+        assert_eq!(sorted(WorkerOp::Heartbeat), properties::<WorkerCallBody>());
+        assert_eq!(sorted(WorkerOp::Complete), properties::<CompleteBody>());
+        assert_eq!(sorted(WorkerOp::Fail), properties::<FailBody>());
+    }
 }

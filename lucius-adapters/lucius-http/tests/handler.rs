@@ -178,3 +178,74 @@ async fn random_requests_never_break_the_handler() {
         assert!(statuses.contains_key(&status), "{statuses:?}");
     }
 }
+
+/// A store that is down: every call fails transiently.
+struct DownStore;
+
+#[async_trait::async_trait]
+impl lucius_core::Store for DownStore {
+    async fn create_job(
+        &self,
+        _: &lucius_core::NewJob,
+    ) -> Result<lucius_core::CreateOutcome, lucius_core::StoreError> {
+        Err(lucius_core::StoreError::transient("down"))
+    }
+    async fn load_job(
+        &self,
+        _: &lucius_core::JobId,
+    ) -> Result<Option<lucius_core::JobRecord>, lucius_core::StoreError> {
+        Err(lucius_core::StoreError::transient("down"))
+    }
+    async fn commit(
+        &self,
+        _: lucius_core::Changes,
+    ) -> Result<lucius_core::Changes, lucius_core::StoreError> {
+        Err(lucius_core::StoreError::transient("down"))
+    }
+    async fn outbox(
+        &self,
+        _: &lucius_core::OutboxQuery,
+    ) -> Result<Vec<lucius_core::OutboxEntry>, lucius_core::StoreError> {
+        Err(lucius_core::StoreError::transient("down"))
+    }
+    async fn active_jobs(
+        &self,
+        _: &lucius_core::Partition,
+        _: usize,
+    ) -> Result<Vec<lucius_core::JobId>, lucius_core::StoreError> {
+        Err(lucius_core::StoreError::transient("down"))
+    }
+    async fn partitions(&self) -> Result<Vec<lucius_core::Partition>, lucius_core::StoreError> {
+        Err(lucius_core::StoreError::transient("down"))
+    }
+    async fn ping(&self) -> Result<(), lucius_core::StoreError> {
+        Err(lucius_core::StoreError::transient("down"))
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_is_down_makes_readyz_503_and_metrics_say_so() {
+    let engine = Engine::new(
+        Arc::new(DownStore),
+        Arc::new(MemoryPublisher::new()),
+        Arc::new(ManualClock::new(Timestamp(1_709_251_200_000))),
+    );
+    let api = Api::new(engine, HttpConfig::default());
+    let get = |path: &str| Request::get(path).body(Full::new(Bytes::new())).unwrap();
+    let res = api.handle(get("/readyz")).await;
+    assert_eq!(res.status(), 503);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "STORE_UNAVAILABLE");
+    assert_eq!(api.handle(get("/healthz")).await.status(), 200);
+    let res = api
+        .handle(get("/v1/jobs/0f3c2a34-6a3e-8b1d-9c2e-0123456789ab"))
+        .await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "1");
+    let res = api.handle(get("/metrics")).await;
+    assert_eq!(res.status(), 200);
+    let text = res.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    assert!(text.contains("lucius_store_up 0"), "{text}");
+}
