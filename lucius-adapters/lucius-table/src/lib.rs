@@ -1,1 +1,193 @@
-//! Placeholder: this adapter is being written.
+//! # lucius-table
+//!
+//! The core [`Store`] port on Azure Table Storage (`azure_data_tables`), in two layouts:
+//!
+//! ```text
+//!   Engine ──Store──▶ TableStore ──Client (counts, timeouts, retries, error kinds)──▶ Table service
+//!                       │
+//!                       ├─ Mode::Table : LuciusJobs · LuciusSteps · LuciusOutbox
+//!                       │                LuciusIdempotency · LuciusJobIndex
+//!                       │                (non-atomic; steps → outbox → job order)
+//!                       └─ Mode::Ledger: LuciusLedger, one partition per job, one
+//!                                        entity group transaction per change, plus
+//!                                        IDX_<tenant>_<YYYYMM> index partitions
+//! ```
+//!
+//! Connect with [`TableStore::connect`] (a connection string and a [`TableConfig`]); the
+//! tables are created when absent. [`TableStore::request_counts`] tells how many requests
+//! of each kind the store sent. Layouts, write order and round-trip counts are in
+//! `docs/storage.md`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod client;
+mod config;
+mod connection;
+mod entity;
+mod ledger;
+mod rows;
+mod tables;
+
+use async_trait::async_trait;
+use azure_data_tables::clients::TableServiceClientBuilder;
+use lucius_core::ids::{JobId, Partition};
+use lucius_core::ports::{CreateOutcome, OutboxQuery, Store, StoreError};
+use lucius_core::{Changes, JobRecord, NewJob, OutboxEntry};
+
+pub use client::RequestCounts;
+pub use config::{Mode, RetryPolicy, TableConfig};
+pub use connection::ConnectionStringError;
+
+/// Why [`TableStore::connect`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The connection string is malformed or incomplete.
+    #[error(transparent)]
+    ConnectionString(#[from] ConnectionStringError),
+    /// A table name is not valid.
+    #[error("bad table configuration: {0}")]
+    Config(String),
+    /// The service refused or did not answer (creating the tables).
+    #[error("table service at {endpoint}: {error}")]
+    Service {
+        /// The account and endpoint (no secrets).
+        endpoint: String,
+        /// What failed.
+        error: StoreError,
+    },
+}
+
+/// The [`Store`] on Azure Table Storage. Cheap to clone (clones share counters).
+#[derive(Debug, Clone)]
+pub struct TableStore {
+    client: client::Client,
+    config: TableConfig,
+    endpoint: String,
+}
+
+impl TableStore {
+    /// Connects to the table service named by `connection_string` (`UseDevelopmentStorage=true`
+    /// for Azurite, or `DefaultEndpointsProtocol=…;AccountName=…;AccountKey=…[;TableEndpoint=…]`)
+    /// and creates the mode's tables when absent (unless `config.create_tables` is false).
+    pub async fn connect(
+        connection_string: &str,
+        config: TableConfig,
+    ) -> Result<TableStore, ConnectError> {
+        config.validate().map_err(ConnectError::Config)?;
+        let endpoint = connection::parse(connection_string)?;
+        let service =
+            TableServiceClientBuilder::with_location(endpoint.location, endpoint.credentials)
+                // Retries are ours (counted, and bounded by the config).
+                .retry(azure_core::RetryOptions::none())
+                .build();
+        let store = TableStore {
+            client: client::Client::new(service, config.retry),
+            config,
+            endpoint: endpoint.describe,
+        };
+        if store.config.create_tables {
+            for t in store.config.tables() {
+                store
+                    .client
+                    .create_table(t)
+                    .await
+                    .map_err(|error| ConnectError::Service {
+                        endpoint: store.endpoint.clone(),
+                        error,
+                    })?;
+            }
+        }
+        Ok(store)
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &TableConfig {
+        &self.config
+    }
+
+    /// Requests sent so far, by kind (every HTTP request, retries included).
+    pub fn request_counts(&self) -> RequestCounts {
+        self.client.counts()
+    }
+
+    /// Fault injection for crash tests: after `n` more write requests (inserts, updates,
+    /// upserts, deletes, batches) every write fails as [`lucius_core::StoreErrorKind::Transient`]
+    /// without being sent, as if the process had died there. `None` disarms it.
+    pub fn crash_after_writes(&self, n: Option<usize>) {
+        self.client.crash_after_writes(n);
+    }
+}
+
+#[async_trait]
+impl Store for TableStore {
+    async fn create_job(&self, new: &NewJob) -> Result<CreateOutcome, StoreError> {
+        match self.config.mode {
+            Mode::Table => self.table_create(new).await,
+            Mode::Ledger => self.ledger_create(new).await,
+        }
+    }
+
+    async fn load_job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
+        match self.config.mode {
+            Mode::Table => self.table_load(id).await,
+            Mode::Ledger => self.ledger_load(id).await,
+        }
+    }
+
+    async fn commit(&self, changes: Changes) -> Result<Changes, StoreError> {
+        if changes.is_empty() {
+            return Ok(changes);
+        }
+        match self.config.mode {
+            Mode::Table => self.table_commit(changes).await,
+            Mode::Ledger => self.ledger_commit(changes).await,
+        }
+    }
+
+    async fn outbox(&self, query: &OutboxQuery) -> Result<Vec<OutboxEntry>, StoreError> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        match self.config.mode {
+            Mode::Table => self.table_outbox(query).await,
+            Mode::Ledger => self.ledger_outbox(query).await,
+        }
+    }
+
+    async fn active_jobs(
+        &self,
+        partition: &Partition,
+        limit: usize,
+    ) -> Result<Vec<JobId>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        match self.config.mode {
+            Mode::Table => self.table_active_jobs(partition, limit).await,
+            Mode::Ledger => self.ledger_active_jobs(partition, limit).await,
+        }
+    }
+
+    async fn partitions(&self) -> Result<Vec<Partition>, StoreError> {
+        let mut v = match self.config.mode {
+            Mode::Table => self.table_partitions().await?,
+            Mode::Ledger => self.ledger_partitions().await?,
+        };
+        v.sort();
+        v.dedup();
+        Ok(v)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let table = self.config.tables()[0].to_owned();
+        self.client
+            .query_limit(&table, "PartitionKey eq 'PING'", Some(1), 1)
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError {
+                message: format!("{}: {}", self.endpoint, e.message),
+                ..e
+            })
+    }
+}

@@ -1,0 +1,497 @@
+//! Ledger mode: one table, one partition per job (`PartitionKey` = job id; RowKeys `CLAIM`,
+//! `JOB`, `STEP_<index:010>_<stepId>`, `OUTBOX_<outboxId>`), every change one entity group
+//! transaction; plus index partitions `IDX_<tenant>_<YYYYMM>` (RowKeys `PARTITION`,
+//! `JOB_<jobId>` for live jobs, `OUTBOX_<outboxId>` for `PENDING`/`DEAD` entries) so the
+//! dispatcher and the sweepers never scan.
+//!
+//! The ledger is the truth; the index is kept a *superset* of it for what the dispatcher
+//! must find: a row that makes an entry visible (`PENDING`) is written before the ledger
+//! batch, a row that hides one (`SENT`, `DEAD`, a finished job) after it. A crash between
+//! the two leaves an index row too many, never one too few; readers verify index rows
+//! against the ledger and delete the stale ones.
+
+use std::collections::BTreeMap;
+
+use lucius_core::ids::{JobId, Partition};
+use lucius_core::{
+    Changes, CreateOutcome, Job, JobRecord, NewJob, OutboxEntry, OutboxQuery, OutboxStatus,
+    StoreError, StoreErrorKind,
+};
+use serde_json::Value;
+
+use crate::client::BatchOp;
+use crate::entity::{literal, partition_from_key, partition_key, text, time_key, Row};
+use crate::rows::*;
+use crate::TableStore;
+
+const CLAIM: &str = "CLAIM";
+const JOB: &str = "JOB";
+const MARKER: &str = "PARTITION";
+
+fn step_rk(index: u32, step_id: &str) -> String {
+    format!("STEP_{index:010}_{step_id}")
+}
+
+fn outbox_rk(id: &str) -> String {
+    format!("OUTBOX_{id}")
+}
+
+fn index_pk(p: &Partition) -> String {
+    format!("IDX_{}", partition_key(p))
+}
+
+/// Index partitions sort between these two bounds (`` ` `` follows `_`).
+const INDEX_FROM: &str = "IDX_";
+const INDEX_TO: &str = "IDX`";
+
+fn marker_row(p: &Partition) -> Row {
+    let mut r = Row::new();
+    r.insert("PartitionKey".into(), index_pk(p).into());
+    r.insert("RowKey".into(), MARKER.into());
+    r.insert("Kind".into(), "PARTITION".into());
+    r.insert("Partition".into(), partition_key(p).into());
+    r
+}
+
+fn index_job_row(job: &Job) -> Row {
+    let mut r = Row::new();
+    r.insert("PartitionKey".into(), index_pk(&job.partition).into());
+    r.insert("RowKey".into(), format!("JOB_{}", job.id).into());
+    r.insert("Kind".into(), "IDXJOB".into());
+    r.insert("JobId".into(), job.id.as_str().into());
+    r
+}
+
+fn index_outbox_row(e: &OutboxEntry) -> Row {
+    let mut r = Row::new();
+    r.insert("PartitionKey".into(), index_pk(&e.partition).into());
+    r.insert("RowKey".into(), outbox_rk(e.id.as_str()).into());
+    r.insert("Kind".into(), "IDXOUTBOX".into());
+    r.insert("JobId".into(), e.job_id.as_str().into());
+    r.insert("OutboxId".into(), e.id.as_str().into());
+    r.insert("Status".into(), e.status.as_str().into());
+    r.insert("NextAttemptAt".into(), time_key(e.next_attempt_at).into());
+    r
+}
+
+fn rk(row: &Row) -> &str {
+    text(row, "RowKey").unwrap_or_default()
+}
+
+struct Loaded {
+    claim: Option<lucius_core::IdempotencyRecord>,
+    record: Option<JobRecord>,
+    steps: Vec<lucius_core::Step>,
+    outbox: Vec<OutboxEntry>,
+}
+
+impl TableStore {
+    fn ledger(&self) -> &str {
+        &self.config.ledger_table
+    }
+
+    async fn ledger_rows(&self, id: &JobId) -> Result<Loaded, StoreError> {
+        let filter = format!("PartitionKey eq {}", literal(id.as_str()));
+        let rows = self.client.query(self.ledger(), &filter, None).await?;
+        let (mut claim, mut job, mut steps, mut outbox) = (None, None, Vec::new(), Vec::new());
+        for row in &rows {
+            match rk(row) {
+                CLAIM => claim = Some(read_claim(row)?),
+                JOB => job = Some(read_job(row)?),
+                k if k.starts_with("STEP_") => steps.push(read_step(row)?),
+                k if k.starts_with("OUTBOX_") => outbox.push(read_outbox(row)?),
+                _ => {}
+            }
+        }
+        // Rows come in RowKey order: steps by zero-padded index, entries by id.
+        let record = job.map(|job| JobRecord {
+            job,
+            steps: steps.clone(),
+            outbox: outbox.clone(),
+        });
+        Ok(Loaded {
+            claim,
+            record,
+            steps,
+            outbox,
+        })
+    }
+
+    pub(crate) async fn ledger_load(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
+        Ok(self.ledger_rows(id).await?.record)
+    }
+
+    /// Writes index rows of one index partition: one request for one row, a batch for more.
+    async fn index_write(&self, pk: &str, ops: Vec<BatchOp>) -> Result<(), StoreError> {
+        match ops.as_slice() {
+            [] => Ok(()),
+            [BatchOp::Upsert(r)] => self.client.upsert(self.ledger(), r).await,
+            [BatchOp::Delete(rk)] => self.client.delete(self.ledger(), pk, rk).await,
+            _ => match self.client.batch(self.ledger(), pk, &ops).await {
+                Ok(_) => Ok(()),
+                // A delete of a row already gone fails the whole batch: do them one by one.
+                Err(e) if e.kind == StoreErrorKind::NotFound => {
+                    for op in ops {
+                        match op {
+                            BatchOp::Upsert(r) => self.client.upsert(self.ledger(), &r).await?,
+                            BatchOp::Delete(rk) => {
+                                self.client.delete(self.ledger(), pk, &rk).await?
+                            }
+                            _ => {}
+                        }
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// The index rows a stored job needs: marker, live job, visible entries.
+    async fn index_job(&self, rec: &JobRecord) -> Result<(), StoreError> {
+        let pk = index_pk(&rec.job.partition);
+        let mut ops = vec![BatchOp::Upsert(marker_row(&rec.job.partition))];
+        if !rec.job.status.is_terminal() {
+            ops.push(BatchOp::Upsert(index_job_row(&rec.job)));
+        }
+        for e in &rec.outbox {
+            if e.status != OutboxStatus::Sent {
+                ops.push(BatchOp::Upsert(index_outbox_row(e)));
+            }
+        }
+        self.index_write(&pk, ops).await
+    }
+
+    pub(crate) async fn ledger_create(&self, new: &NewJob) -> Result<CreateOutcome, StoreError> {
+        let pk = new.job.id.as_str();
+        let mut ops = vec![
+            BatchOp::Insert(claim_row(pk, CLAIM, &new.claim)?),
+            BatchOp::Insert(job_row(pk, JOB, &new.job)?),
+        ];
+        for s in &new.steps {
+            ops.push(BatchOp::Insert(step_row(
+                pk,
+                &step_rk(s.index, s.step_id.as_str()),
+                s,
+            )?));
+        }
+        ops.push(BatchOp::Insert(outbox_row(
+            pk,
+            &outbox_rk(new.outbox.id.as_str()),
+            &new.outbox,
+        )?));
+        match self.client.batch(self.ledger(), pk, &ops).await {
+            Ok(_) => {
+                // The client gets no 202 unless this lands too; its retry completes it.
+                let rec = JobRecord {
+                    job: new.job.clone(),
+                    steps: new.steps.clone(),
+                    outbox: vec![new.outbox.clone()],
+                };
+                self.index_job(&rec).await?;
+                Ok(CreateOutcome::Created)
+            }
+            // Every row of a job is written with its claim, so a conflict means the claim.
+            Err(e) if e.kind == StoreErrorKind::Conflict => self.ledger_replay(new).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn ledger_replay(&self, new: &NewJob) -> Result<CreateOutcome, StoreError> {
+        let pk = new.job.id.as_str();
+        let loaded = self.ledger_rows(&new.job.id).await?;
+        let claim = loaded.claim.ok_or_else(|| {
+            StoreError::conflict(format!("job {pk} has rows but no idempotency claim"))
+        })?;
+        if claim.request_hash != new.claim.request_hash || claim.job_id != new.job.id {
+            return Ok(CreateOutcome::Existing(claim));
+        }
+        if loaded
+            .record
+            .as_ref()
+            .is_some_and(|r| r.job.status.is_terminal())
+        {
+            return Ok(CreateOutcome::Existing(claim));
+        }
+        // Complete what an earlier attempt left out (possible only for a NewJob written
+        // without some rows: the ledger batch itself is all-or-nothing).
+        let job = loaded.record.as_ref().map_or(&new.job, |r| &r.job).clone();
+        let mut ops = Vec::new();
+        if loaded.record.is_none() {
+            ops.push(BatchOp::Insert(job_row(pk, JOB, &new.job)?));
+        }
+        let mut steps = loaded.steps.clone();
+        for s in &new.steps {
+            if !loaded.steps.iter().any(|x| x.index == s.index) {
+                ops.push(BatchOp::Insert(step_row(
+                    pk,
+                    &step_rk(s.index, s.step_id.as_str()),
+                    s,
+                )?));
+                steps.push(s.clone());
+            }
+        }
+        let mut outbox = loaded.outbox.clone();
+        if !loaded.outbox.iter().any(|e| e.id == new.outbox.id) {
+            let mut e = new.outbox.clone();
+            e.partition = job.partition.clone();
+            ops.push(BatchOp::Insert(outbox_row(
+                pk,
+                &outbox_rk(e.id.as_str()),
+                &e,
+            )?));
+            outbox.push(e);
+        }
+        if !ops.is_empty() {
+            match self.client.batch(self.ledger(), pk, &ops).await {
+                Ok(_) => {}
+                // Another replay completed the rows first.
+                Err(e) if e.kind == StoreErrorKind::Conflict => {}
+                Err(e) => return Err(e),
+            }
+        }
+        steps.sort_by_key(|s| s.index);
+        self.index_job(&JobRecord { job, steps, outbox }).await?;
+        Ok(CreateOutcome::Existing(claim))
+    }
+
+    pub(crate) async fn ledger_commit(&self, mut changes: Changes) -> Result<Changes, StoreError> {
+        let Some(id) = changes.job_id().cloned() else {
+            return Ok(changes);
+        };
+        let pk = id.as_str();
+        // 1. Make new PENDING entries visible before they exist.
+        let mut before: BTreeMap<String, Vec<BatchOp>> = BTreeMap::new();
+        for e in changes
+            .outbox
+            .iter()
+            .filter(|e| e.status == OutboxStatus::Pending)
+        {
+            before
+                .entry(index_pk(&e.partition))
+                .or_default()
+                .push(BatchOp::Upsert(index_outbox_row(e)));
+        }
+        for (ipk, ops) in before {
+            self.index_write(&ipk, ops).await?;
+        }
+        // 2. The change itself: one entity group transaction.
+        let mut ops = Vec::new();
+        for s in &changes.steps {
+            if s.job_id != id {
+                return Err(StoreError::permanent(format!(
+                    "a commit touches one job: step of {} in a change of {id}",
+                    s.job_id
+                )));
+            }
+            ops.push(BatchOp::write(
+                step_row(pk, &step_rk(s.index, s.step_id.as_str()), s)?,
+                &s.revision,
+            ));
+        }
+        for e in &changes.outbox {
+            if e.job_id != id {
+                return Err(StoreError::permanent(format!(
+                    "a commit touches one job: entry {} in a change of {id}",
+                    e.id
+                )));
+            }
+            ops.push(BatchOp::write(
+                outbox_row(pk, &outbox_rk(e.id.as_str()), e)?,
+                &e.revision,
+            ));
+        }
+        if let Some(j) = &changes.job {
+            ops.push(BatchOp::write(job_row(pk, JOB, j)?, &j.revision));
+        }
+        let revs = self.client.batch(self.ledger(), pk, &ops).await?;
+        let mut it = revs.into_iter();
+        for s in &mut changes.steps {
+            s.revision = it.next().unwrap_or_default();
+        }
+        for e in &mut changes.outbox {
+            e.revision = it.next().unwrap_or_default();
+        }
+        if let Some(j) = &mut changes.job {
+            j.revision = it.next().unwrap_or_default();
+        }
+        // 3. Hide what is no longer pending. The change is committed: a failure here only
+        // leaves stale index rows, which readers verify and remove.
+        let mut after: BTreeMap<String, Vec<BatchOp>> = BTreeMap::new();
+        for e in &changes.outbox {
+            let op = match e.status {
+                OutboxStatus::Sent => BatchOp::Delete(outbox_rk(e.id.as_str())),
+                OutboxStatus::Dead => BatchOp::Upsert(index_outbox_row(e)),
+                OutboxStatus::Pending => continue,
+            };
+            after.entry(index_pk(&e.partition)).or_default().push(op);
+        }
+        if let Some(j) = changes.job.as_ref().filter(|j| j.status.is_terminal()) {
+            after
+                .entry(index_pk(&j.partition))
+                .or_default()
+                .push(BatchOp::Delete(format!("JOB_{}", j.id)));
+        }
+        for (ipk, ops) in after {
+            if let Err(e) = self.index_write(&ipk, ops).await {
+                tracing::warn!(error = %e, job = %id, "ledger index update failed; readers will repair it");
+            }
+        }
+        Ok(changes)
+    }
+
+    pub(crate) async fn ledger_outbox(
+        &self,
+        q: &OutboxQuery,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        match q.status {
+            Some(status @ (OutboxStatus::Pending | OutboxStatus::Dead)) => {
+                self.indexed_outbox(q, status).await
+            }
+            _ => {
+                // SENT (or any) entries are not indexed: an admin listing scans the ledger.
+                let mut f = vec!["Kind eq 'OUTBOX'".to_owned()];
+                if let Some(s) = q.status {
+                    f.push(format!("Status eq {}", literal(s.as_str())));
+                }
+                if let Some(p) = &q.partition {
+                    f.push(format!("Partition eq {}", literal(&partition_key(p))));
+                }
+                if let Some(t) = q.due_by {
+                    f.push(format!("NextAttemptAt le {}", literal(&time_key(t))));
+                }
+                let rows = self
+                    .client
+                    .query(self.ledger(), &f.join(" and "), None)
+                    .await?;
+                let mut v = rows
+                    .iter()
+                    .map(read_outbox)
+                    .collect::<Result<Vec<_>, _>>()?;
+                sort_entries(&mut v);
+                v.truncate(q.limit);
+                Ok(v)
+            }
+        }
+    }
+
+    async fn indexed_outbox(
+        &self,
+        q: &OutboxQuery,
+        status: OutboxStatus,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut f = match &q.partition {
+            Some(p) => vec![format!("PartitionKey eq {}", literal(&index_pk(p)))],
+            None => vec![format!(
+                "PartitionKey ge {} and PartitionKey lt {}",
+                literal(INDEX_FROM),
+                literal(INDEX_TO)
+            )],
+        };
+        f.push("Kind eq 'IDXOUTBOX'".into());
+        f.push(format!("Status eq {}", literal(status.as_str())));
+        if let Some(t) = q.due_by {
+            f.push(format!("NextAttemptAt le {}", literal(&time_key(t))));
+        }
+        let mut candidates = self
+            .client
+            .query(self.ledger(), &f.join(" and "), None)
+            .await?;
+        candidates.sort_by(|a, b| {
+            (text(a, "NextAttemptAt"), rk(a)).cmp(&(text(b, "NextAttemptAt"), rk(b)))
+        });
+        let mut out = Vec::new();
+        // Verify against the ledger, a few at a time, until the limit is reached.
+        for chunk in candidates.chunks(8) {
+            let verified =
+                futures::future::try_join_all(chunk.iter().map(|row| self.verify(row, q, status)))
+                    .await?;
+            out.extend(verified.into_iter().flatten());
+            if out.len() >= q.limit {
+                break;
+            }
+        }
+        sort_entries(&mut out);
+        out.truncate(q.limit);
+        Ok(out)
+    }
+
+    /// The ledger entry an index row names, if it still matches the query; repairs the
+    /// index row when it is stale.
+    async fn verify(
+        &self,
+        idx: &Row,
+        q: &OutboxQuery,
+        status: OutboxStatus,
+    ) -> Result<Option<OutboxEntry>, StoreError> {
+        let (Some(job), Some(id), Some(ipk)) = (
+            text(idx, "JobId"),
+            text(idx, "OutboxId"),
+            text(idx, "PartitionKey"),
+        ) else {
+            return Ok(None);
+        };
+        let row = self.client.get(self.ledger(), job, &outbox_rk(id)).await?;
+        let entry = row.as_ref().map(read_outbox).transpose()?;
+        let stale = match &entry {
+            None => true,
+            Some(e) => {
+                e.status == OutboxStatus::Sent
+                    || index_pk(&e.partition) != ipk
+                    || text(idx, "Status") != Some(e.status.as_str())
+                    || text(idx, "NextAttemptAt") != Some(time_key(e.next_attempt_at).as_str())
+            }
+        };
+        if stale {
+            let repair = match &entry {
+                Some(e) if e.status != OutboxStatus::Sent && index_pk(&e.partition) == ipk => {
+                    self.client
+                        .upsert(self.ledger(), &index_outbox_row(e))
+                        .await
+                }
+                _ => self.client.delete(self.ledger(), ipk, &outbox_rk(id)).await,
+            };
+            if let Err(e) = repair {
+                tracing::warn!(error = %e, entry = id, "could not repair a stale ledger index row");
+            }
+        }
+        Ok(entry.filter(|e| {
+            e.status == status
+                && q.partition.as_ref().is_none_or(|p| &e.partition == p)
+                && q.due_by.is_none_or(|t| e.next_attempt_at <= t)
+        }))
+    }
+
+    pub(crate) async fn ledger_active_jobs(
+        &self,
+        p: &Partition,
+        limit: usize,
+    ) -> Result<Vec<JobId>, StoreError> {
+        let f = format!(
+            "PartitionKey eq {} and Kind eq 'IDXJOB'",
+            literal(&index_pk(p))
+        );
+        let top = u32::try_from(limit.min(1000)).unwrap_or(1000);
+        let rows = self
+            .client
+            .query_limit(self.ledger(), &f, Some(top), limit)
+            .await?;
+        rows.iter()
+            .filter_map(|r| text(r, "JobId"))
+            .map(|s| JobId::parse(s).map_err(|e| StoreError::permanent(e.to_string())))
+            .collect()
+    }
+
+    pub(crate) async fn ledger_partitions(&self) -> Result<Vec<Partition>, StoreError> {
+        let f = format!(
+            "PartitionKey ge {} and PartitionKey lt {} and Kind eq 'PARTITION'",
+            literal(INDEX_FROM),
+            literal(INDEX_TO)
+        );
+        let rows = self.client.query(self.ledger(), &f, None).await?;
+        rows.iter()
+            .filter_map(|r| r.get("Partition").and_then(Value::as_str))
+            .map(partition_from_key)
+            .collect()
+    }
+}

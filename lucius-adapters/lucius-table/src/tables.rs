@@ -1,0 +1,358 @@
+//! Table mode: five tables, written in the port's order so a crash between any two
+//! requests leaves a state the drift sweeper (or the client's retry) repairs.
+//!
+//! | table | PartitionKey | RowKey |
+//! |---|---|---|
+//! | idempotency | job id (a hash of tenant + key) | `CLAIM` |
+//! | jobs | job id | `JOB` |
+//! | steps | job id | `<index:010>_<stepId>` |
+//! | outbox | dispatch partition `tenant_YYYYMM` | outbox id |
+//! | job index | dispatch partition `tenant_YYYYMM` | job id, and `PARTITION` |
+
+use lucius_core::ids::{JobId, Partition};
+use lucius_core::{
+    Changes, CreateOutcome, JobIndexEntry, JobRecord, NewJob, OutboxEntry, OutboxQuery, Step,
+    StoreError, StoreErrorKind,
+};
+use serde_json::Value;
+
+use crate::client::BatchOp;
+use crate::entity::{encode, literal, partition_from_key, partition_key, text, time_key, Row};
+use crate::rows::*;
+use crate::TableStore;
+
+const CLAIM: &str = "CLAIM";
+const JOB: &str = "JOB";
+const MARKER: &str = "PARTITION";
+
+fn step_rk(s: &Step) -> String {
+    format!("{:010}_{}", s.index, s.step_id)
+}
+
+/// Conflicts on inserts are fine where another writer of the same claim got there first.
+fn tolerate_conflict<T>(r: Result<T, StoreError>) -> Result<(), StoreError> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind == StoreErrorKind::Conflict => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+impl TableStore {
+    fn index_rows(&self, entry: &JobIndexEntry, active: bool) -> Result<Vec<BatchOp>, StoreError> {
+        let pk = partition_key(&entry.partition);
+        let mut marker = Row::new();
+        marker.insert("PartitionKey".into(), pk.clone().into());
+        marker.insert("RowKey".into(), MARKER.into());
+        marker.insert("Kind".into(), "PARTITION".into());
+        marker.insert("Partition".into(), pk.clone().into());
+        let row = encode(
+            &pk,
+            entry.job_id.as_str(),
+            &format!("index row of job {}", entry.job_id),
+            entry,
+            &[("Kind", "INDEX".into()), ("Active", Value::Bool(active))],
+        )?;
+        Ok(vec![BatchOp::Upsert(marker), BatchOp::Upsert(row)])
+    }
+
+    async fn write_index(&self, entry: &JobIndexEntry, active: bool) -> Result<(), StoreError> {
+        let ops = self.index_rows(entry, active)?;
+        let pk = partition_key(&entry.partition);
+        self.client
+            .batch(&self.config.job_index_table, &pk, &ops)
+            .await
+            .map(|_| ())
+    }
+
+    async fn insert_steps(&self, steps: &[&Step]) -> Result<(), StoreError> {
+        let t = &self.config.steps_table;
+        let rows = steps
+            .iter()
+            .map(|s| step_row(s.job_id.as_str(), &step_rk(s), s))
+            .collect::<Result<Vec<_>, _>>()?;
+        match rows.as_slice() {
+            [] => Ok(()),
+            [one] => tolerate_conflict(self.client.insert(t, one).await),
+            _ => {
+                let pk = steps[0].job_id.as_str();
+                let ops: Vec<_> = rows.iter().cloned().map(BatchOp::Insert).collect();
+                match self.client.batch(t, pk, &ops).await {
+                    Ok(_) => Ok(()),
+                    // Some were written by a concurrent replay: insert the rest one by one.
+                    Err(e) if e.kind == StoreErrorKind::Conflict => {
+                        for r in &rows {
+                            tolerate_conflict(self.client.insert(t, r).await)?;
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn table_create(&self, new: &NewJob) -> Result<CreateOutcome, StoreError> {
+        let id = new.job.id.as_str();
+        let claim = claim_row(id, CLAIM, &new.claim)?;
+        // Size checks of every row before the first write.
+        let job = job_row(id, JOB, &new.job)?;
+        let pk = partition_key(&new.outbox.partition);
+        let outbox = outbox_row(&pk, new.outbox.id.as_str(), &new.outbox)?;
+        match self
+            .client
+            .insert(&self.config.idempotency_table, &claim)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.kind == StoreErrorKind::Conflict => return self.table_replay(new).await,
+            Err(e) => return Err(e),
+        }
+        // Order of truth: claim, job, steps, index, first directive.
+        tolerate_conflict(self.client.insert(&self.config.jobs_table, &job).await)?;
+        self.insert_steps(&new.steps.iter().collect::<Vec<_>>())
+            .await?;
+        self.write_index(&new.index, true).await?;
+        tolerate_conflict(self.client.insert(&self.config.outbox_table, &outbox).await)?;
+        Ok(CreateOutcome::Created)
+    }
+
+    async fn table_replay(&self, new: &NewJob) -> Result<CreateOutcome, StoreError> {
+        let id = new.job.id.as_str();
+        let claim = self
+            .client
+            .get(&self.config.idempotency_table, id, CLAIM)
+            .await?
+            .ok_or_else(|| StoreError::conflict(format!("claim of job {id} vanished")))?;
+        let claim = read_claim(&claim)?;
+        if claim.request_hash != new.claim.request_hash || claim.job_id != new.job.id {
+            return Ok(CreateOutcome::Existing(claim));
+        }
+        let stored = self.client.get(&self.config.jobs_table, id, JOB).await?;
+        let job = match stored {
+            Some(row) => read_job(&row)?,
+            None => {
+                let row = job_row(id, JOB, &new.job)?;
+                tolerate_conflict(self.client.insert(&self.config.jobs_table, &row).await)?;
+                new.job.clone()
+            }
+        };
+        if job.status.is_terminal() {
+            return Ok(CreateOutcome::Existing(claim));
+        }
+        let have = self.steps_of(&new.job.id).await?;
+        let missing: Vec<&Step> = new
+            .steps
+            .iter()
+            .filter(|s| !have.iter().any(|x| x.index == s.index))
+            .collect();
+        self.insert_steps(&missing).await?;
+        let index = JobIndexEntry {
+            partition: job.partition.clone(),
+            ..new.index.clone()
+        };
+        self.write_index(&index, true).await?;
+        let pk = partition_key(&job.partition);
+        if self
+            .client
+            .get(&self.config.outbox_table, &pk, new.outbox.id.as_str())
+            .await?
+            .is_none()
+        {
+            let mut e = new.outbox.clone();
+            e.partition = job.partition.clone();
+            let row = outbox_row(&pk, e.id.as_str(), &e)?;
+            tolerate_conflict(self.client.insert(&self.config.outbox_table, &row).await)?;
+        }
+        Ok(CreateOutcome::Existing(claim))
+    }
+
+    async fn steps_of(&self, id: &JobId) -> Result<Vec<Step>, StoreError> {
+        let f = format!("PartitionKey eq {}", literal(id.as_str()));
+        let rows = self
+            .client
+            .query(&self.config.steps_table, &f, None)
+            .await?;
+        rows.iter().map(read_step).collect()
+    }
+
+    pub(crate) async fn table_load(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
+        let Some(row) = self
+            .client
+            .get(&self.config.jobs_table, id.as_str(), JOB)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let job = read_job(&row)?;
+        let steps = self.steps_of(id).await?;
+        // Outbox ids are `<jobId>.<index>.<attempt>`: a RowKey range in the job's partition.
+        let f = format!(
+            "PartitionKey eq {} and RowKey ge {} and RowKey lt {}",
+            literal(&partition_key(&job.partition)),
+            literal(&format!("{id}.")),
+            literal(&format!("{id}/"))
+        );
+        let rows = self
+            .client
+            .query(&self.config.outbox_table, &f, None)
+            .await?;
+        let outbox = rows
+            .iter()
+            .map(read_outbox)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(JobRecord { job, steps, outbox }))
+    }
+
+    /// Writes rows of one partition under their revisions: one request, or one batch.
+    async fn write_group(
+        &self,
+        table: &str,
+        pk: &str,
+        rows: Vec<(Row, lucius_core::Revision)>,
+    ) -> Result<Vec<lucius_core::Revision>, StoreError> {
+        match rows.as_slice() {
+            [] => Ok(Vec::new()),
+            [(row, rev)] => Ok(vec![self.client.write(table, row, rev).await?]),
+            _ => {
+                let ops: Vec<_> = rows
+                    .iter()
+                    .map(|(r, rev)| BatchOp::write(r.clone(), rev))
+                    .collect();
+                self.client.batch(table, pk, &ops).await
+            }
+        }
+    }
+
+    pub(crate) async fn table_commit(&self, mut changes: Changes) -> Result<Changes, StoreError> {
+        let Some(id) = changes.job_id().cloned() else {
+            return Ok(changes);
+        };
+        // Encode everything first: a row too large fails the commit before any write.
+        let steps = changes
+            .steps
+            .iter()
+            .map(|s| Ok((step_row(id.as_str(), &step_rk(s), s)?, s.revision.clone())))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let outbox = changes
+            .outbox
+            .iter()
+            .map(|e| {
+                let pk = partition_key(&e.partition);
+                Ok((outbox_row(&pk, e.id.as_str(), e)?, e.revision.clone()))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let job = changes
+            .job
+            .as_ref()
+            .map(|j| job_row(id.as_str(), JOB, j).map(|r| (r, j.revision.clone())))
+            .transpose()?;
+        if let Some(p) = changes.outbox.first().map(|e| &e.partition) {
+            if changes.outbox.iter().any(|e| &e.partition != p) {
+                return Err(StoreError::permanent(format!(
+                    "outbox entries of job {id} name more than one partition"
+                )));
+            }
+        }
+        // Steps (by index), then outbox entries, then the job.
+        let revs = self
+            .write_group(&self.config.steps_table, id.as_str(), steps)
+            .await?;
+        for (s, r) in changes.steps.iter_mut().zip(revs) {
+            s.revision = r;
+        }
+        let opk = changes
+            .outbox
+            .first()
+            .map(|e| partition_key(&e.partition))
+            .unwrap_or_default();
+        let revs = self
+            .write_group(&self.config.outbox_table, &opk, outbox)
+            .await?;
+        for (e, r) in changes.outbox.iter_mut().zip(revs) {
+            e.revision = r;
+        }
+        if let (Some((row, rev)), Some(j)) = (job, changes.job.as_mut()) {
+            j.revision = self
+                .client
+                .write(&self.config.jobs_table, &row, &rev)
+                .await?;
+            if j.status.is_terminal() {
+                // After the job: a crash here leaves the job listed as active; the sweeper
+                // loads it, finds it terminal and changes nothing.
+                let entry = JobIndexEntry {
+                    job_id: j.id.clone(),
+                    partition: j.partition.clone(),
+                    request_type: j.request_type.clone(),
+                    created_at: j.created_at,
+                };
+                if let Err(e) = self.write_index(&entry, false).await {
+                    tracing::warn!(error = %e, job = %j.id, "job index update failed");
+                }
+            }
+        }
+        Ok(changes)
+    }
+
+    pub(crate) async fn table_outbox(
+        &self,
+        q: &OutboxQuery,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut f = Vec::new();
+        if let Some(p) = &q.partition {
+            f.push(format!("PartitionKey eq {}", literal(&partition_key(p))));
+        }
+        if let Some(s) = q.status {
+            f.push(format!("Status eq {}", literal(s.as_str())));
+        }
+        if let Some(t) = q.due_by {
+            f.push(format!("NextAttemptAt le {}", literal(&time_key(t))));
+        }
+        if f.is_empty() {
+            f.push("Kind eq 'OUTBOX'".into());
+        }
+        let rows = self
+            .client
+            .query(&self.config.outbox_table, &f.join(" and "), None)
+            .await?;
+        let mut v = rows
+            .iter()
+            .map(read_outbox)
+            .collect::<Result<Vec<_>, _>>()?;
+        sort_entries(&mut v);
+        v.truncate(q.limit);
+        Ok(v)
+    }
+
+    pub(crate) async fn table_active_jobs(
+        &self,
+        p: &Partition,
+        limit: usize,
+    ) -> Result<Vec<JobId>, StoreError> {
+        let f = format!(
+            "PartitionKey eq {} and Kind eq 'INDEX' and Active eq true",
+            literal(&partition_key(p))
+        );
+        let top = u32::try_from(limit.min(1000)).unwrap_or(1000);
+        let rows = self
+            .client
+            .query_limit(&self.config.job_index_table, &f, Some(top), limit)
+            .await?;
+        rows.iter()
+            .filter_map(|r| text(r, "RowKey"))
+            .map(|s| JobId::parse(s).map_err(|e| StoreError::permanent(e.to_string())))
+            .collect()
+    }
+
+    pub(crate) async fn table_partitions(&self) -> Result<Vec<Partition>, StoreError> {
+        let f = format!("RowKey eq {}", literal(MARKER));
+        let rows = self
+            .client
+            .query(&self.config.job_index_table, &f, None)
+            .await?;
+        rows.iter()
+            .filter_map(|r| text(r, "Partition"))
+            .map(partition_from_key)
+            .collect()
+    }
+}
