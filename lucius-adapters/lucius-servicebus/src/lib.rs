@@ -30,5 +30,7 @@ pub mod transport;
 pub mod worker;
 
 pub use connection::{ConnectionString, ConnectionStringError};
+pub use lucius_core::Directive;
 pub use message::DirectiveMessage;
 pub use publisher::{ConfigError, ServiceBusPublisher};
+pub use worker::{Failure, Handled, Source, Worker, WorkerConfig, WorkerError};

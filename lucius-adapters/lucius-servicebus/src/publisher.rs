@@ -149,7 +149,7 @@ pub(crate) fn meaning(status: u16) -> &'static str {
     match status {
         400 => "bad request (a broker or application property was refused)",
         401 => "the SharedAccessKeyName/SharedAccessKey were refused",
-        403 => "forbidden: the policy lacks the Send claim, the quota is exceeded or the message is too large",
+        403 => "forbidden: the policy lacks the Send or Listen claim, the quota is exceeded or the message is too large",
         404 | 410 => "the queue or topic does not exist",
         408 => "the broker timed out",
         413 => "the message is too large",

@@ -477,6 +477,10 @@ fn peek_lock(st: &State, entity: &str) -> Response<Full<Bytes>> {
     m.delivery_count += 1;
     let token = format!("lock-{}-{}", m.seq, m.delivery_count);
     let mut props = m.broker.as_object().cloned().unwrap_or_default();
+    // Service Bus gives every message an id (the crate cannot read one without).
+    props
+        .entry("MessageId")
+        .or_insert_with(|| json!(format!("broker-{}", m.seq)));
     props.insert("DeliveryCount".into(), json!(m.delivery_count));
     props.insert("LockToken".into(), json!(token));
     props.insert(
