@@ -8,6 +8,14 @@ use url::Url;
 /// The DNS suffix of Azure Service Bus namespaces in the public cloud.
 pub const AZURE_SUFFIX: &str = ".servicebus.windows.net";
 
+/// DNS suffixes of Service Bus in Azure's national clouds: real Service Bus, reached over
+/// HTTPS at their own host (the crate only builds public-cloud URLs).
+pub const NATIONAL_CLOUD_SUFFIXES: &[&str] = &[
+    ".servicebus.chinacloudapi.cn",
+    ".servicebus.usgovcloudapi.net",
+    ".servicebus.cloudapi.de",
+];
+
 /// A parsed Service Bus connection string:
 /// `Endpoint=sb://<ns>.servicebus.windows.net/;SharedAccessKeyName=…;SharedAccessKey=…`
 /// `[;EntityPath=…][;UseDevelopmentEmulator=true]`.
@@ -160,12 +168,23 @@ impl ConnectionString {
         !self.use_development_emulator && azure_namespace(self.host()).is_some()
     }
 
+    /// Whether this is a namespace of an Azure national cloud (emulator flag off).
+    pub fn is_national_cloud(&self) -> bool {
+        !self.use_development_emulator
+            && NATIONAL_CLOUD_SUFFIXES
+                .iter()
+                .any(|s| strip_suffix_ci(self.host(), s).is_some())
+    }
+
     /// The namespace name the crate's URLs are built with
     /// (`https://{namespace}.servicebus.windows.net/…`). For an Azure endpoint it is the
     /// first label of the host; for any other endpoint the host with every character
     /// outside `[A-Za-z0-9-]` replaced by `-` (the request is redirected anyway).
     pub fn namespace(&self) -> String {
-        if let Some(ns) = azure_namespace(self.host()) {
+        if let Some(ns) = std::iter::once(AZURE_SUFFIX)
+            .chain(NATIONAL_CLOUD_SUFFIXES.iter().copied())
+            .find_map(|s| strip_suffix_ci(self.host(), s))
+        {
             return ns.to_owned();
         }
         self.host()
@@ -200,9 +219,14 @@ fn required(v: Option<String>, part: &'static str) -> Result<String, ConnectionS
 
 /// `<ns>` of `<ns>.servicebus.windows.net` (case-insensitive), if the host is one.
 fn azure_namespace(host: &str) -> Option<&str> {
-    let cut = host.len().checked_sub(AZURE_SUFFIX.len())?;
-    let (ns, suffix) = (host.get(..cut)?, host.get(cut..)?);
-    (suffix.eq_ignore_ascii_case(AZURE_SUFFIX) && !ns.is_empty() && !ns.contains('.')).then_some(ns)
+    strip_suffix_ci(host, AZURE_SUFFIX)
+}
+
+/// `<ns>` of `<ns><suffix>` (case-insensitive, one label), if the host is one.
+fn strip_suffix_ci<'h>(host: &'h str, suffix: &str) -> Option<&'h str> {
+    let cut = host.len().checked_sub(suffix.len())?;
+    let (ns, tail) = (host.get(..cut)?, host.get(cut..)?);
+    (tail.eq_ignore_ascii_case(suffix) && !ns.is_empty() && !ns.contains('.')).then_some(ns)
 }
 
 fn parse_endpoint(value: &str) -> Result<Url, ConnectionStringError> {
@@ -278,6 +302,17 @@ mod tests {
         assert!(!c.is_azure());
         assert_eq!(c.namespace(), "localhost");
         assert_eq!(c.endpoint.port(), Some(5300));
+    }
+
+    #[test]
+    fn national_clouds_are_recognised() {
+        let c = ConnectionString::parse(
+            "Endpoint=sb://gov.servicebus.usgovcloudapi.net/;SharedAccessKeyName=k;SharedAccessKey=s",
+        )
+        .unwrap();
+        assert!(c.is_national_cloud());
+        assert!(!c.is_azure());
+        assert_eq!(c.namespace(), "gov");
     }
 
     #[test]
