@@ -256,6 +256,9 @@ pub(crate) fn check_entity(e: String) -> Result<String, ConnectionStringError> {
         value: e.clone(),
         reason,
     };
+    if e.is_empty() {
+        return Err(bad("it is empty"));
+    }
     if e.len() > 260 {
         return Err(bad("longer than 260 characters"));
     }

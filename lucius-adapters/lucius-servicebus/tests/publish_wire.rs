@@ -225,6 +225,15 @@ async fn a_topic_that_is_not_an_entity_name_is_permanent_and_sends_nothing() {
         matches!(&err, PublishError::Permanent(m) if m.contains("no spaces?")),
         "{err}"
     );
+    let d = Directive {
+        topic: String::new(),
+        ..directive()
+    };
+    let err = p.publish(&d).await.unwrap_err();
+    assert!(
+        matches!(&err, PublishError::Permanent(m) if m.contains("empty")),
+        "{err}"
+    );
     assert!(fake.seen().is_empty());
 }
 
