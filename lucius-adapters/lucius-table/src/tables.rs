@@ -99,6 +99,10 @@ impl TableStore {
         let job = job_row(id, JOB, &new.job)?;
         let pk = partition_key(&new.outbox.partition);
         let outbox = outbox_row(&pk, new.outbox.id.as_str(), &new.outbox)?;
+        for s in &new.steps {
+            step_row(id, &step_rk(s), s)?;
+        }
+        self.index_rows(&new.index, true)?;
         match self
             .client
             .insert(&self.config.idempotency_table, &claim)
