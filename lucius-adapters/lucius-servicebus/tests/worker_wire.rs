@@ -398,3 +398,23 @@ async fn run_handles_messages_until_shutdown() {
         .unwrap();
     assert_eq!(result, Ok(()));
 }
+
+#[tokio::test]
+async fn run_backs_off_while_the_orchestrator_is_unreachable() {
+    let (fake, _engine, _job) = rig().await;
+    let mut cfg = config(&fake, queue("lucius.ocr"));
+    cfg.orchestrator_url = format!("http://127.0.0.1:{}", common::refused_port().await);
+    let worker = Worker::new(cfg).unwrap();
+    let result = worker
+        .run(echo, tokio::time::sleep(Duration::from_millis(1_000)))
+        .await;
+    assert_eq!(result, Ok(()));
+    // 200 + 400 + 800 ms of backoff: a handful of receives, not a spin.
+    let receives = fake.seen_at("/messages/head").len();
+    assert!((2..=5).contains(&receives), "{receives} receives in 1 s");
+    assert_eq!(
+        fake.ready("lucius.ocr").len(),
+        1,
+        "the message is still there"
+    );
+}

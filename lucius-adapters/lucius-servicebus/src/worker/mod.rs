@@ -271,6 +271,15 @@ impl Worker {
             };
             let pause = match result {
                 Ok(Handled::Empty) => self.idle_pause,
+                // The orchestrator is unreachable: do not spin on the message just unlocked.
+                Ok(Handled::Abandoned {
+                    directive_id,
+                    reason,
+                }) => {
+                    backoff = next_backoff(backoff);
+                    tracing::warn!(directive = %directive_id, %reason, retry_in_ms = backoff.as_millis() as u64, "message abandoned");
+                    backoff
+                }
                 Ok(handled) => {
                     tracing::debug!(?handled, "message handled");
                     backoff = Duration::ZERO;
@@ -278,8 +287,7 @@ impl Worker {
                 }
                 Err(e) if e.is_permanent() => return Err(e),
                 Err(e) => {
-                    backoff =
-                        (backoff * 2).clamp(Duration::from_millis(200), Duration::from_secs(30));
+                    backoff = next_backoff(backoff);
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "worker error");
                     backoff
                 }
@@ -434,6 +442,11 @@ impl Worker {
     }
 }
 
+/// Doubles the pause after a failure, from 200 ms up to 30 s.
+fn next_backoff(last: Duration) -> Duration {
+    (last * 2).clamp(Duration::from_millis(200), Duration::from_secs(30))
+}
+
 /// The directive in a body, or why there is none this worker understands.
 fn parse(body: &str) -> Result<Directive, String> {
     let v: Value = serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))?;
@@ -493,6 +506,19 @@ async fn race<A, B>(a: impl Future<Output = A>, b: impl Future<Output = B>) -> E
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_within_bounds() {
+        assert_eq!(next_backoff(Duration::ZERO), Duration::from_millis(200));
+        assert_eq!(
+            next_backoff(Duration::from_millis(200)),
+            Duration::from_millis(400)
+        );
+        assert_eq!(
+            next_backoff(Duration::from_secs(20)),
+            Duration::from_secs(30)
+        );
+    }
 
     #[test]
     fn only_version_1_directives_are_read() {
