@@ -170,6 +170,10 @@ impl Client {
         }
     }
 
+    fn count(&self, kind: Kind) {
+        self.counters.0[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn crash_after_writes(&self, n: Option<usize>) {
         let v = n.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
         self.crash_after.store(v, Ordering::SeqCst);
@@ -375,12 +379,19 @@ impl Client {
             out.clear();
             let mut stream = q.clone().into_stream::<Row>();
             loop {
-                self.counters.0[Kind::Query as usize].fetch_add(1, Ordering::Relaxed);
                 let page =
                     match tokio::time::timeout(self.retry.request_timeout, stream.next()).await {
+                        // The stream ends without a request after a page with no
+                        // continuation: only pages count.
                         Ok(None) => return Ok(out),
-                        Ok(Some(r)) => r.map_err(|e| map_error(&e, &what)),
-                        Err(_) => Err(StoreError::transient(format!("{what} timed out"))),
+                        Ok(Some(r)) => {
+                            self.count(Kind::Query);
+                            r.map_err(|e| map_error(&e, &what))
+                        }
+                        Err(_) => {
+                            self.count(Kind::Query);
+                            Err(StoreError::transient(format!("{what} timed out")))
+                        }
                     };
                 match page {
                     Ok(p) => {
@@ -570,5 +581,79 @@ fn status_error(status: StatusCode, code: Option<&str>, what: &str) -> StoreErro
         )),
         (408 | 429 | 500 | 502 | 503 | 504, _) => StoreError::transient(msg),
         _ => StoreError::permanent(msg),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(pk: &str, rk: &str, bytes: usize) -> Row {
+        let mut r = Row::new();
+        r.insert("PartitionKey".into(), pk.into());
+        r.insert("RowKey".into(), rk.into());
+        r.insert("Data0".into(), "x".repeat(bytes).into());
+        r
+    }
+
+    #[test]
+    fn batches_the_real_service_refuses_are_refused_here() {
+        // Azurite applies a batch spanning two partitions; the service refuses it.
+        let two = [
+            BatchOp::Insert(row("a", "1", 1)),
+            BatchOp::Insert(row("b", "1", 1)),
+        ];
+        let e = check_batch("a", &two).unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::Permanent);
+        assert!(e.message.contains("one partition"), "{}", e.message);
+        let many: Vec<_> = (0..101)
+            .map(|i| BatchOp::Insert(row("a", &i.to_string(), 1)))
+            .collect();
+        let e = check_batch("a", &many).unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::TooLarge);
+        assert!(check_batch("a", &many[..100]).is_ok());
+        let big: Vec<_> = (0..5)
+            .map(|i| BatchOp::Insert(row("a", &i.to_string(), 900 * 1024)))
+            .collect();
+        let e = check_batch("a", &big).unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::TooLarge);
+        assert!(e.message.contains("4 MiB"), "{}", e.message);
+        assert!(check_batch("a", &[]).is_err());
+    }
+
+    #[test]
+    fn revisions_not_from_this_store_lose_without_a_request() {
+        let e = check_batch(
+            "a",
+            &[BatchOp::Update(row("a", "1", 1), Revision::stored("7"))],
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::Conflict);
+        let ok = Revision::stored("W/\"datetime'2024-03-05T00%3A00%3A00.0000000Z'\"");
+        assert!(check_batch("a", &[BatchOp::Update(row("a", "1", 1), ok)]).is_ok());
+    }
+
+    #[test]
+    fn statuses_map_to_kinds() {
+        let k =
+            |s: u16, c: Option<&str>| status_error(StatusCode::try_from(s).unwrap(), c, "x").kind;
+        assert_eq!(k(412, None), StoreErrorKind::Conflict);
+        assert_eq!(
+            k(409, Some("EntityAlreadyExists")),
+            StoreErrorKind::Conflict
+        );
+        assert_eq!(k(404, None), StoreErrorKind::NotFound);
+        assert_eq!(k(503, Some("ServerBusy")), StoreErrorKind::Transient);
+        assert_eq!(k(500, None), StoreErrorKind::Transient);
+        assert_eq!(k(413, None), StoreErrorKind::TooLarge);
+        assert_eq!(
+            k(400, Some("PropertyValueTooLarge")),
+            StoreErrorKind::TooLarge
+        );
+        assert_eq!(k(400, Some("InvalidInput")), StoreErrorKind::Permanent);
+        assert_eq!(
+            k(403, Some("AuthorizationFailure")),
+            StoreErrorKind::Permanent
+        );
     }
 }
