@@ -262,3 +262,34 @@ async fn a_crash_between_any_two_writes_is_repaired_after_a_restart() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_ledger_index_row_is_verified_and_removed() {
+    let store = support::store(Mode::Ledger).await;
+    let (clock, bus) = (ManualClock::new(T0), MemoryPublisher::new());
+    let engine = engine(&store, &clock, &bus);
+    let sub = engine.submit(command("acme", "stale", 0)).await.unwrap();
+    // The publication's ledger batch lands; the index delete after it does not (crash).
+    store.crash_after_writes(Some(1));
+    engine.publish(&sub.to_publish[0]).await.unwrap();
+    store.crash_after_writes(None);
+    let rec = engine.job(&sub.value.job_id).await.unwrap();
+    assert_eq!(rec.outbox[0].status, lucius_core::OutboxStatus::Sent);
+    let query = lucius_core::OutboxQuery {
+        status: Some(lucius_core::OutboxStatus::Pending),
+        partition: Some(sub.value.partition.clone()),
+        due_by: Some(T0.plus(Millis::from_secs(1))),
+        limit: 10,
+    };
+    // The index still names the entry: the dispatcher checks the ledger, skips it and
+    // deletes the stale row…
+    let before = store.request_counts();
+    assert!(store.outbox(&query).await.unwrap().is_empty());
+    let c = store.request_counts().since(&before);
+    assert_eq!((c.query, c.get, c.delete), (1, 1, 1), "{c:?}");
+    // …so the next round reads nothing more than the index.
+    let before = store.request_counts();
+    assert!(store.outbox(&query).await.unwrap().is_empty());
+    let c = store.request_counts().since(&before);
+    assert_eq!((c.query, c.get, c.delete), (1, 0, 0), "{c:?}");
+}
