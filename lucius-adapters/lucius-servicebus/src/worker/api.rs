@@ -101,7 +101,7 @@ impl Orchestrator {
     /// `fail` the directive's attempt.
     pub async fn fail(&self, d: &Directive, failure: &Failure) -> Result<Answer, WorkerError> {
         let mut body = self.body(d);
-        body["error"] = json!(failure.error);
+        body["error"] = json!(error_text(&failure.error));
         body["retryable"] = json!(failure.retryable);
         self.call(d, Call::Fail, body).await
     }
@@ -169,6 +169,26 @@ impl Orchestrator {
     }
 }
 
+/// Longest `error` the orchestrator accepts in a `fail` call, in characters.
+pub const MAX_ERROR_CHARS: usize = 4096;
+
+/// A failure reason as the orchestrator accepts it: 1 to [`MAX_ERROR_CHARS`] characters
+/// (longer ones are cut, an empty one is replaced), so a handler's message can never get
+/// the report itself refused.
+fn error_text(error: &str) -> String {
+    if error.is_empty() {
+        return "(no reason given)".into();
+    }
+    if error.chars().count() <= MAX_ERROR_CHARS {
+        return error.to_owned();
+    }
+    let cut = error
+        .char_indices()
+        .nth(MAX_ERROR_CHARS - 1)
+        .map_or(error.len(), |(i, _)| i);
+    format!("{}…", &error[..cut])
+}
+
 /// `error.message` of a Lucius error body, or the body itself (truncated).
 fn error_message(body: &[u8]) -> String {
     serde_json::from_slice::<Value>(body)
@@ -194,6 +214,17 @@ mod tests {
             o.url("j/1", "a b", Call::Ack).unwrap().as_str(),
             "http://h:8000/lucius/v1/jobs/j%2F1/steps/a%20b/ack"
         );
+    }
+
+    #[test]
+    fn failure_reasons_fit_the_orchestrator_limits() {
+        assert_eq!(error_text(""), "(no reason given)");
+        assert_eq!(error_text("jammed"), "jammed");
+        let exact = "é".repeat(MAX_ERROR_CHARS);
+        assert_eq!(error_text(&exact), exact);
+        let long = error_text(&"é".repeat(MAX_ERROR_CHARS + 10));
+        assert_eq!(long.chars().count(), MAX_ERROR_CHARS);
+        assert!(long.ends_with('…'));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
-pub use api::{Answer, Call, Orchestrator};
+pub use api::{Answer, Call, Orchestrator, MAX_ERROR_CHARS};
 pub use lucius_core::Failure;
 pub use receiver::{Delivery, Receiver, Source};
 
@@ -104,6 +104,12 @@ pub enum WorkerError {
     /// The connection string or a timeout is not usable.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The worker id is not 1 to 128 characters.
+    #[error("the worker id {worker_id:?} is not usable: expected 1 to 128 characters")]
+    BadWorkerId {
+        /// The id.
+        worker_id: String,
+    },
     /// The orchestrator URL is not usable.
     #[error("the orchestrator URL {url:?} is not usable: {reason}")]
     BadUrl {
@@ -134,7 +140,9 @@ impl WorkerError {
     /// Whether retrying cannot help: [`Worker::run`] stops on such an error.
     pub fn is_permanent(&self) -> bool {
         match self {
-            WorkerError::Config(_) | WorkerError::BadUrl { .. } => true,
+            WorkerError::Config(_)
+            | WorkerError::BadUrl { .. }
+            | WorkerError::BadWorkerId { .. } => true,
             WorkerError::Broker { permanent, .. } | WorkerError::Orchestrator { permanent, .. } => {
                 *permanent
             }
@@ -204,6 +212,11 @@ impl Worker {
     pub fn new(config: WorkerConfig) -> Result<Worker, WorkerError> {
         if config.request_timeout.is_zero() {
             return Err(ConfigError::ZeroTimeout.into());
+        }
+        if !(1..=128).contains(&config.worker_id.chars().count()) {
+            return Err(WorkerError::BadWorkerId {
+                worker_id: config.worker_id.chars().take(140).collect(),
+            });
         }
         let conn = ConnectionString::parse(&config.connection).map_err(ConfigError::from)?;
         let base = Url::parse(&config.orchestrator_url).map_err(|e| WorkerError::BadUrl {
@@ -554,6 +567,14 @@ mod tests {
             Err(WorkerError::Config(_))
         ));
         assert!(Worker::new(cfg("http://127.0.0.1:8000")).is_ok());
+        for id in [String::new(), "w".repeat(129)] {
+            let mut c = cfg("http://h");
+            c.worker_id = id;
+            assert!(matches!(
+                Worker::new(c),
+                Err(WorkerError::BadWorkerId { .. })
+            ));
+        }
         let mut c = cfg("http://h");
         c.request_timeout = Duration::ZERO;
         assert!(Worker::new(c).unwrap_err().is_permanent());

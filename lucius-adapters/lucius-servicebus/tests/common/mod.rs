@@ -559,7 +559,7 @@ async fn orchestrator(st: &State, req: &Seen) -> Response<Full<Bytes>> {
                 call,
                 Failure {
                     error: body["error"].as_str().unwrap_or_default().to_owned(),
-                    retryable: body["retryable"].as_bool().unwrap_or(true),
+                    retryable: body["retryable"].as_bool().unwrap_or(false),
                 },
             )
             .await

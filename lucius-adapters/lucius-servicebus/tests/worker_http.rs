@@ -1,0 +1,155 @@
+//! The worker receiver against the real orchestrator routes (`lucius-http`) and the fake
+//! Service Bus: a job runs to success, and duplicates, failures and a wrong key are
+//! answered as `docs/directives.md` says.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::Fake;
+use lucius_core::testkit::command;
+use lucius_core::{Directive, Engine, JobId, JobStatus, Millis, Publisher, StepStatus};
+use lucius_http::HttpConfig;
+use lucius_servicebus::worker::{Handled, Source, Worker, WorkerConfig};
+use lucius_servicebus::{Failure, ServiceBusPublisher};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+const WORKER_KEY: &str = "worker-secret";
+
+struct Rig {
+    fake: Fake,
+    engine: Engine,
+    job: JobId,
+    api: String,
+}
+
+async fn rig() -> Rig {
+    let fake = Fake::start().await;
+    let publisher = ServiceBusPublisher::new(&fake.connection(), Duration::from_secs(5)).unwrap();
+    let (engine, _store, _clock) = common::engine(Arc::new(publisher), Millis(5_000));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    let config = HttpConfig {
+        worker_api_key: Some(WORKER_KEY.into()),
+        ..HttpConfig::default()
+    };
+    tokio::spawn(lucius_http::run(
+        listener,
+        engine.clone(),
+        config,
+        std::future::pending(),
+    ));
+    let out = engine.submit(command("acme", "key-1", 0)).await.unwrap();
+    assert_eq!(engine.publish_all(&out.to_publish).await, 1);
+    Rig {
+        fake,
+        engine,
+        job: out.value.job_id,
+        api,
+    }
+}
+
+fn worker(rig: &Rig, queue: &str, key: &str) -> Worker {
+    let mut c = WorkerConfig::new(
+        rig.fake.connection(),
+        Source::Queue(queue.into()),
+        rig.api.clone(),
+        "worker-1",
+    );
+    c.worker_key = Some(key.into());
+    c.receive_wait = Duration::from_secs(1);
+    Worker::new(c).unwrap()
+}
+
+/// Waits for the orchestrator's background publication to reach a queue.
+async fn wait_for_message(fake: &Fake, queue: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fake.ready(queue).is_empty() {
+        assert!(Instant::now() < deadline, "nothing published to {queue}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn echo(d: Directive) -> Result<Value, Failure> {
+    Ok(json!({"done": d.step_id}))
+}
+
+#[tokio::test]
+async fn a_job_runs_to_success_against_the_real_worker_routes() {
+    let rig = rig().await;
+    for step in ["ocr", "embed", "index"] {
+        let queue = format!("lucius.{step}");
+        wait_for_message(&rig.fake, &queue).await;
+        let handled = worker(&rig, &queue, WORKER_KEY)
+            .run_once(&echo)
+            .await
+            .unwrap();
+        assert!(
+            matches!(handled, Handled::Completed { .. }),
+            "{step}: {handled:?}"
+        );
+    }
+    let rec = rig.engine.job(&rig.job).await.unwrap();
+    assert_eq!(rec.job.status, JobStatus::Succeeded);
+    assert_eq!(rec.steps[1].result, Some(json!({"done": "embed"})));
+    assert_eq!(rig.fake.locked(), 0);
+}
+
+#[tokio::test]
+async fn duplicates_failures_and_a_wrong_key_against_the_real_worker_routes() {
+    let rig = rig().await;
+    // A wrong key is refused: the worker stops and the message goes back.
+    let err = worker(&rig, "lucius.ocr", "wrong")
+        .run_once(&echo)
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_permanent() && err.to_string().contains("401"),
+        "{err}"
+    );
+    assert_eq!(rig.fake.ready("lucius.ocr").len(), 1);
+
+    // The same directive delivered twice: the second is obsolete (409), not run.
+    let first = rig.engine.job(&rig.job).await.unwrap().outbox[0]
+        .directive
+        .clone();
+    let publisher =
+        ServiceBusPublisher::new(&rig.fake.connection(), Duration::from_secs(5)).unwrap();
+    publisher.publish(&first).await.unwrap();
+    let w = worker(&rig, "lucius.ocr", WORKER_KEY);
+    let fail = |_d: Directive| async {
+        Err::<Value, _>(Failure {
+            error: "x".repeat(5_000),
+            retryable: true,
+        })
+    };
+    let handled = w.run_once(&fail).await.unwrap();
+    assert!(
+        matches!(
+            handled,
+            Handled::Failed {
+                retryable: true,
+                ..
+            }
+        ),
+        "an over-long reason is cut, not refused: {handled:?}"
+    );
+    let handled = w.run_once(&echo).await.unwrap();
+    assert!(
+        matches!(&handled, Handled::Obsolete { status: 409, .. }),
+        "{handled:?}"
+    );
+
+    // The retry (attempt 2) is published by the orchestrator and can be completed.
+    wait_for_message(&rig.fake, "lucius.ocr").await;
+    let handled = w.run_once(&echo).await.unwrap();
+    assert!(
+        matches!(&handled, Handled::Completed { directive_id } if directive_id.ends_with(".0.2")),
+        "{handled:?}"
+    );
+    let rec = rig.engine.job(&rig.job).await.unwrap();
+    assert_eq!(rec.steps[0].status, StepStatus::Succeeded);
+    assert_eq!(rec.steps[0].attempt, 2);
+}
