@@ -102,6 +102,26 @@ impl TableConfig {
         self
     }
 
+    /// Overrides table names from `LUCIUS_*_TABLE` variables as `lookup` finds them (the
+    /// binaries pass `|k| std::env::var(k).ok()`; tests pass a map). Unset names keep their
+    /// defaults; validation happens at connect time.
+    #[must_use]
+    pub fn with_names_from(mut self, lookup: impl Fn(&str) -> Option<String>) -> TableConfig {
+        for (var, field) in [
+            ("LUCIUS_JOBS_TABLE", &mut self.jobs_table),
+            ("LUCIUS_STEPS_TABLE", &mut self.steps_table),
+            ("LUCIUS_OUTBOX_TABLE", &mut self.outbox_table),
+            ("LUCIUS_IDEMPOTENCY_TABLE", &mut self.idempotency_table),
+            ("LUCIUS_JOB_INDEX_TABLE", &mut self.job_index_table),
+            ("LUCIUS_LEDGER_TABLE", &mut self.ledger_table),
+        ] {
+            if let Some(v) = lookup(var).filter(|v| !v.trim().is_empty()) {
+                *field = v.trim().to_owned();
+            }
+        }
+        self
+    }
+
     /// The tables this mode uses.
     pub fn tables(&self) -> Vec<&str> {
         match self.mode {
@@ -154,6 +174,10 @@ mod tests {
         c.ledger_table = "Lucius_Ledger".into();
         assert!(c.validate().unwrap_err().contains("Lucius_Ledger"));
         assert_eq!("ledger".parse::<Mode>(), Ok(Mode::Ledger));
+        let c = TableConfig::new(Mode::Table)
+            .with_names_from(|k| (k == "LUCIUS_OUTBOX_TABLE").then(|| "MyOutbox".to_owned()));
+        assert_eq!(c.outbox_table, "MyOutbox");
+        assert_eq!(c.jobs_table, "LuciusJobs");
         assert!("x".parse::<Mode>().is_err());
     }
 }

@@ -4,7 +4,7 @@ mod support;
 
 use std::sync::Arc;
 
-use lucius_core::testkit::conformance::{run_all, run_one, Capabilities, CHECKS};
+use lucius_core::testkit::conformance::{run_all, Capabilities};
 use lucius_core::Store;
 use lucius_table::Mode;
 
@@ -25,22 +25,6 @@ async fn table_mode_passes_the_conformance_suite() {
         || async { Arc::new(support::store(Mode::Table).await) as Arc<dyn Store> },
         Capabilities {
             atomic_commit: false,
-        },
-    )
-    .await;
-}
-
-/// Every check also runs against one shared set of tables per mode: checks must not
-/// depend on an empty store only for unrelated rows (they use distinct keys).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn checks_are_named() {
-    assert!(CHECKS.len() >= 10);
-    let store = Arc::new(support::store(Mode::Ledger).await) as Arc<dyn Store>;
-    run_one(
-        "create_then_load_round_trips",
-        store,
-        Capabilities {
-            atomic_commit: true,
         },
     )
     .await;
