@@ -181,15 +181,16 @@ impl TableStore {
     }
 
     pub(crate) async fn table_load(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
-        let Some(row) = self
-            .client
-            .get(&self.config.jobs_table, id.as_str(), JOB)
-            .await?
-        else {
+        // The job and its steps are read concurrently; the entries need the job's partition.
+        let (row, steps) = futures::future::try_join(
+            self.client.get(&self.config.jobs_table, id.as_str(), JOB),
+            self.steps_of(id),
+        )
+        .await?;
+        let Some(row) = row else {
             return Ok(None);
         };
         let job = read_job(&row)?;
-        let steps = self.steps_of(id).await?;
         // Outbox ids are `<jobId>.<index>.<attempt>`: a RowKey range in the job's partition.
         let f = format!(
             "PartitionKey eq {} and RowKey ge {} and RowKey lt {}",
