@@ -78,11 +78,20 @@ fn rk(row: &Row) -> &str {
     text(row, "RowKey").unwrap_or_default()
 }
 
+/// Every row of a job's partition; rows come in RowKey order, so steps are in index
+/// order (zero-padded) and entries in id order.
 struct Loaded {
     claim: Option<lucius_core::IdempotencyRecord>,
-    record: Option<JobRecord>,
+    job: Option<Job>,
     steps: Vec<lucius_core::Step>,
     outbox: Vec<OutboxEntry>,
+}
+
+impl Loaded {
+    fn record(self) -> Option<JobRecord> {
+        let (steps, outbox) = (self.steps, self.outbox);
+        self.job.map(|job| JobRecord { job, steps, outbox })
+    }
 }
 
 impl TableStore {
@@ -103,22 +112,16 @@ impl TableStore {
                 _ => {}
             }
         }
-        // Rows come in RowKey order: steps by zero-padded index, entries by id.
-        let record = job.map(|job| JobRecord {
-            job,
-            steps: steps.clone(),
-            outbox: outbox.clone(),
-        });
         Ok(Loaded {
             claim,
-            record,
+            job,
             steps,
             outbox,
         })
     }
 
     pub(crate) async fn ledger_load(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
-        Ok(self.ledger_rows(id).await?.record)
+        Ok(self.ledger_rows(id).await?.record())
     }
 
     /// Writes index rows of one index partition: one request for one row, a batch for more.
@@ -206,18 +209,14 @@ impl TableStore {
         if claim.request_hash != new.claim.request_hash || claim.job_id != new.job.id {
             return Ok(CreateOutcome::Existing(claim));
         }
-        if loaded
-            .record
-            .as_ref()
-            .is_some_and(|r| r.job.status.is_terminal())
-        {
+        if loaded.job.as_ref().is_some_and(|j| j.status.is_terminal()) {
             return Ok(CreateOutcome::Existing(claim));
         }
         // Complete what an earlier attempt left out (possible only for a NewJob written
         // without some rows: the ledger batch itself is all-or-nothing).
-        let job = loaded.record.as_ref().map_or(&new.job, |r| &r.job).clone();
+        let job = loaded.job.clone().unwrap_or_else(|| new.job.clone());
         let mut ops = Vec::new();
-        if loaded.record.is_none() {
+        if loaded.job.is_none() {
             ops.push(BatchOp::Insert(job_row(pk, JOB, &new.job)?));
         }
         let mut steps = loaded.steps.clone();
