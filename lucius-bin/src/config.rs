@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 
 use lucius_core::engine::EngineConfig;
+use lucius_core::ownership::OwnershipConfig;
 use lucius_core::{Millis, PublishRetryPolicy};
 
 /// Where jobs are stored.
@@ -68,6 +69,12 @@ pub struct Settings {
     pub dispatch_interval: Millis,
     /// Engine settings: publish timeout, retry delay, max attempts, batch size, grace.
     pub engine: EngineConfig,
+    /// `LUCIUS_LEASE_DURATION` and `LUCIUS_LEASE_SKEW_MARGIN`.
+    pub ownership: OwnershipConfig,
+    /// `LUCIUS_DISPATCHER_ID` (default: host name and process id).
+    pub dispatcher_id: String,
+    /// `LUCIUS_IDLE_POLL_CEILING`: the longest wait between polls of an idle partition.
+    pub idle_poll_ceiling: Millis,
 }
 
 /// A bad configuration value.
@@ -257,8 +264,39 @@ impl Settings {
                 intake_grace: env.seconds("LUCIUS_INTAKE_GRACE", 600.0, 1.0)?,
                 ..defaults
             },
+            ownership: {
+                let lease_duration = env.seconds("LUCIUS_LEASE_DURATION", 30.0, 1.0)?;
+                let skew_margin = env.seconds("LUCIUS_LEASE_SKEW_MARGIN", 2.0, 0.0)?;
+                if skew_margin >= lease_duration {
+                    return Err(ConfigError {
+                        var: "LUCIUS_LEASE_SKEW_MARGIN",
+                        message: format!(
+                            "expected less than LUCIUS_LEASE_DURATION ({} ms), found {} ms",
+                            lease_duration.0, skew_margin.0
+                        ),
+                    });
+                }
+                OwnershipConfig {
+                    lease_duration,
+                    skew_margin,
+                }
+            },
+            dispatcher_id: env
+                .raw("LUCIUS_DISPATCHER_ID")
+                .unwrap_or_else(default_dispatcher_id),
+            idle_poll_ceiling: env.seconds("LUCIUS_IDLE_POLL_CEILING", 60.0, 0.01)?,
         })
     }
+}
+
+fn default_dispatcher_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "dispatcher".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 #[cfg(test)]

@@ -15,7 +15,9 @@
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod http;
 pub mod logging;
 pub mod loops;
+pub mod ownership_loop;
 pub mod shutdown;
 pub mod wiring;

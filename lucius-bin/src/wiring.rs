@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use lucius_core::memory::{MemoryPublisher, MemoryStore};
-use lucius_core::{Directive, Engine, ProtocolRegistry, Publisher, Store};
+use lucius_core::{Directive, Engine, LeaseStore, ProtocolRegistry, Publisher, Store};
+use lucius_servicebus::ServiceBusPublisher;
+use lucius_table::{Mode, TableConfig, TableStore};
 use tokio::sync::mpsc;
 
 use crate::clock::SystemClock;
@@ -14,6 +16,8 @@ use crate::config::{Settings, StorageBackend};
 pub struct Wired {
     /// The engine.
     pub engine: Engine,
+    /// The lease store of the same backend.
+    pub leases: Arc<dyn LeaseStore>,
     /// Directives for the in-process demo worker (memory publisher only).
     pub demo_directives: Option<mpsc::UnboundedReceiver<Directive>>,
 }
@@ -31,12 +35,26 @@ pub fn protocols(settings: &Settings) -> anyhow::Result<ProtocolRegistry> {
     }
 }
 
-/// Opens the store `LUCIUS_STORAGE_BACKEND` names.
-pub async fn store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+/// Opens the store `LUCIUS_STORAGE_BACKEND` names, with its lease store.
+pub async fn store(settings: &Settings) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn LeaseStore>)> {
     match settings.storage {
-        StorageBackend::Memory => Ok(Arc::new(MemoryStore::new())),
+        StorageBackend::Memory => {
+            let m = MemoryStore::new();
+            Ok((Arc::new(m.clone()), Arc::new(m)))
+        }
         StorageBackend::Table | StorageBackend::Ledger => {
-            anyhow::bail!("LUCIUS_STORAGE_BACKEND: the Table Storage backend is not built into this binary yet")
+            let mode = if settings.storage == StorageBackend::Table {
+                Mode::Table
+            } else {
+                Mode::Ledger
+            };
+            let conn = settings.table_connection.as_deref().unwrap_or_default();
+            let config = TableConfig::new(mode).with_names_from(|k| std::env::var(k).ok());
+            let table = TableStore::connect(conn, config)
+                .await
+                .map_err(|e| anyhow::anyhow!("LUCIUS_TABLE_CONNECTION: {e}"))?;
+            tracing::warn!("leases are kept in process: run one dispatcher per partition set until the Table lease store is wired");
+            Ok((Arc::new(table), Arc::new(MemoryStore::new())))
         }
     }
 }
@@ -44,12 +62,20 @@ pub async fn store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 /// Builds the engine. `demo_worker` routes directives to an in-process worker.
 pub async fn build(settings: &Settings, demo_worker: bool) -> anyhow::Result<Wired> {
     let protocols = protocols(settings)?;
-    let store = store(settings).await?;
-    let (publisher, demo_directives): (Arc<dyn Publisher>, _) = match &settings.servicebus_connection {
+    let (store, leases) = store(settings).await?;
+    let (publisher, demo_directives): (Arc<dyn Publisher>, _) = match &settings
+        .servicebus_connection
+    {
         Some(_) if demo_worker => {
-            anyhow::bail!("--demo-worker needs the in-memory publisher; unset LUCIUS_SERVICEBUS_CONNECTION")
+            anyhow::bail!(
+                "--demo-worker needs the in-memory publisher; unset LUCIUS_SERVICEBUS_CONNECTION"
+            )
         }
-        Some(_) => anyhow::bail!("LUCIUS_SERVICEBUS_CONNECTION: the Service Bus publisher is not built into this binary yet"),
+        Some(conn) => {
+            let p = ServiceBusPublisher::new(conn, settings.engine.publish_timeout.to_std())
+                .map_err(|e| anyhow::anyhow!("LUCIUS_SERVICEBUS_CONNECTION: {e}"))?;
+            (Arc::new(p), None)
+        }
         None if demo_worker => {
             let (tx, rx) = mpsc::unbounded_channel();
             let p = MemoryPublisher::with_listener(move |d| {
@@ -64,6 +90,7 @@ pub async fn build(settings: &Settings, demo_worker: bool) -> anyhow::Result<Wir
         .with_config(settings.engine.clone());
     Ok(Wired {
         engine,
+        leases,
         demo_directives,
     })
 }

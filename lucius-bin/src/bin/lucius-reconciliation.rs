@@ -4,15 +4,21 @@
 //! lucius-reconciliation dispatch --partition <tenant#YYYYMM>
 //! lucius-reconciliation sweep --job-id <id> --tenant <tenant> --bucket <tenant#YYYYMM>
 //! lucius-reconciliation loop --partition <tenant#YYYYMM> --interval 10
+//! lucius-reconciliation loop --partitions <p1,p2,…> | --discover [--interval 10]
 //! ```
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use lucius_bin::config::Settings;
+use std::sync::Arc;
+
+use lucius_bin::clock::SystemClock;
+use lucius_bin::ownership_loop::{self, Candidates, LoopConfig};
 use lucius_bin::shutdown::Shutdown;
-use lucius_bin::{logging, loops, wiring};
-use lucius_core::{JobId, Millis, Partition};
+use lucius_bin::{logging, wiring};
+use lucius_core::ownership::PartitionOwner;
+use lucius_core::{Clock, JobId, Millis, Partition};
 
 #[derive(Parser)]
 #[command(
@@ -48,12 +54,19 @@ enum Command {
         #[arg(long, value_parser = parse_partition)]
         bucket: Partition,
     },
-    /// Dispatch and sweep a partition every `interval` seconds until SIGTERM.
+    /// Dispatch and sweep every `interval` seconds until SIGTERM, owning partitions through
+    /// leases so several instances share the work and take over from one that dies.
     Loop {
-        /// The partition, `tenant#YYYYMM`.
+        /// One partition, `tenant#YYYYMM` (repeatable).
         #[arg(long, value_parser = parse_partition)]
-        partition: Partition,
-        /// Seconds between rounds.
+        partition: Vec<Partition>,
+        /// Comma-separated partitions.
+        #[arg(long, value_delimiter = ',', value_parser = parse_partition)]
+        partitions: Vec<Partition>,
+        /// Compete for every partition that holds jobs, rediscovered each round.
+        #[arg(long, conflicts_with_all = ["partition", "partitions"])]
+        discover: bool,
+        /// Seconds between rounds (at most a third of LUCIUS_LEASE_DURATION).
         #[arg(long, default_value_t = 10.0)]
         interval: f64,
     },
@@ -82,7 +95,8 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     let settings = Settings::from_env()?;
-    let engine = wiring::build(&settings, false).await?.engine;
+    let wired = wiring::build(&settings, false).await?;
+    let engine = wired.engine.clone();
     match command {
         Command::Dispatch { partition } => {
             let r = engine.dispatch(&partition).await?;
@@ -124,19 +138,55 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Loop {
             partition,
+            partitions,
+            discover,
             interval,
         } => {
             if !(interval.is_finite() && interval > 0.0) {
                 anyhow::bail!("--interval must be a positive number of seconds, found {interval}");
             }
+            let interval = Millis::from_secs_f64(interval);
+            if interval.0 * 3 > settings.ownership.lease_duration.0 {
+                anyhow::bail!(
+                    "--interval ({} ms) must be at most a third of LUCIUS_LEASE_DURATION ({} ms) so leases are renewed in time",
+                    interval.0,
+                    settings.ownership.lease_duration.0
+                );
+            }
+            let mut fixed = partition;
+            fixed.extend(partitions);
+            fixed.sort();
+            fixed.dedup();
+            let candidates = match (discover, fixed.is_empty()) {
+                (true, _) => Candidates::Discover,
+                (false, false) => Candidates::Fixed(fixed),
+                (false, true) => {
+                    anyhow::bail!("loop needs --partition, --partitions or --discover")
+                }
+            };
             let shutdown = Shutdown::new();
             shutdown.on_signals();
-            tracing::info!(%partition, interval, "reconciliation loop started");
-            loops::every(Millis::from_secs_f64(interval), shutdown, || async {
-                if let Err(e) = loops::partition_round(&engine, &partition).await {
-                    tracing::warn!(%partition, error = %e, "round failed");
-                }
-            })
+            let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+            let owner = PartitionOwner::new(
+                settings.dispatcher_id.clone(),
+                wired.leases.clone(),
+                clock.clone(),
+                settings.ownership,
+            );
+            tracing::info!(dispatcher = %settings.dispatcher_id, ?candidates, interval_ms = interval.0, "reconciliation loop started");
+            let cfg = LoopConfig {
+                interval,
+                idle_ceiling: settings.idle_poll_ceiling,
+            };
+            ownership_loop::run(
+                engine,
+                wired.leases,
+                clock,
+                owner,
+                candidates,
+                cfg,
+                shutdown,
+            )
             .await;
             tracing::info!("reconciliation loop stopped");
             Ok(ExitCode::SUCCESS)

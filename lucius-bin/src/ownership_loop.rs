@@ -1,0 +1,230 @@
+//! The lease-owned dispatcher loop: each round, rebalance partition leases, then dispatch
+//! and sweep the partitions this instance owns. Idle partitions are polled with backoff
+//! up to a ceiling; each round logs the watchdog figures (oldest pending age, owner).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use lucius_core::engine::EngineError;
+use lucius_core::ownership::PartitionOwner;
+use lucius_core::{
+    Clock, Engine, LeaseStore, Millis, OutboxQuery, OutboxStatus, Partition, Timestamp,
+};
+
+use crate::shutdown::Shutdown;
+
+/// Which partitions to compete for.
+#[derive(Debug, Clone)]
+pub enum Candidates {
+    /// A fixed list.
+    Fixed(Vec<Partition>),
+    /// Every partition that holds jobs, rediscovered each round.
+    Discover,
+}
+
+/// Loop settings.
+#[derive(Debug, Clone, Copy)]
+pub struct LoopConfig {
+    /// Seconds between rounds.
+    pub interval: Millis,
+    /// The longest wait between polls of a partition that had no work.
+    pub idle_ceiling: Millis,
+}
+
+/// Per-partition poll schedule with exponential backoff while idle.
+#[derive(Debug, Default)]
+struct Backoff {
+    next: BTreeMap<Partition, (Timestamp, Millis)>,
+}
+
+impl Backoff {
+    fn due(&self, p: &Partition, now: Timestamp) -> bool {
+        self.next.get(p).is_none_or(|(at, _)| now >= *at)
+    }
+
+    fn record(&mut self, p: &Partition, busy: bool, now: Timestamp, cfg: LoopConfig) {
+        let wait = match (busy, self.next.get(p)) {
+            (true, _) | (false, None) => cfg.interval,
+            (false, Some((_, w))) => {
+                Millis((w.0.saturating_mul(2)).min(cfg.idle_ceiling.0.max(cfg.interval.0)))
+            }
+        };
+        self.next.insert(p.clone(), (now.plus(wait), wait));
+    }
+}
+
+/// Runs rounds until shutdown, then releases every lease.
+pub async fn run(
+    engine: Engine,
+    leases: Arc<dyn LeaseStore>,
+    clock: Arc<dyn Clock>,
+    mut owner: PartitionOwner,
+    candidates: Candidates,
+    cfg: LoopConfig,
+    shutdown: Shutdown,
+) {
+    let mut backoff = Backoff::default();
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    loop {
+        round(
+            &engine,
+            leases.as_ref(),
+            clock.as_ref(),
+            &mut owner,
+            &candidates,
+            cfg,
+            &mut backoff,
+        )
+        .await;
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tokio::time::sleep(cfg.interval.to_std()) => {}
+        }
+    }
+    let released = owner.release_all().await;
+    tracing::info!(
+        dispatcher = owner.id(),
+        released = released.len(),
+        "leases released"
+    );
+}
+
+async fn round(
+    engine: &Engine,
+    leases: &dyn LeaseStore,
+    clock: &dyn Clock,
+    owner: &mut PartitionOwner,
+    candidates: &Candidates,
+    cfg: LoopConfig,
+    backoff: &mut Backoff,
+) {
+    let list = match candidates {
+        Candidates::Fixed(v) => v.clone(),
+        Candidates::Discover => match engine.store().partitions().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "partition discovery failed");
+                return;
+            }
+        },
+    };
+    let r = match owner.rebalance(&list).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(dispatcher = owner.id(), error = %e, "lease round failed");
+            return;
+        }
+    };
+    if !r.acquired.is_empty() || !r.lost.is_empty() || !r.released.is_empty() {
+        tracing::info!(
+            dispatcher = owner.id(),
+            members = r.members,
+            target = r.target,
+            acquired = ?r.acquired.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            lost = ?r.lost.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            released = ?r.released.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "leases changed"
+        );
+    }
+    for fence in &r.held {
+        let now = clock.now();
+        if !backoff.due(&fence.partition, now) {
+            continue;
+        }
+        let busy = match engine.dispatch_fenced(fence, leases).await {
+            Ok(d) => {
+                tracing::info!(
+                    partition = %fence.partition, epoch = fence.epoch, due = d.due, published = d.published,
+                    retrying = d.retrying, dead = d.dead, skipped = d.skipped, errors = d.errors, "dispatch round"
+                );
+                d.due > 0
+            }
+            Err(EngineError::Fenced { .. }) => {
+                tracing::warn!(partition = %fence.partition, epoch = fence.epoch, "lease lost mid-round; stopped dispatching it");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(partition = %fence.partition, error = %e, "dispatch failed");
+                false
+            }
+        };
+        match engine.sweep_partition(&fence.partition).await {
+            Ok(o) => {
+                let published = engine.publish_all(&o.to_publish).await;
+                let s = o.value;
+                if s.retried + s.failed + s.repaired > 0 {
+                    tracing::info!(partition = %fence.partition, retried = s.retried, failed = s.failed, repaired = s.repaired, published, "sweep round");
+                }
+            }
+            Err(e) => tracing::warn!(partition = %fence.partition, error = %e, "sweep failed"),
+        }
+        backoff.record(&fence.partition, busy, clock.now(), cfg);
+    }
+    watchdog(engine, leases, clock.now(), &list).await;
+}
+
+/// Logs, per partition, the age of its oldest pending directive and its lease owner, so a
+/// partition nobody dispatches is visible.
+async fn watchdog(
+    engine: &Engine,
+    leases: &dyn LeaseStore,
+    now: Timestamp,
+    partitions: &[Partition],
+) {
+    let owners: BTreeMap<Partition, (Option<String>, bool)> = leases
+        .leases()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|l| (l.partition.clone(), (l.owner.clone(), l.is_held(now))))
+        .collect();
+    for p in partitions {
+        let q = OutboxQuery {
+            status: Some(OutboxStatus::Pending),
+            partition: Some(p.clone()),
+            due_by: None,
+            limit: 1,
+        };
+        let oldest = engine
+            .list_outbox(&q)
+            .await
+            .ok()
+            .and_then(|v| v.first().map(|e| now.since(e.created_at).0 / 1000));
+        let (owner, held) = owners.get(p).cloned().unwrap_or((None, false));
+        tracing::info!(
+            partition = %p,
+            oldest_pending_age_seconds = oldest.unwrap_or(0),
+            owner = owner.as_deref().filter(|_| held).unwrap_or("(none)"),
+            "watchdog"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_partitions_back_off_to_the_ceiling_and_reset_on_work() {
+        let cfg = LoopConfig {
+            interval: Millis(1_000),
+            idle_ceiling: Millis(8_000),
+        };
+        let p = Partition::parse("t#202401").unwrap();
+        let mut b = Backoff::default();
+        let mut now = Timestamp(0);
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            assert!(b.due(&p, now));
+            b.record(&p, false, now, cfg);
+            let (at, w) = b.next[&p];
+            waits.push(w.0);
+            assert!(!b.due(&p, Timestamp(at.0 - 1)));
+            now = at;
+        }
+        assert_eq!(waits, [1_000, 2_000, 4_000, 8_000, 8_000, 8_000]);
+        b.record(&p, true, now, cfg);
+        assert_eq!(b.next[&p].1, Millis(1_000));
+    }
+}
