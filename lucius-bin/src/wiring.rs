@@ -63,28 +63,27 @@ pub async fn store(settings: &Settings) -> anyhow::Result<(Arc<dyn Store>, Arc<d
 pub async fn build(settings: &Settings, demo_worker: bool) -> anyhow::Result<Wired> {
     let protocols = protocols(settings)?;
     let (store, leases) = store(settings).await?;
-    let (publisher, demo_directives): (Arc<dyn Publisher>, _) = match &settings
-        .servicebus_connection
-    {
-        Some(_) if demo_worker => {
-            anyhow::bail!(
+    let (publisher, demo_directives): (Arc<dyn Publisher>, _) =
+        match &settings.servicebus_connection {
+            Some(_) if demo_worker => {
+                anyhow::bail!(
                 "--demo-worker needs the in-memory publisher; unset LUCIUS_SERVICEBUS_CONNECTION"
             )
-        }
-        Some(conn) => {
-            let p = ServiceBusPublisher::new(conn, settings.engine.publish_timeout.to_std())
-                .map_err(|e| anyhow::anyhow!("LUCIUS_SERVICEBUS_CONNECTION: {e}"))?;
-            (Arc::new(p), None)
-        }
-        None if demo_worker => {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let p = MemoryPublisher::with_listener(move |d| {
-                let _ = tx.send(d.clone());
-            });
-            (Arc::new(p), Some(rx))
-        }
-        None => (Arc::new(MemoryPublisher::noop()), None),
-    };
+            }
+            Some(conn) => {
+                let p = ServiceBusPublisher::new(conn, settings.engine.publish_timeout.to_std())
+                    .map_err(|e| anyhow::anyhow!("LUCIUS_SERVICEBUS_CONNECTION: {e}"))?;
+                (Arc::new(p), None)
+            }
+            None if demo_worker => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let p = MemoryPublisher::with_listener(move |d| {
+                    let _ = tx.send(d.clone());
+                });
+                (Arc::new(p), Some(rx))
+            }
+            None => (Arc::new(MemoryPublisher::noop()), None),
+        };
     let engine = Engine::new(store, publisher, Arc::new(SystemClock))
         .with_protocols(protocols)
         .with_config(settings.engine.clone());

@@ -1,0 +1,221 @@
+//! The binaries as a user runs them: real processes, real sockets, real adapters.
+//! - `lucius` with `LUCIUS_SERVICEBUS_CONNECTION` publishes through the Service Bus
+//!   adapter to an in-test endpoint that verifies the SAS signature;
+//! - `lucius` on `ledger` (Azurite) is killed with SIGKILL mid-job, restarted, and
+//!   finishes the job.
+
+#[path = "../../lucius-adapters/lucius-servicebus/tests/common/mod.rs"]
+mod fake_bus;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct Node {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start(port: u16, env: &[(&str, String)], args: &[&str]) -> Node {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lucius"));
+    cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let node = Node {
+        child: cmd.spawn().expect("lucius starts"),
+        port,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok((200, _)) = http(port, "GET", "/healthz", None).await {
+            return node;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("lucius did not answer /healthz on port {port}");
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns status and body.
+async fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> std::io::Result<(u16, Value)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw);
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    Ok((status, json))
+}
+
+async fn submit(port: u16, key: &str) -> String {
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v1/commands",
+        Some(
+            json!({"requestType": "document.process", "tenantId": "acme", "idempotencyKey": key,
+                    "payload": {"documentUrl": "https://example.test/a.pdf"}}),
+        ),
+    )
+    .await
+    .expect("submit");
+    assert_eq!(status, 202, "{body}");
+    body["jobId"].as_str().expect("jobId").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lucius_publishes_through_service_bus() {
+    let fake = fake_bus::Fake::start().await;
+    let node = start(
+        free_port(),
+        &[("LUCIUS_SERVICEBUS_CONNECTION", fake.connection())],
+        &[],
+    )
+    .await;
+    let job = submit(node.port, "sb-1").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let sent = fake.seen_at("/lucius.ocr/messages");
+        if let Some(req) = sent.first() {
+            assert_eq!(req.status, 201, "the endpoint accepted the signature");
+            let broker: Value =
+                serde_json::from_str(req.header("brokerproperties").unwrap_or("{}"))
+                    .unwrap_or(Value::Null);
+            assert_eq!(broker["MessageId"], json!(format!("{job}.0.1")));
+            assert_eq!(req.json()["jobId"], json!(job));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no message reached the Service Bus endpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The publication is recorded right after the broker accepts it.
+    loop {
+        let (_, view) = http(node.port, "GET", &format!("/v1/jobs/{job}"), None)
+            .await
+            .unwrap();
+        if view["steps"][0]["status"] == json!("INITIATED") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "publication never recorded: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const FAST_PROTOCOL: &str = r#"{"protocols": [{"requestType": "document.process", "steps": [
+  {"stepId": "ocr", "topic": "lucius.ocr", "ackTimeoutSeconds": 1, "leaseDurationSeconds": 2},
+  {"stepId": "embed", "topic": "lucius.embed", "ackTimeoutSeconds": 1, "leaseDurationSeconds": 2},
+  {"stepId": "index", "topic": "lucius.index", "ackTimeoutSeconds": 1, "leaseDurationSeconds": 2}]}]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_node_killed_mid_job_finishes_it_after_restart() {
+    let conn = std::env::var("LUCIUS_TEST_TABLE_CONNECTION")
+        .unwrap_or_else(|_| "UseDevelopmentStorage=true".into());
+    if conn == "UseDevelopmentStorage=true"
+        && std::net::TcpStream::connect("127.0.0.1:10002").is_err()
+    {
+        panic!(
+            "Azurite is not running on 127.0.0.1:10002{}: start it with scripts/azurite.sh start (scripts/test.sh does)",
+            if std::env::var_os("CI").is_some() { " in CI" } else { "" }
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("lucius-bin-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let protocols = dir.join("protocols.json");
+    std::fs::write(&protocols, FAST_PROTOCOL).unwrap();
+    let table = format!("Ledger{}x{}", std::process::id(), free_port());
+    let env = vec![
+        ("LUCIUS_STORAGE_BACKEND", "ledger".to_owned()),
+        ("LUCIUS_TABLE_CONNECTION", conn),
+        ("LUCIUS_LEDGER_TABLE", table),
+        ("LUCIUS_PROTOCOLS_FILE", protocols.display().to_string()),
+        ("LUCIUS_SWEEP_INTERVAL", "0.2".to_owned()),
+        ("LUCIUS_DISPATCH_INTERVAL", "0.2".to_owned()),
+    ];
+    let port = free_port();
+    let mut first = start(port, &env, &[]).await;
+    let job = submit(port, "crash-1").await;
+    // A worker finishes the first step; then the node dies without a chance to clean up.
+    let call = json!({"attempt": 1, "workerId": "w"});
+    let (s, _) = http(
+        port,
+        "POST",
+        &format!("/v1/jobs/{job}/steps/ocr/ack"),
+        Some(call.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 200);
+    let (s, _) = http(
+        port,
+        "POST",
+        &format!("/v1/jobs/{job}/steps/ocr/complete"),
+        Some(call),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 200);
+    first.child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
+    let _ = first.child.wait();
+    drop(first);
+
+    // Restarted with a worker: the directives lost with the first process are retried by
+    // the sweeper after their ACK timeout and the job completes.
+    let second = start(port, &env, &["--demo-worker", "--demo-work-ms", "10"]).await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (_, view) = http(second.port, "GET", &format!("/v1/jobs/{job}"), None)
+            .await
+            .unwrap();
+        if view["status"] == json!("SUCCEEDED") {
+            assert_eq!(view["steps"][0]["attempt"], json!(1), "ocr was not redone");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job did not finish after restart: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
