@@ -33,13 +33,25 @@ struct Printer;
 
 impl Observer for Printer {
     fn job_transition(&self, from: Option<JobStatus>, to: JobStatus) {
-        println!("  job     {:>11} -> {}", from.map_or("(new)", |s| s.as_str()), to.as_str());
+        println!(
+            "  job     {:>11} -> {}",
+            from.map_or("(new)", |s| s.as_str()),
+            to.as_str()
+        );
     }
     fn step_transition(&self, from: Option<StepStatus>, to: StepStatus) {
-        println!("  step    {:>11} -> {}", from.map_or("(new)", |s| s.as_str()), to.as_str());
+        println!(
+            "  step    {:>11} -> {}",
+            from.map_or("(new)", |s| s.as_str()),
+            to.as_str()
+        );
     }
     fn outbox_transition(&self, from: Option<OutboxStatus>, to: OutboxStatus) {
-        println!("  outbox  {:>11} -> {}", from.map_or("(new)", |s| s.as_str()), to.as_str());
+        println!(
+            "  outbox  {:>11} -> {}",
+            from.map_or("(new)", |s| s.as_str()),
+            to.as_str()
+        );
     }
 }
 
@@ -50,8 +62,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let publisher = MemoryPublisher::with_listener(move |d| {
         let _ = tx.send(d.clone());
     });
-    let engine = Engine::new(Arc::new(MemoryStore::new()), Arc::new(publisher), Arc::new(SystemClock))
-        .with_observer(Arc::new(Printer));
+    let engine = Engine::new(
+        Arc::new(MemoryStore::new()),
+        Arc::new(publisher),
+        Arc::new(SystemClock),
+    )
+    .with_observer(Arc::new(Printer));
 
     let command = br#"{
         "requestType": "document.process",
@@ -63,12 +79,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("submit document.process");
     let submitted = engine.submit_bytes(command, None).await?;
     let job_id: JobId = submitted.value.job_id.clone();
-    println!("-> 202 jobId={job_id} partition={}", submitted.value.partition);
+    println!(
+        "-> 202 jobId={job_id} partition={}",
+        submitted.value.partition
+    );
     engine.publish_all(&submitted.to_publish).await;
 
     // The worker: ack, do the work, complete; the engine writes the next directive.
     while let Ok(d) = rx.recv_timeout(Duration::from_secs(1)) {
-        println!("worker received {} (step {}, attempt {})", d.directive_id, d.step_id, d.attempt);
+        println!(
+            "worker received {} (step {}, attempt {})",
+            d.directive_id, d.step_id, d.attempt
+        );
         let call = WorkerCall {
             job_id: &job_id,
             step_id: &d.step_id,
@@ -87,7 +109,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let record = engine.job(&job_id).await?;
     println!("job {} is {}", record.job.id, record.job.status.as_str());
     for s in &record.steps {
-        println!("  {:<6} {:<9} attempt {}", s.step_id.as_str(), s.status.as_str(), s.attempt);
+        println!(
+            "  {:<6} {:<9} attempt {}",
+            s.step_id.as_str(),
+            s.status.as_str(),
+            s.attempt
+        );
     }
     if record.job.status != JobStatus::Succeeded {
         return Err("the job did not succeed".into());
