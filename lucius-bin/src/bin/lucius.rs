@@ -50,24 +50,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let (engine, metrics) = http::with_metrics(wired.engine);
     let shutdown = Shutdown::new();
     shutdown.on_signals();
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(loops::dispatch_all(
-        engine.clone(),
-        settings.dispatch_interval,
-        shutdown.clone(),
-    ));
-    tasks.spawn(loops::sweep_all(
-        engine.clone(),
-        settings.sweep_interval,
-        shutdown.clone(),
-    ));
-    if let Some(rx) = wired.demo_directives {
-        tasks.spawn(demo::run(
+    let loops = [
+        tokio::spawn(loops::dispatch_all(
+            engine.clone(),
+            settings.dispatch_interval,
+            shutdown.clone(),
+        )),
+        tokio::spawn(loops::sweep_all(
+            engine.clone(),
+            settings.sweep_interval,
+            shutdown.clone(),
+        )),
+    ];
+    let demo = wired.demo_directives.map(|rx| {
+        tokio::spawn(demo::run(
             engine.clone(),
             rx,
             Duration::from_millis(cli.demo_work_ms),
-        ));
-    }
+        ))
+    });
     tracing::info!(
         storage = ?settings.storage,
         demo_worker = cli.demo_worker,
@@ -77,18 +78,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let addr = cli.listen.unwrap_or(settings.http_addr);
     let served = http::serve(addr, engine, metrics, &settings, &shutdown).await;
     shutdown.trigger();
-    // The loops finish their round in flight; the demo worker stops with the process.
+    // The loops finish their round in flight; the demo worker stops with them.
     let _ = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(t) = tasks.join_next().await {
-            if t.is_err() {
-                break;
-            }
-            if tasks.len() <= usize::from(cli.demo_worker) {
-                break;
-            }
+        for l in loops {
+            let _ = l.await;
         }
     })
     .await;
+    if let Some(d) = demo {
+        d.abort();
+    }
     tracing::info!("lucius stopped");
     served
 }
