@@ -63,6 +63,9 @@ pub struct TableConfig {
     pub job_index_table: String,
     /// `LUCIUS_LEDGER_TABLE` (ledger mode), default `LuciusLedger`.
     pub ledger_table: String,
+    /// `LUCIUS_LEASES_TABLE` (both modes), default `LuciusLeases`: partition leases and
+    /// dispatcher membership ([`lucius_core::LeaseStore`]).
+    pub leases: String,
     /// Retries and timeouts.
     pub retry: RetryPolicy,
     /// Create the mode's tables at connect time when absent (default true).
@@ -80,6 +83,7 @@ impl TableConfig {
             idempotency_table: "LuciusIdempotency".into(),
             job_index_table: "LuciusJobIndex".into(),
             ledger_table: "LuciusLedger".into(),
+            leases: "LuciusLeases".into(),
             retry: RetryPolicy::default(),
             create_tables: true,
         }
@@ -96,6 +100,7 @@ impl TableConfig {
             &mut self.idempotency_table,
             &mut self.job_index_table,
             &mut self.ledger_table,
+            &mut self.leases,
         ] {
             *t = format!("{prefix}{t}");
         }
@@ -114,6 +119,7 @@ impl TableConfig {
             ("LUCIUS_IDEMPOTENCY_TABLE", &mut self.idempotency_table),
             ("LUCIUS_JOB_INDEX_TABLE", &mut self.job_index_table),
             ("LUCIUS_LEDGER_TABLE", &mut self.ledger_table),
+            ("LUCIUS_LEASES_TABLE", &mut self.leases),
         ] {
             if let Some(v) = lookup(var).filter(|v| !v.trim().is_empty()) {
                 *field = v.trim().to_owned();
@@ -122,7 +128,7 @@ impl TableConfig {
         self
     }
 
-    /// The tables this mode uses.
+    /// The tables this mode uses (the mode's data tables first, then the leases table).
     pub fn tables(&self) -> Vec<&str> {
         match self.mode {
             Mode::Table => vec![
@@ -131,8 +137,9 @@ impl TableConfig {
                 &self.outbox_table,
                 &self.idempotency_table,
                 &self.job_index_table,
+                &self.leases,
             ],
-            Mode::Ledger => vec![&self.ledger_table],
+            Mode::Ledger => vec![&self.ledger_table, &self.leases],
         }
     }
 
@@ -178,6 +185,17 @@ mod tests {
             .with_names_from(|k| (k == "LUCIUS_OUTBOX_TABLE").then(|| "MyOutbox".to_owned()));
         assert_eq!(c.outbox_table, "MyOutbox");
         assert_eq!(c.jobs_table, "LuciusJobs");
+        let c = TableConfig::new(Mode::Ledger)
+            .with_names_from(|k| (k == "LUCIUS_LEASES_TABLE").then(|| " MyLeases ".to_owned()));
+        assert_eq!(c.leases, "MyLeases");
+        assert_eq!(c.tables(), ["LuciusLedger", "MyLeases"]);
+        assert_eq!(
+            TableConfig::new(Mode::Table).with_prefix("P").leases,
+            "PLuciusLeases"
+        );
+        let mut c = TableConfig::new(Mode::Table);
+        c.leases = "x".into();
+        assert!(c.validate().is_err());
         assert!("x".parse::<Mode>().is_err());
     }
 }

@@ -11,6 +11,8 @@
 //!                       └─ Mode::Ledger: LuciusLedger, one partition per job, one
 //!                                        entity group transaction per change, plus
 //!                                        IDX_<tenant>_<YYYYMM> index partitions
+//!   Dispatcher ──LeaseStore──▶ TableStore ──▶ LuciusLeases (both modes): LEASE rows per
+//!                                        partition (If-Match only), MEMBER rows (upserts)
 //! ```
 //!
 //! Connect with [`TableStore::connect`] (a connection string and a [`TableConfig`]); the
@@ -24,6 +26,7 @@ mod client;
 mod config;
 mod connection;
 mod entity;
+mod leases;
 mod ledger;
 mod rows;
 mod tables;
@@ -37,6 +40,7 @@ use lucius_core::{Changes, JobRecord, NewJob, OutboxEntry};
 pub use client::RequestCounts;
 pub use config::{Mode, RetryPolicy, TableConfig};
 pub use connection::ConnectionStringError;
+pub use leases::MEMBER_RETENTION;
 
 /// Why [`TableStore::connect`] failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
