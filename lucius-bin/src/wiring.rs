@@ -53,8 +53,7 @@ pub async fn store(settings: &Settings) -> anyhow::Result<(Arc<dyn Store>, Arc<d
             let table = TableStore::connect(conn, config)
                 .await
                 .map_err(|e| anyhow::anyhow!("LUCIUS_TABLE_CONNECTION: {e}"))?;
-            tracing::warn!("leases are kept in process: run one dispatcher per partition set until the Table lease store is wired");
-            Ok((Arc::new(table), Arc::new(MemoryStore::new())))
+            Ok((Arc::new(table.clone()), Arc::new(table)))
         }
     }
 }
