@@ -1,6 +1,6 @@
 //! The lease-owned dispatcher loop: each round, rebalance partition leases, then dispatch
 //! and sweep the partitions this instance owns. Idle partitions are polled with backoff
-//! up to a ceiling; each round logs the watchdog figures (oldest pending age, owner).
+//! up to a ceiling; the watchdog figures (oldest pending age, owner) are logged once per ceiling.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -66,8 +66,9 @@ pub async fn run(
     let mut backoff = Backoff::default();
     let stop = shutdown.wait();
     tokio::pin!(stop);
+    let mut last_watch: Option<Timestamp> = None;
     loop {
-        round(
+        let list = round(
             &engine,
             leases.as_ref(),
             clock.as_ref(),
@@ -77,6 +78,13 @@ pub async fn run(
             &mut backoff,
         )
         .await;
+        // The watchdog reads every candidate's oldest entry: once per idle ceiling is enough
+        // to see a stuck partition, and keeps an idle dispatcher cheap.
+        let now = clock.now();
+        if last_watch.is_none_or(|t| now >= t.plus(cfg.idle_ceiling)) {
+            watchdog(&engine, leases.as_ref(), now, &list).await;
+            last_watch = Some(now);
+        }
         tokio::select! {
             _ = &mut stop => break,
             _ = tokio::time::sleep(cfg.interval.to_std()) => {}
@@ -98,14 +106,14 @@ async fn round(
     candidates: &Candidates,
     cfg: LoopConfig,
     backoff: &mut Backoff,
-) {
+) -> Vec<Partition> {
     let list = match candidates {
         Candidates::Fixed(v) => v.clone(),
         Candidates::Discover => match engine.store().partitions().await {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "partition discovery failed");
-                return;
+                return Vec::new();
             }
         },
     };
@@ -113,7 +121,7 @@ async fn round(
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(dispatcher = owner.id(), error = %e, "lease round failed");
-            return;
+            return list;
         }
     };
     if !r.acquired.is_empty() || !r.lost.is_empty() || !r.released.is_empty() {
@@ -161,7 +169,7 @@ async fn round(
         }
         backoff.record(&fence.partition, busy, clock.now(), cfg);
     }
-    watchdog(engine, leases, clock.now(), &list).await;
+    list
 }
 
 /// Logs, per partition, the age of its oldest pending directive and its lease owner, so a
