@@ -1,0 +1,186 @@
+//! Micro-benchmarks of the core: command validation (compiled registry versus compiling
+//! per request, and their ratio), each hot state transition, memory-store operations and
+//! directive serialisation.
+//!
+//! Run: `cargo bench --bench core` (add a filter, e.g. `-- validate`, to run one group).
+//! `docs/benchmarks.md` records the figures and the machine.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion};
+use lucius::engine::build_new_job;
+use lucius::memory::MemoryStore;
+use lucius::protocol::DEMO_PROTOCOLS;
+use lucius::validation::validate_command;
+use lucius::{Changes, NewJob, ProtocolRegistry, Store, Timestamp};
+
+/// A realistic `document.process` command with all three step payloads.
+fn command(key: &str) -> Vec<u8> {
+    format!(
+        r#"{{"requestType":"document.process","tenantId":"acme","idempotencyKey":"{key}",
+        "correlationId":"corr-{key}",
+        "payload":{{"documentUrl":"https://example.com/invoices/2026/11/invoice-000123.pdf","language":"en"}},
+        "steps":{{"ocr":{{"dpi":300}},"embed":{{"model":"mini"}},"index":{{"indexName":"invoices"}}}}}}"#
+    )
+    .into_bytes()
+}
+
+const NOW: Timestamp = Timestamp(1_790_000_000_000);
+
+fn new_job(registry: &ProtocolRegistry, key: &str) -> NewJob {
+    let cmd = validate_command(registry, &command(key), None).expect("the bench command is valid");
+    build_new_job(&cmd, NOW)
+}
+
+/// Polls a future that never waits (every `MemoryStore` call completes on first poll).
+fn ready<F: Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => unreachable!("MemoryStore calls complete without waiting"),
+    }
+}
+
+fn validation(c: &mut Criterion) {
+    let registry = ProtocolRegistry::demo();
+    let body = command("bench-key-1");
+    let mut g = c.benchmark_group("validate");
+    g.bench_function("compiled_registry", |b| {
+        b.iter(|| validate_command(black_box(&registry), black_box(&body), None).unwrap())
+    });
+    g.bench_function("compile_per_request", |b| {
+        b.iter(|| {
+            let registry = ProtocolRegistry::from_json(black_box(DEMO_PROTOCOLS)).unwrap();
+            validate_command(&registry, black_box(&body), None).unwrap()
+        })
+    });
+    g.finish();
+}
+
+fn transitions(c: &mut Criterion) {
+    let new = new_job(&ProtocolRegistry::demo(), "bench-key-2");
+    let queued = new.steps[0].clone();
+    let running = queued.on_ack(1, Some("worker-1"), NOW).unwrap();
+    let result = serde_json::json!({"pages": 3, "text": "lorem ipsum"});
+    let mut g = c.benchmark_group("transition");
+    g.bench_function("step_on_ack", |b| {
+        b.iter(|| black_box(&queued).on_ack(1, Some("worker-1"), NOW).unwrap())
+    });
+    g.bench_function("step_on_complete", |b| {
+        b.iter(|| {
+            black_box(&running)
+                .on_complete(1, Some("worker-1"), result.clone(), NOW)
+                .unwrap()
+        })
+    });
+    g.bench_function("outbox_on_sent", |b| {
+        b.iter(|| black_box(&new.outbox).on_sent(NOW).unwrap())
+    });
+    g.bench_function("job_on_start", |b| {
+        b.iter(|| black_box(&new.job).on_start(NOW).unwrap())
+    });
+    g.finish();
+}
+
+fn store(c: &mut Criterion) {
+    let registry = ProtocolRegistry::demo();
+    let mut g = c.benchmark_group("memory_store");
+
+    let store = MemoryStore::new();
+    let mut n = 0u64;
+    g.bench_function("create_job", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                new_job(&registry, &format!("create-{n}"))
+            },
+            |new| ready(store.create_job(&new)).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+
+    // Load and commit against a store that already holds the jobs created above.
+    let new = new_job(&registry, "load-commit");
+    ready(store.create_job(&new)).unwrap();
+    let id = new.job.id.clone();
+    g.bench_function("load_job", |b| {
+        b.iter(|| ready(store.load_job(black_box(&id))).unwrap().unwrap())
+    });
+
+    let mut step = ready(store.load_job(&id)).unwrap().unwrap().steps[0].clone();
+    let mut t = NOW;
+    g.bench_function("commit_one_step", |b| {
+        b.iter(|| {
+            t = t.plus(lucius::Millis(1));
+            let changes = Changes {
+                steps: vec![lucius::Step {
+                    updated_at: t,
+                    ..step.clone()
+                }],
+                ..Changes::default()
+            };
+            let done = ready(store.commit(changes)).unwrap();
+            step.revision = done.steps[0].revision.clone();
+        })
+    });
+    g.finish();
+}
+
+fn serialisation(c: &mut Criterion) {
+    let new = new_job(&ProtocolRegistry::demo(), "bench-key-3");
+    let directive = new.outbox.directive;
+    let len = serde_json::to_vec(&directive).unwrap().len();
+    c.bench_function(&format!("directive_to_vec_{len}B"), |b| {
+        b.iter(|| serde_json::to_vec(black_box(&directive)).unwrap())
+    });
+}
+
+/// Times `f` over at least `min` wall time; returns nanoseconds per call.
+fn per_call(min: Duration, mut f: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    let mut calls = 0u64;
+    while start.elapsed() < min {
+        for _ in 0..16 {
+            f();
+        }
+        calls += 16;
+    }
+    start.elapsed().as_nanos() as f64 / calls as f64
+}
+
+/// The ratio the issue asks for, measured side by side in one process.
+fn validation_ratio() {
+    let registry = ProtocolRegistry::demo();
+    let body = command("bench-key-ratio");
+    let min = Duration::from_millis(1500);
+    let compiled = per_call(min, || {
+        black_box(validate_command(&registry, black_box(&body), None).unwrap());
+    });
+    let per_request = per_call(min, || {
+        let registry = ProtocolRegistry::from_json(black_box(DEMO_PROTOCOLS)).unwrap();
+        black_box(validate_command(&registry, black_box(&body), None).unwrap());
+    });
+    println!(
+        "validation ratio: compile-per-request {:.1} µs / compiled registry {:.2} µs = {:.0}x",
+        per_request / 1e3,
+        compiled / 1e3,
+        per_request / compiled
+    );
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    validation(&mut c);
+    transitions(&mut c);
+    store(&mut c);
+    serialisation(&mut c);
+    c.final_summary();
+    validation_ratio();
+}

@@ -1,0 +1,539 @@
+//! The load benchmark: in one run, with one Rust hyper client, it measures a bare hyper
+//! hello-world server and `POST /v1/commands` on `lucius_http::run` (memory store, memory
+//! publisher), prints their ratio, then intake at half the saturating rate, then how fast
+//! one dispatcher drains a pre-filled partition, then resident bytes per retained job.
+//!
+//! Run: `cargo bench --bench load`. Settings (environment):
+//! - `LUCIUS_BENCH_SECS` (5): measured seconds per load phase (each after a 1 s warm-up);
+//! - `LUCIUS_BENCH_CONNS` (32): client connections;
+//! - `LUCIUS_BENCH_SERVER_THREADS` (1) / `LUCIUS_BENCH_CLIENT_THREADS` (1): tokio workers;
+//! - `LUCIUS_BENCH_DISPATCH` (20000): pending directives pre-filled for the dispatcher;
+//! - `LUCIUS_BENCH_JOBS` (100000): jobs retained for the memory figure;
+//! - `LUCIUS_BENCH_MILLION=1`: also measure memory at 1,000,000 jobs.
+//!
+//! Everything stays on 127.0.0.1; every phase is bounded by its duration.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::CONTENT_TYPE;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::TokioIo;
+use lucius::memory::{MemoryPublisher, MemoryStore};
+use lucius::ports::Sleep;
+use lucius::validation::validate_command;
+use lucius::{Clock, Engine, Millis, Timestamp};
+use lucius_http::HttpConfig;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+/// The wall clock, implemented as any adapter implements the port (as in `examples/quickstart.rs`).
+struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        Timestamp(i64::try_from(ms).unwrap_or(i64::MAX))
+    }
+
+    fn sleep(&self, duration: Millis) -> Sleep {
+        Box::pin(tokio::time::sleep(duration.to_std()))
+    }
+}
+
+/// Settings read from the environment.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    secs: u64,
+    conns: usize,
+    server_threads: usize,
+    client_threads: usize,
+    dispatch: usize,
+    jobs: usize,
+    million: bool,
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        Settings {
+            secs: env_or("LUCIUS_BENCH_SECS", 5u64).clamp(1, 600),
+            conns: env_or("LUCIUS_BENCH_CONNS", 32usize).clamp(1, 1024),
+            server_threads: env_or("LUCIUS_BENCH_SERVER_THREADS", 1usize).clamp(1, 64),
+            client_threads: env_or("LUCIUS_BENCH_CLIENT_THREADS", 1usize).clamp(1, 64),
+            dispatch: env_or("LUCIUS_BENCH_DISPATCH", 20_000usize).clamp(100, 10_000_000),
+            jobs: env_or("LUCIUS_BENCH_JOBS", 100_000usize).clamp(1_000, 10_000_000),
+            million: std::env::var("LUCIUS_BENCH_MILLION").is_ok_and(|v| v == "1"),
+        }
+    }
+}
+
+/// A `document.process` command with three step payloads and the given idempotency key.
+fn command(key: u64) -> Vec<u8> {
+    format!(
+        r#"{{"requestType":"document.process","tenantId":"acme","idempotencyKey":"k-{key}","payload":{{"documentUrl":"https://example.com/invoices/2026/11/invoice-{key}.pdf","language":"en"}},"steps":{{"ocr":{{"dpi":300}},"embed":{{"model":"mini"}},"index":{{"indexName":"invoices"}}}}}}"#
+    )
+    .into_bytes()
+}
+
+/// How the child process measuring memory is told what to do.
+const CHILD_ENV: &str = "LUCIUS_BENCH_MEMORY_CHILD";
+
+fn main() {
+    if let Ok(jobs) = std::env::var(CHILD_ENV) {
+        memory_child(jobs.parse().expect("the parent passes a job count"));
+        return;
+    }
+    if std::env::args().any(|a| a == "--list") {
+        // `cargo bench -- --list` and test harness probes: nothing to list.
+        return;
+    }
+    let s = Settings::from_env();
+    println!(
+        "lucius load bench: {} s per phase, {} connections, server threads {}, client threads {}, loopback",
+        s.secs, s.conns, s.server_threads, s.client_threads
+    );
+    let client = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(s.client_threads)
+        .thread_name("client")
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+
+    // 1. The ceiling: bare hyper.
+    let bare = Server::start("srv-bare", s.server_threads, bare_server);
+    let bare_stats = client.block_on(phase(bare.addr, &s, None, Target::Hello));
+    bare.stop();
+    bare_stats.print("bare hyper  GET /");
+
+    // 2. Intake at saturation.
+    let store = MemoryStore::new();
+    let engine = Engine::new(
+        Arc::new(store.clone()),
+        Arc::new(MemoryPublisher::noop()),
+        Arc::new(SystemClock),
+    );
+    let lucius = Server::start("srv-lucius", s.server_threads, move |l, stop| async move {
+        lucius_http::run(l, engine, HttpConfig::default(), async {
+            let _ = stop.await;
+        })
+        .await
+        .expect("the Lucius server runs");
+    });
+    let intake = client.block_on(phase(lucius.addr, &s, None, Target::Commands));
+    intake.print("lucius POST /v1/commands");
+    let ratio = intake.rps() / bare_stats.rps();
+    println!(
+        "RATIO intake/bare = {ratio:.2} (goal >= 0.5) {}",
+        verdict(ratio >= 0.5)
+    );
+
+    // 3. Intake at half the saturating rate.
+    let half = client.block_on(phase(
+        lucius.addr,
+        &s,
+        Some(intake.rps() / 2.0),
+        Target::Commands,
+    ));
+    half.print("lucius POST /v1/commands @ half rate");
+    let spread = half.p99_us as f64 / half.p50_us.max(1) as f64;
+    println!(
+        "half-rate p99/p50 = {spread:.1} (goal <= 5) {}",
+        verdict(spread <= 5.0)
+    );
+    lucius.stop();
+    println!(
+        "jobs retained by the intake server: {}; peak RSS of this process (server + client): {:.0} MiB",
+        store.job_count(),
+        status_kib("VmHWM:") as f64 / 1024.0
+    );
+    drop(store);
+
+    // 4. Dispatch: one dispatcher draining a pre-filled partition.
+    let drained = client.block_on(dispatch(s.dispatch));
+    let dratio = drained / intake.rps();
+    println!(
+        "RATIO dispatch/intake = {dratio:.2} (goal >= 1) {}",
+        verdict(dratio >= 1.0)
+    );
+    drop(client);
+
+    // 5. Memory per retained job, each count in a fresh process.
+    let mut counts = vec![s.jobs];
+    if s.million {
+        counts.push(1_000_000);
+    }
+    for n in counts {
+        memory_parent(n);
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "[met]"
+    } else {
+        "[NOT met]"
+    }
+}
+
+/// A server on its own thread and tokio runtime, so client and server never share workers.
+struct Server {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Server {
+    /// `name` names the runtime's threads (`perf report --comm NAME` isolates a server).
+    fn start<F, Fut>(name: &'static str, threads: usize, serve: F) -> Server
+    where
+        F: FnOnce(TcpListener, oneshot::Receiver<()>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()>,
+    {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        std_listener.set_nonblocking(true).expect("non-blocking");
+        let addr = std_listener.local_addr().expect("a local address");
+        let (stop, stopped) = oneshot::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name(name)
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            rt.block_on(async move {
+                let listener = TcpListener::from_std(std_listener).expect("a tokio listener");
+                serve(listener, stopped).await;
+            });
+        });
+        Server { addr, stop, thread }
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        self.thread.join().expect("the server thread ends cleanly");
+    }
+}
+
+/// hyper's hello world: the practical ceiling of the stack on this machine.
+async fn bare_server(listener: TcpListener, mut stop: oneshot::Receiver<()>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(async move {
+                    let service = service_fn(|_req: Request<Incoming>| async {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"Hello, World!"))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            _ = &mut stop => break,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Hello,
+    Commands,
+}
+
+/// The keys of the commands sent; unique over the whole run so every POST creates a job.
+static NEXT_KEY: AtomicU64 = AtomicU64::new(0);
+
+impl Target {
+    fn request(self) -> Request<Full<Bytes>> {
+        match self {
+            Target::Hello => Request::builder()
+                .uri("/")
+                .header("host", "127.0.0.1")
+                .body(Full::new(Bytes::new())),
+            Target::Commands => {
+                let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
+                Request::builder()
+                    .method(Method::POST)
+                    .uri("/v1/commands")
+                    .header("host", "127.0.0.1")
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(Full::new(Bytes::from(command(key))))
+            }
+        }
+        .expect("a well-formed request")
+    }
+
+    fn expected(self) -> u16 {
+        match self {
+            Target::Hello => 200,
+            Target::Commands => 202,
+        }
+    }
+}
+
+/// Results of one phase.
+struct Stats {
+    requests: u64,
+    errors: u64,
+    elapsed: Duration,
+    p50_us: u32,
+    p99_us: u32,
+}
+
+impl Stats {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn print(&self, name: &str) {
+        println!(
+            "{name:<40} {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs  errors {}",
+            self.rps(),
+            self.p50_us,
+            self.p99_us,
+            self.errors
+        );
+    }
+}
+
+/// A 1 s warm-up, then the measured run.
+async fn phase(addr: SocketAddr, s: &Settings, rate: Option<f64>, target: Target) -> Stats {
+    load(addr, s.conns, Duration::from_secs(1), rate, target).await;
+    load(addr, s.conns, Duration::from_secs(s.secs), rate, target).await
+}
+
+/// At most this many latency samples per connection (bounds memory on long runs).
+const MAX_SAMPLES: usize = 4_000_000;
+
+/// Drives `conns` keep-alive connections for `duration`: closed loop when `rate` is
+/// `None`, otherwise each connection sends on a fixed schedule summing to `rate` req/s
+/// (the printed rate shows whether the schedule was kept).
+async fn load(
+    addr: SocketAddr,
+    conns: usize,
+    duration: Duration,
+    rate: Option<f64>,
+    target: Target,
+) -> Stats {
+    let start = Instant::now();
+    let end = start + duration;
+    let interval = rate.map(|r| Duration::from_secs_f64(conns as f64 / r.max(1.0)));
+    let mut tasks = Vec::with_capacity(conns);
+    for c in 0..conns {
+        tasks.push(tokio::spawn(async move {
+            let mut lat: Vec<u32> = Vec::new();
+            let mut errors = 0u64;
+            let Ok(stream) = TcpStream::connect(addr).await else {
+                return (lat, 1);
+            };
+            let _ = stream.set_nodelay(true);
+            let Ok((mut sender, conn)) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+            else {
+                return (lat, 1);
+            };
+            tokio::spawn(conn);
+            let offset = interval.map(|i| i.mul_f64(c as f64 / conns as f64));
+            for i in 0u32.. {
+                let sent = match (interval, offset) {
+                    (Some(every), Some(offset)) => {
+                        let at = start + offset + every * i;
+                        if at >= end {
+                            break;
+                        }
+                        tokio::time::sleep_until(at).await;
+                        // Timed from the actual send: tokio's timer wakes up to 1 ms late,
+                        // which is the client's lateness, not the server's.
+                        Instant::now()
+                    }
+                    _ => Instant::now(),
+                };
+                if sent >= end || lat.len() >= MAX_SAMPLES {
+                    break;
+                }
+                if sender.ready().await.is_err() {
+                    errors += 1;
+                    break;
+                }
+                match sender.send_request(target.request()).await {
+                    Ok(res) => {
+                        let ok = res.status().as_u16() == target.expected();
+                        let body = res.into_body().collect().await;
+                        if ok && body.is_ok() {
+                            let us = sent.elapsed().as_micros();
+                            lat.push(u32::try_from(us).unwrap_or(u32::MAX));
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                    Err(_) => {
+                        errors += 1;
+                        break;
+                    }
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (lat, e) = t.await.expect("a client task ends cleanly");
+        all.extend(lat);
+        errors += e;
+    }
+    let elapsed = start.elapsed();
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    Stats {
+        requests: all.len() as u64,
+        errors,
+        elapsed,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    }
+}
+
+/// Pre-fills one partition with `n` PENDING directives (`Engine::submit`, no publish) and
+/// times `Engine::dispatch` rounds until it is empty. Returns directives per second.
+async fn dispatch(n: usize) -> f64 {
+    let engine = Engine::new(
+        Arc::new(MemoryStore::new()),
+        Arc::new(MemoryPublisher::noop()),
+        Arc::new(SystemClock),
+    );
+    let mut partition = None;
+    for k in 0..n as u64 {
+        let cmd = validate_command(engine.protocols(), &command(k), None).expect("a valid command");
+        let submitted = engine
+            .submit(cmd)
+            .await
+            .expect("submit on the memory store");
+        partition = Some(submitted.value.partition);
+    }
+    let partition = partition.expect("at least one job");
+    let start = Instant::now();
+    let mut published = 0usize;
+    let mut rounds = Vec::new();
+    loop {
+        let t = Instant::now();
+        let r = engine.dispatch(&partition).await.expect("dispatch");
+        if r.due == 0 {
+            break;
+        }
+        published += r.published;
+        rounds.push((r.published, t.elapsed()));
+    }
+    let elapsed = start.elapsed();
+    let rate = published as f64 / elapsed.as_secs_f64();
+    let round_rate = |(n, d): (usize, Duration)| n as f64 / d.as_secs_f64();
+    println!(
+        "dispatch: {published} of {n} directives in {} rounds, {:.2} s: {rate:.0} directives/s \
+         (first round {:.0}/s with {n} pending, last round {:.0}/s)",
+        rounds.len(),
+        elapsed.as_secs_f64(),
+        rounds.first().copied().map_or(0.0, round_rate),
+        rounds.last().copied().map_or(0.0, round_rate),
+    );
+    rate
+}
+
+/// A value in kB from `/proc/self/status` (`VmHWM:`, `VmRSS:`).
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Resident bytes from `/proc/self/statm` (second field, in 4 KiB pages on x86-64 Linux).
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 4096
+}
+
+/// Runs the memory measurement in a fresh process, so the heap left by the load phases
+/// neither hides nor inflates the figure.
+fn memory_parent(jobs: usize) {
+    let exe = std::env::current_exe().expect("the bench binary's path");
+    let out = std::process::Command::new(exe)
+        .env(CHILD_ENV, jobs.to_string())
+        .output()
+        .expect("the memory child runs");
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    if !out.status.success() {
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        println!("memory at {jobs} jobs: the child process failed");
+    }
+}
+
+fn memory_child(jobs: usize) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let store = MemoryStore::new();
+    let engine = Engine::new(
+        Arc::new(store.clone()),
+        Arc::new(MemoryPublisher::noop()),
+        Arc::new(SystemClock),
+    );
+    let before = resident_bytes();
+    let start = Instant::now();
+    rt.block_on(async {
+        for k in 0..jobs as u64 {
+            engine
+                .submit_bytes(&command(k), None)
+                .await
+                .expect("submit on the memory store");
+        }
+    });
+    let after = resident_bytes();
+    assert_eq!(store.job_count(), jobs);
+    println!(
+        "sizes: Job {} B, Step {} B, OutboxEntry {} B, serde_json::Value {} B (inline, before heap parts)",
+        size_of::<lucius::Job>(),
+        size_of::<lucius::Step>(),
+        size_of::<lucius::OutboxEntry>(),
+        size_of::<serde_json::Value>(),
+    );
+    let per_job = after.saturating_sub(before) as f64 / jobs as f64;
+    println!(
+        "memory at {jobs} jobs: {:.0} MiB resident for the jobs, {per_job:.0} B/job = {:.2} KiB/job \
+         (goal <= 2 KiB) {} [filled in {:.1} s]",
+        after.saturating_sub(before) as f64 / (1024.0 * 1024.0),
+        per_job / 1024.0,
+        verdict(per_job <= 2048.0),
+        start.elapsed().as_secs_f64()
+    );
+}
