@@ -2,11 +2,11 @@
 #   docker build -t lucius:local .
 #   docker run --rm -p 8000:8000 lucius:local
 #   docker run --rm lucius:local lucius-reconciliation loop --partition t1#202401 --interval 5
-# The build runs the same cargo command CI builds with (cargo build --release --locked).
+# The build runs the same cargo command CI builds with (cargo build --release -p lucius-bin).
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p lucius-bin
+RUN cargo build --release -p lucius-bin
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 \
