@@ -101,8 +101,9 @@ fn main() {
         memory_child(jobs.parse().expect("the parent passes a job count"));
         return;
     }
-    if std::env::args().any(|a| a == "--list") {
-        // `cargo bench -- --list` and test harness probes: nothing to list.
+    if !std::env::args().any(|a| a == "--bench") {
+        // `cargo test --benches` runs bench targets without `--bench`: measure nothing.
+        println!("load: run it with `cargo bench --bench load`");
         return;
     }
     let s = Settings::from_env();
