@@ -46,15 +46,45 @@ struct Inner {
 #[derive(Debug, Default)]
 struct Slot {
     job: Option<Job>,
-    steps: BTreeMap<u32, Step>,
-    outbox: BTreeMap<OutboxId, OutboxEntry>,
+    // Small sorted vectors: a job has a handful of steps and entries, and a B-tree node per
+    // job costs kilobytes (measured in docs/benchmarks.md).
+    steps: Vec<Step>,
+    outbox: Vec<OutboxEntry>,
+}
+
+impl Slot {
+    fn step(&self, index: u32) -> Option<&Step> {
+        self.steps.iter().find(|s| s.index == index)
+    }
+
+    fn entry(&self, id: &OutboxId) -> Option<&OutboxEntry> {
+        self.outbox.iter().find(|e| &e.id == id)
+    }
+
+    fn put_step(&mut self, step: Step) {
+        match self.steps.binary_search_by_key(&step.index, |s| s.index) {
+            Ok(i) => self.steps[i] = step,
+            Err(i) => self.steps.insert(i, step),
+        }
+    }
+
+    fn put_entry(&mut self, entry: OutboxEntry) -> Option<OutboxEntry> {
+        match self.outbox.binary_search_by(|e| e.id.cmp(&entry.id)) {
+            Ok(i) => Some(std::mem::replace(&mut self.outbox[i], entry)),
+            Err(i) => {
+                self.outbox.insert(i, entry);
+                None
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct PartitionIndex {
     jobs: BTreeSet<JobId>,
     active: BTreeSet<JobId>,
-    pending: BTreeSet<OutboxId>,
+    /// Pending entries in dispatch order, so a dispatcher reads only what it takes.
+    pending: BTreeSet<(Timestamp, OutboxId)>,
     dead: BTreeSet<OutboxId>,
 }
 
@@ -129,7 +159,7 @@ impl Inner {
                 )
             }
             Write::Step(s) => {
-                let stored = self.jobs.get(&s.job_id).and_then(|x| x.steps.get(&s.index));
+                let stored = self.jobs.get(&s.job_id).and_then(|x| x.step(s.index));
                 cas(
                     &format!("step {} of job {}", s.index, s.job_id),
                     stored.map(|x| &x.revision),
@@ -138,7 +168,7 @@ impl Inner {
             }
             Write::Index(..) => Ok(()),
             Write::Outbox(e) => {
-                let stored = self.jobs.get(&e.job_id).and_then(|x| x.outbox.get(&e.id));
+                let stored = self.jobs.get(&e.job_id).and_then(|x| x.entry(&e.id));
                 cas(
                     &format!("outbox entry {}", e.id),
                     stored.map(|x| &x.revision),
@@ -170,13 +200,10 @@ impl Inner {
             }
             Write::Step(s) => {
                 let slot = self.jobs.entry(s.job_id.clone()).or_default();
-                slot.steps.insert(
-                    s.index,
-                    Step {
-                        revision: rev.clone(),
-                        ..s.clone()
-                    },
-                );
+                slot.put_step(Step {
+                    revision: rev.clone(),
+                    ..s.clone()
+                });
             }
             Write::Index(id, ref p) => {
                 self.partitions
@@ -186,26 +213,25 @@ impl Inner {
                     .insert(id.clone());
             }
             Write::Outbox(e) => {
+                let slot = self.jobs.entry(e.job_id.clone()).or_default();
+                let before = slot.put_entry(OutboxEntry {
+                    revision: rev.clone(),
+                    ..e.clone()
+                });
                 let idx = self.partitions.entry(e.partition.clone()).or_default();
-                idx.pending.remove(&e.id);
+                if let Some(b) = before {
+                    idx.pending.remove(&(b.next_attempt_at, b.id));
+                }
                 idx.dead.remove(&e.id);
                 match e.status {
                     OutboxStatus::Pending => {
-                        idx.pending.insert(e.id.clone());
+                        idx.pending.insert((e.next_attempt_at, e.id.clone()));
                     }
                     OutboxStatus::Dead => {
                         idx.dead.insert(e.id.clone());
                     }
                     OutboxStatus::Sent => {}
                 }
-                let slot = self.jobs.entry(e.job_id.clone()).or_default();
-                slot.outbox.insert(
-                    e.id.clone(),
-                    OutboxEntry {
-                        revision: rev.clone(),
-                        ..e.clone()
-                    },
-                );
             }
         }
         rev
@@ -244,8 +270,8 @@ impl Inner {
         let slot = self.jobs.get(id)?;
         Some(JobRecord {
             job: slot.job.clone()?,
-            steps: slot.steps.values().cloned().collect(),
-            outbox: slot.outbox.values().cloned().collect(),
+            steps: slot.steps.clone(),
+            outbox: slot.outbox.clone(),
         })
     }
 }
@@ -273,7 +299,7 @@ impl Store for MemoryStore {
                     writes.push(Write::Job(&new.job));
                 }
                 for s in &new.steps {
-                    if !slot.is_some_and(|x| x.steps.contains_key(&s.index)) {
+                    if !slot.is_some_and(|x| x.step(s.index).is_some()) {
                         writes.push(Write::Step(s));
                     }
                 }
@@ -288,7 +314,7 @@ impl Store for MemoryStore {
                 if !indexed {
                     writes.push(Write::Index(&new.index.job_id, stored_partition));
                 }
-                if !slot.is_some_and(|x| x.outbox.contains_key(&new.outbox.id)) {
+                if !slot.is_some_and(|x| x.entry(&new.outbox.id).is_some()) {
                     writes.push(Write::Outbox(&new.outbox));
                 }
                 g.write_all(&writes)?;
@@ -331,20 +357,29 @@ impl Store for MemoryStore {
     async fn outbox(&self, q: &OutboxQuery) -> Result<Vec<OutboxEntry>, StoreError> {
         let g = self.lock();
         let mut out: Vec<OutboxEntry> = match (&q.partition, q.status) {
-            (Some(p), Some(s @ (OutboxStatus::Pending | OutboxStatus::Dead))) => {
-                let ids = g.partitions.get(p).map(|i| match s {
-                    OutboxStatus::Pending => &i.pending,
-                    _ => &i.dead,
-                });
-                ids.into_iter()
-                    .flatten()
-                    .filter_map(|id| g.jobs.get(&id.job_id())?.outbox.get(id).cloned())
+            (Some(p), Some(OutboxStatus::Pending)) => {
+                // Already in (nextAttemptAt, id) order: stop at the first entry not due.
+                let due_by = q.due_by.unwrap_or(Timestamp(i64::MAX));
+                g.partitions
+                    .get(p)
+                    .into_iter()
+                    .flat_map(|i| i.pending.iter())
+                    .take_while(|(at, _)| *at <= due_by)
+                    .take(q.limit)
+                    .filter_map(|(_, id)| g.jobs.get(&id.job_id())?.entry(id).cloned())
                     .collect()
             }
+            (Some(p), Some(OutboxStatus::Dead)) => g
+                .partitions
+                .get(p)
+                .into_iter()
+                .flat_map(|i| i.dead.iter())
+                .filter_map(|id| g.jobs.get(&id.job_id())?.entry(id).cloned())
+                .collect(),
             _ => g
                 .jobs
                 .values()
-                .flat_map(|s| s.outbox.values())
+                .flat_map(|s| s.outbox.iter())
                 .filter(|e| q.partition.as_ref().is_none_or(|p| &e.partition == p))
                 .filter(|e| q.status.is_none_or(|s| e.status == s))
                 .cloned()
