@@ -299,7 +299,7 @@ impl Store for MemoryStore {
                     writes.push(Write::Job(&new.job));
                 }
                 for s in &new.steps {
-                    if !slot.is_some_and(|x| x.step(s.index).is_some()) {
+                    if slot.is_none_or(|x| x.step(s.index).is_none()) {
                         writes.push(Write::Step(s));
                     }
                 }
@@ -314,7 +314,7 @@ impl Store for MemoryStore {
                 if !indexed {
                     writes.push(Write::Index(&new.index.job_id, stored_partition));
                 }
-                if !slot.is_some_and(|x| x.entry(&new.outbox.id).is_some()) {
+                if slot.is_none_or(|x| x.entry(&new.outbox.id).is_none()) {
                     writes.push(Write::Outbox(&new.outbox));
                 }
                 g.write_all(&writes)?;
