@@ -18,6 +18,7 @@ pub mod demo;
 pub mod http;
 pub mod logging;
 pub mod loops;
+pub mod metrics_server;
 pub mod ownership_loop;
 pub mod shutdown;
 pub mod wiring;

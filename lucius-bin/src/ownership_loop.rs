@@ -53,16 +53,35 @@ impl Backoff {
     }
 }
 
+/// Everything one dispatcher loop works with.
+pub struct Dispatcher {
+    /// The engine (store and publisher).
+    pub engine: Engine,
+    /// The lease store of the same backend.
+    pub leases: Arc<dyn LeaseStore>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// This dispatcher's leases.
+    pub owner: PartitionOwner,
+    /// What it competes for.
+    pub candidates: Candidates,
+    /// Round timing.
+    pub cfg: LoopConfig,
+    /// Where the watchdog figures are published.
+    pub board: Arc<Board>,
+}
+
 /// Runs rounds until shutdown, then releases every lease.
-pub async fn run(
-    engine: Engine,
-    leases: Arc<dyn LeaseStore>,
-    clock: Arc<dyn Clock>,
-    mut owner: PartitionOwner,
-    candidates: Candidates,
-    cfg: LoopConfig,
-    shutdown: Shutdown,
-) {
+pub async fn run(d: Dispatcher, shutdown: Shutdown) {
+    let Dispatcher {
+        engine,
+        leases,
+        clock,
+        mut owner,
+        candidates,
+        cfg,
+        board,
+    } = d;
     let mut backoff = Backoff::default();
     let stop = shutdown.wait();
     tokio::pin!(stop);
@@ -82,7 +101,7 @@ pub async fn run(
         // to see a stuck partition, and keeps an idle dispatcher cheap.
         let now = clock.now();
         if last_watch.is_none_or(|t| now >= t.plus(cfg.idle_ceiling)) {
-            watchdog(&engine, leases.as_ref(), now, &list).await;
+            board.set(watchdog(&engine, leases.as_ref(), now, &list).await);
             last_watch = Some(now);
         }
         tokio::select! {
@@ -179,14 +198,31 @@ async fn watchdog(
     leases: &dyn LeaseStore,
     now: Timestamp,
     partitions: &[Partition],
-) {
-    let owners: BTreeMap<Partition, (Option<String>, bool)> = leases
+) -> String {
+    let owners: BTreeMap<Partition, (Option<String>, bool, u64)> = leases
         .leases()
         .await
         .unwrap_or_default()
         .into_iter()
-        .map(|l| (l.partition.clone(), (l.owner.clone(), l.is_held(now))))
+        .map(|l| {
+            (
+                l.partition.clone(),
+                (l.owner.clone(), l.is_held(now), l.epoch),
+            )
+        })
         .collect();
+    let mut age = String::from(
+        "# HELP lucius_outbox_oldest_pending_age_seconds Age of the oldest PENDING directive per partition.\n\
+         # TYPE lucius_outbox_oldest_pending_age_seconds gauge\n",
+    );
+    let mut owned = String::from(
+        "# HELP lucius_partition_lease_owner 1 for the dispatcher holding the partition's live lease; owner=\"\" when none does.\n\
+         # TYPE lucius_partition_lease_owner gauge\n",
+    );
+    let mut epochs = String::from(
+        "# HELP lucius_partition_lease_epoch Epoch of the partition's lease (raised by every takeover).\n\
+         # TYPE lucius_partition_lease_epoch gauge\n",
+    );
     for p in partitions {
         let q = OutboxQuery {
             status: Some(OutboxStatus::Pending),
@@ -199,19 +235,64 @@ async fn watchdog(
             .await
             .ok()
             .and_then(|v| v.first().map(|e| now.since(e.created_at).0 / 1000));
-        let (owner, held) = owners.get(p).cloned().unwrap_or((None, false));
+        let (owner, held, epoch) = owners.get(p).cloned().unwrap_or((None, false, 0));
+        let owner = owner.filter(|_| held);
         tracing::info!(
             partition = %p,
             oldest_pending_age_seconds = oldest.unwrap_or(0),
-            owner = owner.as_deref().filter(|_| held).unwrap_or("(none)"),
+            owner = owner.as_deref().unwrap_or("(none)"),
             "watchdog"
         );
+        let lp = label(&p.to_string());
+        age.push_str(&format!(
+            "lucius_outbox_oldest_pending_age_seconds{{partition=\"{lp}\"}} {}\n",
+            oldest.unwrap_or(0)
+        ));
+        owned.push_str(&format!(
+            "lucius_partition_lease_owner{{partition=\"{lp}\",owner=\"{}\"}} {}\n",
+            label(owner.as_deref().unwrap_or("")),
+            u8::from(owner.is_some())
+        ));
+        epochs.push_str(&format!(
+            "lucius_partition_lease_epoch{{partition=\"{lp}\"}} {epoch}\n"
+        ));
+    }
+    age + &owned + &epochs
+}
+
+/// Escapes a Prometheus label value.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The latest watchdog figures in Prometheus text, served by `--metrics-listen`.
+#[derive(Debug, Default)]
+pub struct Board {
+    text: std::sync::Mutex<String>,
+}
+
+impl Board {
+    fn set(&self, text: String) {
+        *self.text.lock().unwrap_or_else(|e| e.into_inner()) = text;
+    }
+
+    /// The current exposition text.
+    pub fn render(&self) -> String {
+        self.text.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(label("x\ny"), "x\\ny");
+    }
 
     #[test]
     fn idle_partitions_back_off_to_the_ceiling_and_reset_on_work() {

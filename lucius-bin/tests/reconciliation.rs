@@ -123,10 +123,27 @@ async fn the_seed_command_lines_work_on_ledger() {
         .unwrap();
     assert!(!out.status.success());
 
-    let mut child = reconciliation(&env, &["loop", "--partition", &p, "--interval", "0.2"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let mut child = reconciliation(
+        &env,
+        &[
+            "loop",
+            "--partition",
+            &p,
+            "--interval",
+            "0.2",
+            "--metrics-listen",
+            &metrics_addr,
+        ],
+    )
+    .stdout(Stdio::null())
+    .spawn()
+    .unwrap();
     let leases: Arc<dyn LeaseStore> = Arc::new(TableStore::connect(&conn, config).await.unwrap());
     let partition = sub.value.partition.clone();
     let mut owned = false;
@@ -140,6 +157,27 @@ async fn the_seed_command_lines_work_on_ledger() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(owned, "the loop never took the partition's lease");
+    // The watchdog figures name the owner and the age of the oldest pending directive.
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = scrape(&metrics_addr);
+        if text.contains("owner=\"seed-test\"} 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        text.contains(&format!(
+            "lucius_partition_lease_owner{{partition=\"{p}\",owner=\"seed-test\"}} 1"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "lucius_outbox_oldest_pending_age_seconds{{partition=\"{p}\"}} 0"
+        )),
+        "{text}"
+    );
     let pid = child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
@@ -150,4 +188,15 @@ async fn the_seed_command_lines_work_on_ledger() {
     assert!(status.success(), "loop exit {status:?}");
     let l = leases.lease(&partition).await.unwrap().unwrap();
     assert_eq!(l.owner, None, "the lease was not released on SIGTERM");
+}
+
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
 }

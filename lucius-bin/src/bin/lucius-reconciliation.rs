@@ -16,7 +16,7 @@ use std::sync::Arc;
 use lucius_bin::clock::SystemClock;
 use lucius_bin::ownership_loop::{self, Candidates, LoopConfig};
 use lucius_bin::shutdown::Shutdown;
-use lucius_bin::{logging, wiring};
+use lucius_bin::{logging, metrics_server, wiring};
 use lucius_core::ownership::PartitionOwner;
 use lucius_core::{Clock, JobId, Millis, Partition};
 
@@ -69,6 +69,10 @@ enum Command {
         /// Seconds between rounds (at most a third of LUCIUS_LEASE_DURATION).
         #[arg(long, default_value_t = 10.0)]
         interval: f64,
+        /// Serve the watchdog figures (oldest pending age, lease owner and epoch per
+        /// partition) as Prometheus text on this address, at /metrics.
+        #[arg(long)]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
 }
 
@@ -141,6 +145,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             partitions,
             discover,
             interval,
+            metrics_listen,
         } => {
             if !(interval.is_finite() && interval > 0.0) {
                 anyhow::bail!("--interval must be a positive number of seconds, found {interval}");
@@ -178,16 +183,27 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 interval,
                 idle_ceiling: settings.idle_poll_ceiling,
             };
-            ownership_loop::run(
+            let board = Arc::new(ownership_loop::Board::default());
+            if let Some(addr) = metrics_listen {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("--metrics-listen {addr}: {e}"))?;
+                tokio::spawn(metrics_server::serve(
+                    listener,
+                    board.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            let dispatcher = ownership_loop::Dispatcher {
                 engine,
-                wired.leases,
+                leases: wired.leases,
                 clock,
                 owner,
                 candidates,
                 cfg,
-                shutdown,
-            )
-            .await;
+                board,
+            };
+            ownership_loop::run(dispatcher, shutdown).await;
             tracing::info!("reconciliation loop stopped");
             Ok(ExitCode::SUCCESS)
         }
