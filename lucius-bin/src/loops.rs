@@ -5,7 +5,7 @@
 use std::future::Future;
 
 use lucius_core::engine::{DispatchReport, SweepReport};
-use lucius_core::{Engine, Millis, Partition};
+use lucius_core::{Engine, Millis};
 
 use crate::shutdown::Shutdown;
 
@@ -71,16 +71,6 @@ pub async fn sweep_all(engine: Engine, interval: Millis, shutdown: Shutdown) {
         }
     })
     .await;
-}
-
-/// Dispatches and sweeps one partition per round (`lucius-reconciliation loop`).
-pub async fn partition_round(engine: &Engine, partition: &Partition) -> anyhow::Result<()> {
-    let d = engine.dispatch(partition).await?;
-    log_dispatch("dispatch", &partition.to_string(), &d);
-    let s = engine.sweep_partition(partition).await?;
-    let sent = engine.publish_all(&s.to_publish).await;
-    log_sweep(&s.value, sent);
-    Ok(())
 }
 
 fn log_dispatch(what: &str, partition: &str, r: &DispatchReport) {

@@ -233,9 +233,9 @@ impl Engine {
             if changes.is_empty() {
                 return Ok(value);
             }
-            match self.store.commit(changes.clone()).await {
-                Ok(_) => {
-                    observe::report(self.observer.as_ref(), &rec, &changes);
+            match self.store.commit(changes).await {
+                Ok(written) => {
+                    observe::report(self.observer.as_ref(), &rec, &written);
                     return Ok(value);
                 }
                 Err(e) if e.kind == StoreErrorKind::Conflict => continue,
