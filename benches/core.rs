@@ -65,7 +65,7 @@ fn transitions(c: &mut Criterion) {
     let new = new_job(&ProtocolRegistry::demo(), "bench-key-2");
     let queued = new.steps[0].clone();
     let running = queued.on_ack(1, Some("worker-1"), NOW).unwrap();
-    let result = serde_json::json!({"pages": 3, "text": "lorem ipsum"});
+    let result = lucius::Json::from(serde_json::json!({"pages": 3, "text": "lorem ipsum"}));
     let mut g = c.benchmark_group("transition");
     g.bench_function("step_on_ack", |b| {
         b.iter(|| black_box(&queued).on_ack(1, Some("worker-1"), NOW).unwrap())

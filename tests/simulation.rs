@@ -83,7 +83,7 @@ impl Publisher for SimBus {
                 s.queue.push(d.clone());
             }
             s.deliveries += n;
-            s.delivered.insert(d.directive_id.clone());
+            s.delivered.insert(d.directive_id.to_string());
         };
         match fate {
             Fate::Deliver(n) => {

@@ -3,8 +3,12 @@
 //! This is the contract between Lucius and its workers; adapters render it on the wire
 //! (the Service Bus adapter as the message body, with ids mirrored in headers).
 
+use std::sync::Arc;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::json::Json;
 
 /// The directive format version carried in every directive.
 pub const DIRECTIVE_SCHEMA_VERSION: u32 = 1;
@@ -17,17 +21,17 @@ pub struct Directive {
     pub schema_version: u32,
     /// Unique per job, step and attempt (`<jobId>.<stepIndex>.<attempt>`); republishing the
     /// same attempt reuses it, so receivers can drop duplicates.
-    pub directive_id: String,
+    pub directive_id: Arc<str>,
     /// The job.
-    pub job_id: String,
+    pub job_id: Arc<str>,
     /// The tenant.
-    pub tenant_id: String,
+    pub tenant_id: Arc<str>,
     /// The command's request type.
-    pub request_type: String,
+    pub request_type: Arc<str>,
     /// The client's correlation id, if any.
-    pub correlation_id: Option<String>,
+    pub correlation_id: Option<Arc<str>>,
     /// The step to perform.
-    pub step_id: String,
+    pub step_id: Arc<str>,
     /// Its position, from 0.
     pub step_index: u32,
     /// Number of steps in the job.
@@ -37,7 +41,7 @@ pub struct Directive {
     /// Attempts allowed for the step.
     pub max_attempts: u32,
     /// Topic (or queue) the directive is published to.
-    pub topic: String,
+    pub topic: Arc<str>,
     /// Milliseconds the worker has to ACK after publication.
     pub ack_timeout_ms: u64,
     /// Milliseconds of lease each ACK or heartbeat grants.
@@ -45,12 +49,12 @@ pub struct Directive {
     /// When the directive was created (RFC 3339, UTC).
     pub issued_at: String,
     /// The step's payload from the command.
-    pub payload: serde_json::Value,
+    pub payload: Json,
     /// The command-level payload.
-    pub command: serde_json::Value,
+    pub command: Json,
     /// The result of the previous step, if this is not the first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub input: Option<serde_json::Value>,
+    pub input: Option<Json>,
 }
 
 impl Directive {

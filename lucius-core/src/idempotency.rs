@@ -6,68 +6,125 @@
 //! tenant and key (they select the claim) and the correlation id (tracing metadata).
 
 use std::collections::BTreeMap;
+use std::io;
 
 use sha2::{Digest, Sha256};
 
 /// The request hash: hex SHA-256 of the canonical request.
+///
+/// The canonical text is streamed into the hasher as it is written: no intermediate
+/// string, one allocation (the hex result).
 pub fn request_hash(
     request_type: &str,
     payload: &serde_json::Value,
     steps: &BTreeMap<String, serde_json::Value>,
 ) -> String {
-    let mut s = String::new();
-    s.push_str("{\"payload\":");
-    canonical(payload, &mut s);
-    s.push_str(",\"requestType\":");
-    canonical(&serde_json::Value::String(request_type.to_owned()), &mut s);
-    s.push_str(",\"steps\":{");
+    let mut h = HashWriter(Sha256::new());
+    h.put(b"{\"payload\":");
+    canonical(payload, &mut h);
+    h.put(b",\"requestType\":");
+    h.string(request_type);
+    h.put(b",\"steps\":{");
+    // A BTreeMap iterates in key order: already canonical.
     for (i, (k, v)) in steps.iter().enumerate() {
         if i > 0 {
-            s.push(',');
+            h.put(b",");
         }
-        canonical(&serde_json::Value::String(k.clone()), &mut s);
-        s.push(':');
-        canonical(v, &mut s);
+        h.string(k);
+        h.put(b":");
+        canonical(v, &mut h);
     }
-    s.push_str("}}");
-    let d = Sha256::digest(s.as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    h.put(b"}}");
+    hex(&h.0.finalize())
+}
+
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 0x0f)] as char);
+    }
+    s
+}
+
+/// Feeds what is written to SHA-256.
+struct HashWriter(Sha256);
+
+impl io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl HashWriter {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// A JSON string literal, escaped exactly as `serde_json` escapes it.
+    fn string(&mut self, s: &str) {
+        // Writing to a hasher cannot fail.
+        let _ = serde_json::to_writer(&mut *self, s);
+    }
 }
 
 /// Writes `v` as canonical JSON: object keys sorted, no insignificant whitespace.
-fn canonical(v: &serde_json::Value, out: &mut String) {
+fn canonical(v: &serde_json::Value, out: &mut HashWriter) {
     match v {
         serde_json::Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
+            out.put(b"{");
+            // serde_json's map iterates sorted unless its `preserve_order` feature is on
+            // somewhere in the build; sort only then.
+            let sorted = m.keys().zip(m.keys().skip(1)).all(|(a, b)| a < b);
+            let mut write = |i: usize, k: &String, x: &serde_json::Value| {
                 if i > 0 {
-                    out.push(',');
+                    out.put(b",");
                 }
-                out.push_str(&serde_json::Value::String(k.clone()).to_string());
-                out.push(':');
-                canonical(&m[k], out);
+                out.string(k);
+                out.put(b":");
+                canonical(x, out);
+            };
+            if sorted {
+                for (i, (k, x)) in m.iter().enumerate() {
+                    write(i, k, x);
+                }
+            } else {
+                let mut entries: Vec<(&String, &serde_json::Value)> = m.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                for (i, (k, x)) in entries.into_iter().enumerate() {
+                    write(i, k, x);
+                }
             }
-            out.push('}');
+            out.put(b"}");
         }
         serde_json::Value::Array(a) => {
-            out.push('[');
+            out.put(b"[");
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.put(b",");
                 }
                 canonical(x, out);
             }
-            out.push(']');
+            out.put(b"]");
         }
-        other => out.push_str(&other.to_string()),
+        // Leaves: exactly serde_json's compact rendering. Writing to a hasher cannot fail.
+        leaf => {
+            let _ = serde_json::to_writer(&mut *out, leaf);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     #[test]
@@ -87,6 +144,94 @@ mod tests {
         let mut s2 = BTreeMap::new();
         s2.insert("ocr".to_owned(), json!({}));
         assert_ne!(request_hash("r", &a, &steps), request_hash("r", &a, &s2));
+    }
+
+    /// The canonical text as first written: built in a `String`, keys sorted explicitly.
+    fn reference(
+        request_type: &str,
+        payload: &serde_json::Value,
+        steps: &BTreeMap<String, serde_json::Value>,
+    ) -> String {
+        fn canon(v: &serde_json::Value, out: &mut String) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    let mut keys: Vec<&String> = m.keys().collect();
+                    keys.sort();
+                    out.push('{');
+                    for (i, k) in keys.into_iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                        out.push(':');
+                        canon(&m[k], out);
+                    }
+                    out.push('}');
+                }
+                serde_json::Value::Array(a) => {
+                    out.push('[');
+                    for (i, x) in a.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        canon(x, out);
+                    }
+                    out.push(']');
+                }
+                other => out.push_str(&other.to_string()),
+            }
+        }
+        let mut s = String::from("{\"payload\":");
+        canon(payload, &mut s);
+        s.push_str(",\"requestType\":");
+        canon(&serde_json::Value::String(request_type.to_owned()), &mut s);
+        s.push_str(",\"steps\":");
+        canon(&serde_json::to_value(steps).unwrap(), &mut s);
+        s.push('}');
+        hex(&Sha256::digest(s.as_bytes()))
+    }
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            (-1e6f64..1e6).prop_map(serde_json::Value::from),
+            "[a-z\\\\\"\\n\\u{1}é€]{0,8}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                prop::collection::btree_map("[a-z\\\\\"é]{0,4}", inner, 0..6)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn streaming_equals_the_reference_text(
+            rt in "[a-z.\\\\\"]{1,12}",
+            payload in json_value(),
+            steps in prop::collection::btree_map("[a-z\\\\\"]{1,6}", json_value(), 0..4),
+        ) {
+            prop_assert_eq!(request_hash(&rt, &payload, &steps), reference(&rt, &payload, &steps));
+        }
+    }
+
+    #[test]
+    fn hash_of_a_rich_request_is_pinned() {
+        // Computed independently with Python's json.dumps(sort_keys=True,
+        // separators=(',', ':'), ensure_ascii=False) and hashlib.sha256.
+        let payload =
+            json!({"z": [1, -2.5, true, null, "é\"\\\n\t\u{1}"], "a": {"y": {}, "x": []}});
+        let mut steps = BTreeMap::new();
+        steps.insert("ocr".to_owned(), json!({"dpi": 300}));
+        steps.insert("embed".to_owned(), json!({"m": "x"}));
+        assert_eq!(
+            request_hash("doc.p", &payload, &steps),
+            "6e20f7c21c0b2bcc373dde7d819a39c46f8d1a32829da7cd5803996779774613"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! makes intake idempotent and lets brokers and workers drop duplicate directives.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -42,12 +43,17 @@ macro_rules! string_id {
         $(#[$m])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// The id as a string slice.
             pub fn as_str(&self) -> &str {
                 &self.0
+            }
+
+            /// The id as a shared string: a copy costs a reference count, not an allocation.
+            pub fn shared(&self) -> Arc<str> {
+                Arc::clone(&self.0)
             }
         }
 
@@ -96,7 +102,7 @@ impl TenantId {
                 s,
             ));
         }
-        Ok(TenantId(s.to_owned()))
+        Ok(TenantId(s.into()))
     }
 }
 
@@ -113,15 +119,16 @@ impl JobId {
         b.copy_from_slice(&d[..16]);
         b[6] = (b[6] & 0x0f) | 0x80; // version 8
         b[8] = (b[8] & 0x3f) | 0x80; // RFC 9562 variant
-        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-        JobId(format!(
-            "{}-{}-{}-{}-{}",
-            &hex[0..8],
-            &hex[8..12],
-            &hex[12..16],
-            &hex[16..20],
-            &hex[20..32]
-        ))
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut s = String::with_capacity(36);
+        for (i, x) in b.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                s.push('-');
+            }
+            s.push(HEX[usize::from(x >> 4)] as char);
+            s.push(HEX[usize::from(x & 0x0f)] as char);
+        }
+        JobId(s.into())
     }
 
     /// Parses a job id as it appears in a URL: a lower-case hyphenated UUID.
@@ -132,7 +139,7 @@ impl JobId {
                 _ => c.is_ascii_digit() || ('a'..='f').contains(&c),
             });
         if ok {
-            Ok(JobId(s.to_owned()))
+            Ok(JobId(s.into()))
         } else {
             Err(id_error("jobId", "a lower-case UUID", s))
         }
@@ -149,14 +156,14 @@ impl StepId {
                 s,
             ));
         }
-        Ok(StepId(s.to_owned()))
+        Ok(StepId(s.into()))
     }
 }
 
 impl OutboxId {
     /// The directive id of one attempt of one step.
     pub fn for_attempt(job: &JobId, step_index: u32, attempt: u32) -> OutboxId {
-        OutboxId(format!("{job}.{step_index}.{attempt}"))
+        OutboxId(format!("{job}.{step_index}.{attempt}").into())
     }
 
     /// Parses an outbox id into its job id, step index and attempt.
@@ -171,12 +178,12 @@ impl OutboxId {
         let job = JobId::parse(job).map_err(|_| bad())?;
         let idx: u32 = idx.parse().map_err(|_| bad())?;
         let att: u32 = att.parse().map_err(|_| bad())?;
-        Ok((OutboxId(s.to_owned()), job, idx, att))
+        Ok((OutboxId(s.into()), job, idx, att))
     }
 
     /// The job this entry belongs to (the prefix before the first `.`).
     pub fn job_id(&self) -> JobId {
-        JobId(self.0.split('.').next().unwrap_or_default().to_owned())
+        JobId(self.0.split('.').next().unwrap_or_default().into())
     }
 }
 
@@ -261,6 +268,9 @@ mod tests {
         assert_ne!(a, JobId::derive(&t1, "k2"));
         assert!(JobId::parse(a.as_str()).is_ok(), "{a}");
         assert_eq!(&a.as_str()[14..15], "8");
+        // Pinned: ids are persisted, so the derivation must never change (computed
+        // independently: SHA-256("t1\0k"), first 16 bytes, UUIDv8 bits set).
+        assert_eq!(a.as_str(), "c782045a-37ae-80ab-a294-3ad3023e7fdf");
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! The [`Job`] and its state machine:
 //! `ACCEPTED → IN_PROGRESS → SUCCEEDED | FAILED | CANCELLED`, `ACCEPTED → CANCELLED | FAILED`.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{JobId, Partition, TenantId};
+use crate::json::Json;
 use crate::revision::Revision;
 use crate::time::Timestamp;
 use crate::transition::{Event, TransitionError};
@@ -63,15 +66,15 @@ pub struct Job {
     /// The tenant.
     pub tenant_id: TenantId,
     /// The protocol's request type.
-    pub request_type: String,
+    pub request_type: Arc<str>,
     /// The client's idempotency key.
-    pub idempotency_key: String,
+    pub idempotency_key: Arc<str>,
     /// Optional correlation id, passed to every directive.
-    pub correlation_id: Option<String>,
+    pub correlation_id: Option<Arc<str>>,
     /// Hash of the request, for idempotent replay.
-    pub request_hash: String,
+    pub request_hash: Arc<str>,
     /// The command-level payload.
-    pub payload: serde_json::Value,
+    pub payload: Json,
     /// Dispatch partition (tenant + creation month).
     pub partition: Partition,
     /// Number of steps.
@@ -160,7 +163,7 @@ pub(crate) mod tests {
             idempotency_key: "k".into(),
             correlation_id: None,
             request_hash: "h".into(),
-            payload: serde_json::Value::Null,
+            payload: Json::null(),
             step_count: 1,
             status,
             error: None,

@@ -23,6 +23,7 @@ pub mod engine;
 pub mod idempotency;
 pub mod ids;
 pub mod job;
+pub mod json;
 pub mod lease;
 pub mod memory;
 pub mod outbox;
@@ -42,6 +43,7 @@ pub use directive::{Directive, DIRECTIVE_SCHEMA_VERSION};
 pub use engine::{Engine, EngineConfig, EngineError};
 pub use ids::{JobId, OutboxId, Partition, StepId, TenantId};
 pub use job::{Job, JobStatus};
+pub use json::Json;
 pub use lease::{Fence, Lease, LeaseError};
 pub use outbox::{OutboxEntry, OutboxStatus, PublishRetryPolicy};
 pub use ports::{

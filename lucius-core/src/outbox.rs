@@ -215,8 +215,8 @@ pub(crate) mod tests {
         OutboxEntry {
             directive: Directive {
                 schema_version: DIRECTIVE_SCHEMA_VERSION,
-                directive_id: id.to_string(),
-                job_id: job.to_string(),
+                directive_id: id.shared(),
+                job_id: job.shared(),
                 tenant_id: "t".into(),
                 request_type: "r".into(),
                 correlation_id: None,
@@ -229,8 +229,8 @@ pub(crate) mod tests {
                 ack_timeout_ms: 1,
                 lease_duration_ms: 1,
                 issued_at: Timestamp(0).to_rfc3339(),
-                payload: serde_json::Value::Null,
-                command: serde_json::Value::Null,
+                payload: crate::json::Json::null(),
+                command: crate::json::Json::null(),
                 input: None,
             },
             id,

@@ -74,6 +74,8 @@ fn default_max_attempts() -> u32 {
 pub struct Protocol {
     /// As specified.
     pub spec: ProtocolSpec,
+    /// The request type, shared by every job of this protocol.
+    name: Arc<str>,
     pub(crate) payload_validator: jsonschema::Validator,
     /// Compiled steps, in order.
     pub steps: Vec<CompiledStep>,
@@ -84,8 +86,8 @@ pub struct Protocol {
 pub struct CompiledStep {
     /// The step id.
     pub step_id: StepId,
-    /// Its topic.
-    pub topic: String,
+    /// Its topic (shared by every step of this kind).
+    pub topic: Arc<str>,
     /// ACK timeout.
     pub ack_timeout: Millis,
     /// Lease duration.
@@ -159,7 +161,7 @@ impl Protocol {
             })?;
             steps.push(CompiledStep {
                 step_id,
-                topic: s.topic.clone(),
+                topic: s.topic.as_str().into(),
                 ack_timeout: Millis::from_secs_f64(s.ack_timeout_seconds),
                 lease_duration: Millis::from_secs_f64(s.lease_duration_seconds),
                 max_attempts: s.max_attempts,
@@ -167,6 +169,7 @@ impl Protocol {
             });
         }
         Ok(Protocol {
+            name: spec.request_type.as_str().into(),
             spec,
             payload_validator,
             steps,
@@ -175,7 +178,12 @@ impl Protocol {
 
     /// The request type.
     pub fn request_type(&self) -> &str {
-        &self.spec.request_type
+        &self.name
+    }
+
+    /// The request type as a shared string (no allocation per job).
+    pub fn shared_request_type(&self) -> Arc<str> {
+        Arc::clone(&self.name)
     }
 
     /// The index of a step id.

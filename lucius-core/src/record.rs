@@ -1,6 +1,8 @@
 //! Stored records beside the state machines: the idempotency claim, the job index row,
 //! a job's aggregate ([`JobRecord`]) and the unit of change written to a store ([`Changes`]).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{JobId, OutboxId, Partition, TenantId};
@@ -16,9 +18,9 @@ pub struct IdempotencyRecord {
     /// The tenant.
     pub tenant_id: TenantId,
     /// The client's key.
-    pub key: String,
+    pub key: Arc<str>,
     /// Hash of the request that claimed it.
-    pub request_hash: String,
+    pub request_hash: Arc<str>,
     /// The job it created.
     pub job_id: JobId,
     /// When it was claimed.
@@ -34,7 +36,7 @@ pub struct JobIndexEntry {
     /// Its partition.
     pub partition: Partition,
     /// Its request type.
-    pub request_type: String,
+    pub request_type: Arc<str>,
     /// When it was created.
     pub created_at: Timestamp,
 }

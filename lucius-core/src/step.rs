@@ -7,9 +7,12 @@
 //! evidently arrived before its publication was recorded). Every worker event names
 //! the attempt it acts on; an event for another attempt is [`TransitionError::StaleAttempt`].
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{JobId, OutboxId, StepId};
+use crate::json::Json;
 use crate::revision::Revision;
 use crate::time::{Millis, Timestamp};
 use crate::transition::{Event, TransitionError};
@@ -84,7 +87,7 @@ pub struct Step {
     /// The protocol's step id.
     pub step_id: StepId,
     /// Where its directives are published.
-    pub topic: String,
+    pub topic: Arc<str>,
     /// Current status.
     pub status: StepStatus,
     /// Current attempt: 0 until queued, then 1, 2, …
@@ -96,7 +99,7 @@ pub struct Step {
     /// Lease granted by an ACK or heartbeat.
     pub lease_duration: Millis,
     /// The step's payload from the command.
-    pub payload: serde_json::Value,
+    pub payload: Json,
     /// When an ACK is due (`INITIATED`).
     pub ack_deadline: Option<Timestamp>,
     /// When the lease ends (`RUNNING`).
@@ -104,7 +107,7 @@ pub struct Step {
     /// The worker holding the lease.
     pub worker_id: Option<String>,
     /// The worker's result (`SUCCEEDED`).
-    pub result: Option<serde_json::Value>,
+    pub result: Option<Json>,
     /// The last error reported or recorded.
     pub error: Option<String>,
     /// Time of the last change.
@@ -246,7 +249,7 @@ impl Step {
         &self,
         attempt: u32,
         worker: Option<&str>,
-        result: serde_json::Value,
+        result: Json,
         now: Timestamp,
     ) -> Result<Step, TransitionError> {
         self.check_live(attempt, Event::Complete)?;
@@ -363,7 +366,7 @@ pub(crate) mod tests {
             max_attempts,
             ack_timeout: Millis(100),
             lease_duration: Millis(1000),
-            payload: serde_json::Value::Null,
+            payload: Json::null(),
             ack_deadline: None,
             lease_expires_at: None,
             worker_id: None,
@@ -391,10 +394,15 @@ pub(crate) mod tests {
         let s = s.on_heartbeat(1, Some("w"), t(500)).unwrap();
         assert_eq!(s.lease_expires_at, Some(t(1500)));
         let s = s
-            .on_complete(1, Some("w"), serde_json::json!({"ok": 1}), t(600))
+            .on_complete(
+                1,
+                Some("w"),
+                Json::from(serde_json::json!({"ok": 1})),
+                t(600),
+            )
             .unwrap();
         assert_eq!(s.status, StepStatus::Succeeded);
-        assert_eq!(s.result, Some(serde_json::json!({"ok": 1})));
+        assert_eq!(s.result, Some(Json::from(serde_json::json!({"ok": 1}))));
     }
 
     #[test]
@@ -471,7 +479,7 @@ pub(crate) mod tests {
             .on_ack(1, Some("a"), t(0))
             .unwrap();
         assert!(matches!(
-            s.on_complete(1, Some("b"), serde_json::Value::Null, t(10)),
+            s.on_complete(1, Some("b"), Json::null(), t(10)),
             Err(TransitionError::LeaseHeldByOther { .. })
         ));
         assert!(s.on_ack(1, Some("b"), t(10)).is_err());
@@ -485,7 +493,7 @@ pub(crate) mod tests {
         assert_eq!(s.status, StepStatus::Cancelled);
         assert!(s.on_cancel(t(2)).is_err());
         assert!(matches!(
-            s.on_complete(1, None, serde_json::Value::Null, t(2)),
+            s.on_complete(1, None, Json::null(), t(2)),
             Err(TransitionError::Illegal {
                 from: "CANCELLED",
                 ..

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::idempotency::request_hash;
 use crate::ids::TenantId;
+use crate::json::Json;
 use crate::protocol::{Protocol, ProtocolRegistry};
 
 /// The body of `POST /v1/commands`.
@@ -56,15 +57,15 @@ pub struct ValidatedCommand {
     /// The tenant.
     pub tenant_id: TenantId,
     /// The idempotency key.
-    pub idempotency_key: String,
+    pub idempotency_key: Arc<str>,
     /// The correlation id.
-    pub correlation_id: Option<String>,
+    pub correlation_id: Option<Arc<str>>,
     /// Command-level payload.
-    pub payload: serde_json::Value,
+    pub payload: Json,
     /// Step payloads in protocol order (`{}` where none was given).
-    pub step_payloads: Vec<serde_json::Value>,
+    pub step_payloads: Vec<Json>,
     /// Stable hash of the request (see [`request_hash`]).
-    pub request_hash: String,
+    pub request_hash: Arc<str>,
 }
 
 /// Why a command was refused.
@@ -191,7 +192,9 @@ pub fn validate_value(
     header_key: Option<&str>,
 ) -> Result<ValidatedCommand, InvalidCommand> {
     let mut errors = Vec::new();
-    collect(envelope_validator(), &raw, "", &mut errors);
+    if !envelope_validator().is_valid(&raw) {
+        collect(envelope_validator(), &raw, "", &mut errors);
+    }
     if !errors.is_empty() {
         return Err(InvalidCommand {
             code: InvalidCode::SchemaViolation,
@@ -218,7 +221,7 @@ pub fn validate_value(
                 format!("idempotencyKey {b:?} differs from the Idempotency-Key header {h:?}"),
             ))
         }
-        (Some(k), _) => k.to_owned(),
+        (Some(k), _) => Arc::from(k),
         (None, Some(h)) => {
             let ok = (1..=128).contains(&h.len())
                 && h.chars()
@@ -230,7 +233,7 @@ pub fn validate_value(
                     "the Idempotency-Key header must be 1 to 128 of [A-Za-z0-9._:=+@-]".into(),
                 ));
             }
-            h.to_owned()
+            Arc::from(h)
         }
         (None, None) => return Err(InvalidCommand::one(
             InvalidCode::MissingIdempotencyKey,
@@ -274,23 +277,29 @@ pub fn validate_value(
         });
     }
 
-    collect(
-        &protocol.payload_validator,
-        &env.payload,
-        "/payload",
-        &mut errors,
-    );
-    let empty = serde_json::json!({});
-    let mut step_payloads = Vec::with_capacity(protocol.steps.len());
-    for s in &protocol.steps {
-        let v = env.steps.get(s.step_id.as_str()).unwrap_or(&empty);
+    if !protocol.payload_validator.is_valid(&env.payload) {
         collect(
-            &s.validator,
-            v,
-            &format!("/steps/{}", escape_pointer(s.step_id.as_str())),
+            &protocol.payload_validator,
+            &env.payload,
+            "/payload",
             &mut errors,
         );
-        step_payloads.push(v.clone());
+    }
+    let empty = serde_json::Value::Object(serde_json::Map::new());
+    let mut step_payloads = Vec::with_capacity(protocol.steps.len());
+    for s in &protocol.steps {
+        let given = env.steps.get(s.step_id.as_str());
+        let v = given.unwrap_or(&empty);
+        if !s.validator.is_valid(v) {
+            collect(
+                &s.validator,
+                v,
+                &format!("/steps/{}", escape_pointer(s.step_id.as_str())),
+                &mut errors,
+            );
+        }
+        // Steps without a payload share one `{}`.
+        step_payloads.push(given.map_or_else(empty_object, Json::from_value));
     }
     if !errors.is_empty() {
         return Err(InvalidCommand {
@@ -312,11 +321,17 @@ pub fn validate_value(
         protocol,
         tenant_id,
         idempotency_key: key,
-        correlation_id: env.correlation_id,
-        payload: env.payload,
+        correlation_id: env.correlation_id.map(Arc::from),
+        payload: Json::from_value(&env.payload),
         step_payloads,
-        request_hash,
+        request_hash: request_hash.into(),
     })
+}
+
+/// The `{}` of steps given no payload: one per process, shared by every job.
+fn empty_object() -> Json {
+    static EMPTY: OnceLock<Json> = OnceLock::new();
+    EMPTY.get_or_init(Json::empty_object).clone()
 }
 
 #[cfg(test)]
@@ -345,7 +360,7 @@ mod tests {
             c.step_payloads,
             vec![json!({"dpi": 300}), json!({}), json!({})]
         );
-        assert_eq!(c.idempotency_key, "k1");
+        assert_eq!(&*c.idempotency_key, "k1");
     }
 
     #[test]
@@ -397,7 +412,7 @@ mod tests {
         let mut v = good();
         v.as_object_mut().unwrap().remove("idempotencyKey");
         let c = validate_command(&reg(), v.to_string().as_bytes(), Some("hk")).unwrap();
-        assert_eq!(c.idempotency_key, "hk");
+        assert_eq!(&*c.idempotency_key, "hk");
         let e = validate_command(&reg(), good().to_string().as_bytes(), Some("other")).unwrap_err();
         assert_eq!(e.code, InvalidCode::IdempotencyKeyMismatch);
         let e = validate_command(&reg(), v.to_string().as_bytes(), Some("bad key")).unwrap_err();

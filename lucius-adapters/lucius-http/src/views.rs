@@ -3,7 +3,7 @@
 
 use lucius_core::engine::Submission;
 use lucius_core::{Directive, JobRecord};
-use lucius_core::{OutboxEntry, Step, Timestamp};
+use lucius_core::{Json, OutboxEntry, Step, Timestamp};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -77,7 +77,7 @@ pub struct JobView {
     /// Dispatch partition (`tenant#YYYYMM`).
     pub partition: String,
     /// The command-level payload.
-    pub payload: serde_json::Value,
+    pub payload: Json,
     /// Number of steps.
     pub step_count: u32,
     /// Creation time (RFC 3339).
@@ -94,9 +94,9 @@ impl JobView {
         JobView {
             job_id: j.id.to_string(),
             tenant_id: j.tenant_id.to_string(),
-            request_type: j.request_type.clone(),
-            idempotency_key: j.idempotency_key.clone(),
-            correlation_id: j.correlation_id.clone(),
+            request_type: j.request_type.to_string(),
+            idempotency_key: j.idempotency_key.to_string(),
+            correlation_id: j.correlation_id.as_deref().map(str::to_owned),
             status: j.status.as_str().to_owned(),
             error: j.error.clone(),
             partition: j.partition.to_string(),
@@ -134,9 +134,9 @@ pub struct StepView {
     /// The worker holding or last holding the lease.
     pub worker_id: Option<String>,
     /// The step payload from the command.
-    pub payload: serde_json::Value,
+    pub payload: Json,
     /// The worker's result (`SUCCEEDED`).
-    pub result: Option<serde_json::Value>,
+    pub result: Option<Json>,
     /// The last error.
     pub error: Option<String>,
     /// Last change (RFC 3339).
@@ -148,7 +148,7 @@ impl StepView {
         StepView {
             step_id: s.step_id.to_string(),
             index: s.index,
-            topic: s.topic.clone(),
+            topic: s.topic.to_string(),
             status: s.status.as_str().to_owned(),
             attempt: s.attempt,
             max_attempts: s.max_attempts,

@@ -60,7 +60,7 @@ async fn the_idempotency_key_header_is_accepted() {
         .await;
     assert_eq!(r.status, 202);
     let id = r.json()["jobId"].as_str().unwrap().to_owned();
-    assert_eq!(server.job(&id).await.job.idempotency_key, "hdr-1");
+    assert_eq!(&*server.job(&id).await.job.idempotency_key, "hdr-1");
     server.stop().await.unwrap();
 }
 

@@ -25,14 +25,15 @@ async fn ocr(d: Directive) -> Result<Value, Failure> {
         "job {} step {} attempt {}/{}: {}",
         d.job_id, d.step_id, d.attempt, d.max_attempts, d.command
     );
-    if d.payload.get("simulateFailure").and_then(Value::as_bool) == Some(true) {
+    let payload = d.payload.to_value();
+    if payload.get("simulateFailure").and_then(Value::as_bool) == Some(true) {
         return Err(Failure {
             error: "scanner jammed".into(),
             retryable: true,
         });
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    Ok(json!({"text": format!("text of {}", d.command["documentUrl"])}))
+    Ok(json!({"text": format!("text of {}", d.command.to_value()["documentUrl"])}))
 }
 
 fn env(name: &str) -> Option<String> {

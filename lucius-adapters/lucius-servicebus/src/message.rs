@@ -77,15 +77,15 @@ impl DirectiveMessage {
     pub fn render(d: &Directive) -> Result<DirectiveMessage, MessageError> {
         let body = serde_json::to_string(d).map_err(|e| MessageError::Serialise(e.to_string()))?;
         let mut properties = vec![
-            (property::JOB_ID, d.job_id.clone()),
-            (property::STEP_ID, d.step_id.clone()),
+            (property::JOB_ID, d.job_id.to_string()),
+            (property::STEP_ID, d.step_id.to_string()),
             (property::ATTEMPT, d.attempt.to_string()),
-            (property::TENANT_ID, d.tenant_id.clone()),
-            (property::REQUEST_TYPE, d.request_type.clone()),
+            (property::TENANT_ID, d.tenant_id.to_string()),
+            (property::REQUEST_TYPE, d.request_type.to_string()),
             (property::SCHEMA_VERSION, d.schema_version.to_string()),
         ];
         if let Some(c) = &d.correlation_id {
-            properties.push((property::CORRELATION_ID, c.clone()));
+            properties.push((property::CORRELATION_ID, c.to_string()));
         }
         // A value a header cannot carry (only the free-form correlation id can hold one)
         // is left out rather than failing the publish: the body still has it.
@@ -104,9 +104,10 @@ impl DirectiveMessage {
             // the body only.
             correlation_id: d
                 .correlation_id
-                .clone()
+                .as_deref()
+                .map(str::to_owned)
                 .filter(|c| !c.is_empty() && c.chars().count() <= MAX_ID_LEN),
-            label: d.step_id.clone(),
+            label: d.step_id.to_string(),
             properties,
         })
     }
@@ -167,8 +168,8 @@ mod tests {
             ack_timeout_ms: 30_000,
             lease_duration_ms: 60_000,
             issued_at: "2026-01-01T00:00:00Z".into(),
-            payload: serde_json::json!({"page": 1}),
-            command: serde_json::json!({}),
+            payload: serde_json::json!({"page": 1}).into(),
+            command: serde_json::json!({}).into(),
             input: None,
         }
     }
@@ -192,7 +193,7 @@ mod tests {
     #[test]
     fn refuses_ids_over_the_limit_and_drops_unsafe_headers() {
         let mut d = directive();
-        d.directive_id = "x".repeat(129);
+        d.directive_id = "x".repeat(129).into();
         assert_eq!(
             DirectiveMessage::render(&d),
             Err(MessageError::TooLong {
@@ -201,7 +202,7 @@ mod tests {
             })
         );
         let mut d = directive();
-        d.job_id = String::new();
+        d.job_id = "".into();
         assert!(matches!(
             DirectiveMessage::render(&d),
             Err(MessageError::Empty { .. })
@@ -211,10 +212,10 @@ mod tests {
         let m = DirectiveMessage::render(&d).unwrap();
         assert!(m.properties.iter().all(|(k, _)| *k != "correlationId"));
         assert_eq!(m.correlation_id.as_deref(), Some("é\nb"));
-        d.correlation_id = Some("c".repeat(129));
+        d.correlation_id = Some("c".repeat(129).into());
         assert_eq!(DirectiveMessage::render(&d).unwrap().correlation_id, None);
         let mut d = directive();
-        d.directive_id = "x".repeat(128);
+        d.directive_id = "x".repeat(128).into();
         assert!(DirectiveMessage::render(&d).is_ok());
     }
 }

@@ -46,7 +46,7 @@ fn the_example_is_a_directive_and_its_headers_are_what_is_sent() {
     let d: Directive = serde_json::from_str(&body).expect("the example body is a directive");
     assert_eq!(d.schema_version, lucius_core::DIRECTIVE_SCHEMA_VERSION);
     assert_eq!(
-        d.directive_id,
+        *d.directive_id,
         format!("{}.{}.{}", d.job_id, d.step_index, d.attempt)
     );
     let msg = DirectiveMessage::render(&d).unwrap();

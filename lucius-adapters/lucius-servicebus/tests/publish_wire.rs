@@ -29,8 +29,8 @@ fn directive() -> Directive {
         ack_timeout_ms: 30_000,
         lease_duration_ms: 120_000,
         issued_at: "2024-03-05T00:00:00Z".into(),
-        payload: json!({"dpi": 300}),
-        command: json!({"documentUrl": "https://example.test/a.pdf"}),
+        payload: json!({"dpi": 300}).into(),
+        command: json!({"documentUrl": "https://example.test/a.pdf"}).into(),
         input: None,
     }
 }
@@ -73,7 +73,7 @@ async fn sends_one_signed_message_with_ids_properties_and_body() {
     assert_eq!(req.header("content-type"), Some("application/json"));
     // Custom properties travel as headers; HTTP/1 lower-cases their names.
     for (name, value) in [
-        ("jobid", d.job_id.as_str()),
+        ("jobid", &*d.job_id),
         ("stepid", "ocr"),
         ("attempt", "1"),
         ("tenantid", "acme"),
@@ -226,7 +226,7 @@ async fn a_topic_that_is_not_an_entity_name_is_permanent_and_sends_nothing() {
         "{err}"
     );
     let d = Directive {
-        topic: String::new(),
+        topic: "".into(),
         ..directive()
     };
     let err = p.publish(&d).await.unwrap_err();

@@ -93,7 +93,7 @@ async fn a_job_runs_to_success_against_the_real_worker_routes() {
     }
     let rec = rig.engine.job(&rig.job).await.unwrap();
     assert_eq!(rec.job.status, JobStatus::Succeeded);
-    assert_eq!(rec.steps[1].result, Some(json!({"done": "embed"})));
+    assert_eq!(rec.steps[1].result, Some(json!({"done": "embed"}).into()));
     assert_eq!(rig.fake.locked(), 0);
 }
 

@@ -69,7 +69,10 @@ async fn a_job_runs_to_success_through_bus_and_worker_calls() {
     assert!(rec.steps.iter().all(|s| s.status == StepStatus::Succeeded));
     // Each step saw the previous step's result as its input.
     assert_eq!(seen_inputs[0], None);
-    assert_eq!(seen_inputs[1], Some(json!({"step": "ocr", "input": null})));
+    assert_eq!(
+        seen_inputs[1],
+        Some(json!({"step": "ocr", "input": null}).into())
+    );
 
     // The calls on the wire: ack then complete per step, with key, attempt and worker id.
     let calls = fake.seen_at("/v1/jobs/");

@@ -117,7 +117,7 @@ async fn limits_are_refused_before_anything_is_sent() {
     for mode in MODES {
         let store = support::store(mode).await;
         let mut new = new_job("acme", "huge", 0, T0);
-        new.job.payload = json!({"blob": "x".repeat(1_100_000)});
+        new.job.payload = json!({"blob": "x".repeat(1_100_000)}).into();
         let before = store.request_counts();
         let err = store.create_job(&new).await.unwrap_err();
         assert_eq!(err.kind, StoreErrorKind::TooLarge, "{mode:?}: {err}");
@@ -134,7 +134,7 @@ async fn limits_are_refused_before_anything_is_sent() {
         // Azurite garbles a multi-byte character that straddles the 64 KiB mark of a
         // request body — see docs/storage.md — which the real service does not.)
         let mut big = new_job("acme", "big", 0, T0);
-        big.job.payload = json!({"head": "ü模😀".repeat(100), "text": "x".repeat(300_000)});
+        big.job.payload = json!({"head": "ü模😀".repeat(100), "text": "x".repeat(300_000)}).into();
         store.create_job(&big).await.unwrap();
         let rec = store.load_job(&big.job.id).await.unwrap().unwrap();
         let (got, want) = (rec.job.payload.to_string(), big.job.payload.to_string());

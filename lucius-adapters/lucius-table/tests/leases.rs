@@ -337,7 +337,7 @@ async fn fencing_and_no_loss(mode: Mode) {
     }
     assert_eq!(
         published,
-        submitted.iter().map(ToString::to_string).collect(),
+        submitted.iter().map(|id| id.shared()).collect(),
         "{mode:?}: every pending entry published once"
     );
     let held_epochs: Vec<_> = owners.iter().flat_map(PartitionOwner::fences).collect();

@@ -82,13 +82,14 @@ async fn ledger_mode_round_trips() {
     );
     // Intake: the ledger batch (claim, job, steps, directive) and the index batch.
     assert_eq!(c.submit, counts(0, 0, 0, 0, 0, 0, 2), "submit");
-    assert_eq!(c.submit.total() + c.publish.total(), 6, "accepted command");
-    // Publication: the engine loads the job twice (one query each: the job is one
-    // partition), one batch, then the directive's index row is dropped.
-    assert_eq!(c.publish, counts(0, 0, 0, 1, 0, 2, 1), "publish");
+    assert_eq!(c.submit.total() + c.publish.total(), 5, "accepted command");
+    // Publication: the engine loads the job once (one query: the job is one partition)
+    // and plans its write on that read, one batch, then the directive's index row is
+    // dropped.
+    assert_eq!(c.publish, counts(0, 0, 0, 1, 0, 1, 1), "publish");
     // Dispatch: the index query, the ledger check of the candidate, then as publish.
-    assert_eq!(c.dispatch, counts(0, 0, 0, 1, 1, 3, 1), "dispatch");
-    assert_eq!(c.dispatch.total(), 6);
+    assert_eq!(c.dispatch, counts(0, 0, 0, 1, 1, 2, 1), "dispatch");
+    assert_eq!(c.dispatch.total(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,11 +101,11 @@ async fn table_mode_round_trips() {
     );
     // Intake: claim, job, steps (one batch), index (one batch), directive.
     assert_eq!(c.submit, counts(3, 0, 0, 0, 0, 0, 2), "submit");
-    assert_eq!(c.submit.total() + c.publish.total(), 14, "accepted command");
-    // Publication: two loads (get job + query steps + query outbox each), then update
-    // step, entry and job.
-    assert_eq!(c.publish, counts(0, 3, 0, 0, 2, 4, 0), "publish");
+    assert_eq!(c.submit.total() + c.publish.total(), 11, "accepted command");
+    // Publication: one load (get job + query steps + query outbox), then update step,
+    // entry and job.
+    assert_eq!(c.publish, counts(0, 3, 0, 0, 1, 2, 0), "publish");
     // Dispatch: one outbox query, then as publish.
-    assert_eq!(c.dispatch, counts(0, 3, 0, 0, 2, 5, 0), "dispatch");
-    assert_eq!(c.dispatch.total(), 10);
+    assert_eq!(c.dispatch, counts(0, 3, 0, 0, 1, 3, 0), "dispatch");
+    assert_eq!(c.dispatch.total(), 7);
 }

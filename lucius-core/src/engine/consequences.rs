@@ -150,7 +150,7 @@ fn settle_entries_of(
 }
 
 /// The input of a step: its predecessor's result.
-pub(super) fn previous_result(rec: &JobRecord, index: u32) -> Option<serde_json::Value> {
+pub(super) fn previous_result(rec: &JobRecord, index: u32) -> Option<crate::json::Json> {
     let prev = index.checked_sub(1)?;
     rec.steps.iter().find(|s| s.index == prev)?.result.clone()
 }

@@ -63,7 +63,7 @@ impl Engine {
                 if claim.request_hash != new.claim.request_hash {
                     return Err(EngineError::IdempotencyConflict {
                         tenant: claim.tenant_id.to_string(),
-                        key: claim.key,
+                        key: claim.key.to_string(),
                         job_id: claim.job_id,
                     });
                 }
@@ -96,7 +96,7 @@ pub fn build_new_job(cmd: &ValidatedCommand, now: Timestamp) -> NewJob {
     let job = Job {
         id: job_id.clone(),
         tenant_id: cmd.tenant_id.clone(),
-        request_type: cmd.protocol.request_type().to_owned(),
+        request_type: cmd.protocol.shared_request_type(),
         idempotency_key: cmd.idempotency_key.clone(),
         correlation_id: cmd.correlation_id.clone(),
         request_hash: cmd.request_hash.clone(),
@@ -109,32 +109,33 @@ pub fn build_new_job(cmd: &ValidatedCommand, now: Timestamp) -> NewJob {
         updated_at: now,
         revision: Revision::NEW,
     };
-    let mut steps: Vec<Step> = cmd
-        .protocol
-        .steps
-        .iter()
-        .zip(&cmd.step_payloads)
-        .enumerate()
-        .map(|(i, (s, payload))| Step {
-            job_id: job_id.clone(),
-            index: i as u32,
-            step_id: s.step_id.clone(),
-            topic: s.topic.clone(),
-            status: StepStatus::Pending,
-            attempt: 0,
-            max_attempts: s.max_attempts,
-            ack_timeout: s.ack_timeout,
-            lease_duration: s.lease_duration,
-            payload: payload.clone(),
-            ack_deadline: None,
-            lease_expires_at: None,
-            worker_id: None,
-            result: None,
-            error: None,
-            updated_at: now,
-            revision: Revision::NEW,
-        })
-        .collect();
+    let mut steps: Vec<Step> = Vec::with_capacity(cmd.protocol.steps.len());
+    steps.extend(
+        cmd.protocol
+            .steps
+            .iter()
+            .zip(&cmd.step_payloads)
+            .enumerate()
+            .map(|(i, (s, payload))| Step {
+                job_id: job_id.clone(),
+                index: i as u32,
+                step_id: s.step_id.clone(),
+                topic: s.topic.clone(),
+                status: StepStatus::Pending,
+                attempt: 0,
+                max_attempts: s.max_attempts,
+                ack_timeout: s.ack_timeout,
+                lease_duration: s.lease_duration,
+                payload: payload.clone(),
+                ack_deadline: None,
+                lease_expires_at: None,
+                worker_id: None,
+                result: None,
+                error: None,
+                updated_at: now,
+                revision: Revision::NEW,
+            }),
+    );
     // A protocol has at least one step (checked when it is compiled).
     let first = steps[0]
         .on_queue(now)
@@ -165,19 +166,19 @@ pub fn build_new_job(cmd: &ValidatedCommand, now: Timestamp) -> NewJob {
 pub(super) fn directive_entry(
     job: &Job,
     step: &Step,
-    input: Option<serde_json::Value>,
+    input: Option<crate::json::Json>,
     now: Timestamp,
 ) -> OutboxEntry {
     let id = OutboxId::for_attempt(&job.id, step.index, step.attempt);
     OutboxEntry {
         directive: Directive {
             schema_version: DIRECTIVE_SCHEMA_VERSION,
-            directive_id: id.to_string(),
-            job_id: job.id.to_string(),
-            tenant_id: job.tenant_id.to_string(),
+            directive_id: id.shared(),
+            job_id: job.id.shared(),
+            tenant_id: job.tenant_id.shared(),
             request_type: job.request_type.clone(),
             correlation_id: job.correlation_id.clone(),
-            step_id: step.step_id.to_string(),
+            step_id: step.step_id.shared(),
             step_index: step.index,
             step_count: job.step_count,
             attempt: step.attempt,

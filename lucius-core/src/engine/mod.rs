@@ -226,8 +226,27 @@ impl Engine {
         F: Fn(&JobRecord, Timestamp) -> Result<(Changes, T), EngineError> + Send + Sync,
         T: Send,
     {
+        self.update_job_from(id, None, plan).await
+    }
+
+    /// [`update_job`](Engine::update_job), planning the first attempt on `loaded` (a record
+    /// the caller just read) instead of reading it again. A stale record costs nothing
+    /// but a retry: its commit conflicts and the next attempt reloads.
+    async fn update_job_from<T, F>(
+        &self,
+        id: &JobId,
+        mut loaded: Option<JobRecord>,
+        plan: F,
+    ) -> Result<T, EngineError>
+    where
+        F: Fn(&JobRecord, Timestamp) -> Result<(Changes, T), EngineError> + Send + Sync,
+        T: Send,
+    {
         for _ in 0..=self.config.conflict_retries {
-            let rec = self.job(id).await?;
+            let rec = match loaded.take() {
+                Some(rec) => rec,
+                None => self.job(id).await?,
+            };
             let now = self.clock.now();
             let (changes, value) = plan(&rec, now)?;
             if changes.is_empty() {

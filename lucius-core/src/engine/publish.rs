@@ -48,17 +48,16 @@ impl Engine {
         let rec = self.job(&job_id).await?;
         let entry = rec
             .entry(id)
-            .ok_or_else(|| EngineError::OutboxNotFound(id.clone()))?
-            .clone();
+            .ok_or_else(|| EngineError::OutboxNotFound(id.clone()))?;
         if entry.status != OutboxStatus::Pending {
             return Ok(PublishOutcome::NotPending);
         }
         if let Some(f) = fence {
-            check_fence(&entry, f)?;
+            check_fence(entry, f)?;
         }
         if !awaits(&rec, id) {
             return self
-                .update_job(&job_id, |rec, now| {
+                .update_job_from(&job_id, Some(rec), |rec, now| {
                     fenced(rec, id, fence, || settle_superseded(rec, id, now))
                 })
                 .await;
@@ -67,7 +66,9 @@ impl Engine {
         let result = self.publish_bounded(&entry.directive).await;
         let latency = self.clock.now().since(started);
         self.observer.published(result.is_ok(), latency);
-        self.update_job(&job_id, |rec, now| {
+        // The record read above plans the write: if anything changed it meanwhile (a fast
+        // worker's ACK, a sweeper), the commit conflicts and the next attempt reloads.
+        self.update_job_from(&job_id, Some(rec), |rec, now| {
             fenced(rec, id, fence, || {
                 record_publication(rec, id, &result, self.config.publish_retry, now)
             })

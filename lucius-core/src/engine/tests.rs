@@ -89,12 +89,12 @@ async fn a_job_runs_to_success_through_every_step() {
     for (i, step) in ["ocr", "embed", "index"].into_iter().enumerate() {
         let d = r.bus.drain();
         assert_eq!(d.len(), 1, "one directive for {step}");
-        assert_eq!(d[0].step_id, step);
+        assert_eq!(&*d[0].step_id, step);
         assert_eq!(d[0].attempt, 1);
         if i > 0 {
             assert_eq!(
                 d[0].input,
-                Some(json!({"from": i - 1})),
+                Some(json!({"from": i - 1}).into()),
                 "previous result is the input"
             );
         }
@@ -201,7 +201,7 @@ async fn the_directive_published_carries_the_outbox_id() {
     let mut p = MockPub::new();
     p.expect_publish()
         .withf(|d: &Directive| {
-            d.directive_id.ends_with(".0.1") && d.step_id == "ocr" && d.attempt == 1
+            d.directive_id.ends_with(".0.1") && &*d.step_id == "ocr" && d.attempt == 1
         })
         .times(1)
         .returning(|_| Ok(()));
@@ -407,7 +407,7 @@ async fn drift_after_torn_writes_is_repaired() {
     assert_eq!(
         rec.entry(&out.to_publish[0])
             .map(|e| e.directive.input.clone()),
-        Some(Some(json!({"text": "t"})))
+        Some(Some(json!({"text": "t"}).into()))
     );
     // Publication torn after the step write: step INITIATED, entry still PENDING.
     r.store.inject(Fault::Tear(1));

@@ -53,8 +53,9 @@ impl Engine {
     pub async fn complete(
         &self,
         call: WorkerCall<'_>,
-        result: serde_json::Value,
+        result: impl Into<crate::json::Json> + Send,
     ) -> Result<Outcome<Step>, EngineError> {
+        let result = result.into();
         self.worker_op(&call, |s, now| {
             if s.status == StepStatus::Succeeded && s.attempt == call.attempt {
                 return Ok(s.clone());

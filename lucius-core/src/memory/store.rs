@@ -35,8 +35,9 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Inner {
     next_rev: u64,
-    claims: HashMap<(TenantId, String), IdempotencyRecord>,
-    jobs: HashMap<JobId, Slot>,
+    claims: HashMap<(TenantId, Arc<str>), IdempotencyRecord>,
+    // Boxed: a rehash moves pointers, not slots, while every caller waits on the lock.
+    jobs: HashMap<JobId, Box<Slot>>,
     partitions: BTreeMap<Partition, PartitionIndex>,
     faults: VecDeque<Fault>,
     leases: BTreeMap<Partition, Lease>,
@@ -46,6 +47,8 @@ struct Inner {
 #[derive(Debug, Default)]
 struct Slot {
     job: Option<Job>,
+    /// Whether the job's index row was written.
+    indexed: bool,
     // Small sorted vectors: a job has a handful of steps and entries, and a B-tree node per
     // job costs kilobytes (measured in docs/benchmarks.md).
     steps: Vec<Step>,
@@ -61,7 +64,11 @@ impl Slot {
         self.outbox.iter().find(|e| &e.id == id)
     }
 
-    fn put_step(&mut self, step: Step) {
+    fn put_step(&mut self, step: Step, expected: usize) {
+        if self.steps.capacity() == 0 {
+            // A job's steps arrive together: allocate for all of them, once.
+            self.steps.reserve_exact(expected.max(1));
+        }
         match self.steps.binary_search_by_key(&step.index, |s| s.index) {
             Ok(i) => self.steps[i] = step,
             Err(i) => self.steps.insert(i, step),
@@ -69,6 +76,10 @@ impl Slot {
     }
 
     fn put_entry(&mut self, entry: OutboxEntry) -> Option<OutboxEntry> {
+        if self.outbox.capacity() == 0 {
+            // Most jobs only ever have one entry per step: grow one at a time at first.
+            self.outbox.reserve_exact(1);
+        }
         match self.outbox.binary_search_by(|e| e.id.cmp(&entry.id)) {
             Ok(i) => Some(std::mem::replace(&mut self.outbox[i], entry)),
             Err(i) => {
@@ -81,7 +92,6 @@ impl Slot {
 
 #[derive(Debug, Default)]
 struct PartitionIndex {
-    jobs: BTreeSet<JobId>,
     active: BTreeSet<JobId>,
     /// Pending entries in dispatch order, so a dispatcher reads only what it takes.
     pending: BTreeSet<(Timestamp, OutboxId)>,
@@ -91,7 +101,8 @@ struct PartitionIndex {
 enum Write<'a> {
     Claim(&'a IdempotencyRecord),
     Job(&'a Job),
-    Step(&'a Step),
+    /// A step, and how many steps its job has (to size the slot once).
+    Step(&'a Step, usize),
     Index(&'a JobId, Partition),
     Outbox(&'a OutboxEntry),
 }
@@ -125,20 +136,24 @@ impl MemoryStore {
 impl Inner {
     fn revision(&mut self) -> Revision {
         self.next_rev += 1;
-        Revision::stored(self.next_rev.to_string())
+        Revision::counter(self.next_rev)
     }
 
     fn check(&self, w: &Write<'_>) -> Result<(), StoreError> {
-        fn cas(what: &str, stored: Option<&Revision>, given: &Revision) -> Result<(), StoreError> {
+        // `what` is only rendered on failure: the happy path allocates nothing.
+        fn cas(
+            what: impl FnOnce() -> String,
+            stored: Option<&Revision>,
+            given: &Revision,
+        ) -> Result<(), StoreError> {
             match (stored, given.is_new()) {
                 (None, true) => Ok(()),
-                (Some(_), true) => Err(StoreError::conflict(format!("{what} already exists"))),
-                (None, false) => Err(StoreError::not_found(format!("{what} does not exist"))),
+                (Some(_), true) => Err(StoreError::conflict(format!("{} already exists", what()))),
+                (None, false) => Err(StoreError::not_found(format!("{} does not exist", what()))),
                 (Some(s), false) if s == given => Ok(()),
                 (Some(s), false) => Err(StoreError::conflict(format!(
-                    "{what} changed: expected revision {:?}, found {:?}",
-                    given.token(),
-                    s.token()
+                    "{} changed: expected revision {given}, found {s}",
+                    what()
                 ))),
             }
         }
@@ -153,15 +168,15 @@ impl Inner {
             Write::Job(j) => {
                 let stored = self.jobs.get(&j.id).and_then(|s| s.job.as_ref());
                 cas(
-                    &format!("job {}", j.id),
+                    || format!("job {}", j.id),
                     stored.map(|x| &x.revision),
                     &j.revision,
                 )
             }
-            Write::Step(s) => {
+            Write::Step(s, _) => {
                 let stored = self.jobs.get(&s.job_id).and_then(|x| x.step(s.index));
                 cas(
-                    &format!("step {} of job {}", s.index, s.job_id),
+                    || format!("step {} of job {}", s.index, s.job_id),
                     stored.map(|x| &x.revision),
                     &s.revision,
                 )
@@ -170,7 +185,7 @@ impl Inner {
             Write::Outbox(e) => {
                 let stored = self.jobs.get(&e.job_id).and_then(|x| x.entry(&e.id));
                 cas(
-                    &format!("outbox entry {}", e.id),
+                    || format!("outbox entry {}", e.id),
                     stored.map(|x| &x.revision),
                     &e.revision,
                 )
@@ -186,7 +201,14 @@ impl Inner {
                     .insert((c.tenant_id.clone(), c.key.clone()), c.clone());
             }
             Write::Job(j) => {
-                let idx = self.partitions.entry(j.partition.clone()).or_default();
+                if !self.partitions.contains_key(&j.partition) {
+                    self.partitions
+                        .insert(j.partition.clone(), PartitionIndex::default());
+                }
+                let idx = self
+                    .partitions
+                    .get_mut(&j.partition)
+                    .unwrap_or_else(|| unreachable!("inserted above"));
                 if j.status.is_terminal() {
                     idx.active.remove(&j.id);
                 } else {
@@ -198,19 +220,21 @@ impl Inner {
                     ..j.clone()
                 });
             }
-            Write::Step(s) => {
+            Write::Step(s, expected) => {
                 let slot = self.jobs.entry(s.job_id.clone()).or_default();
-                slot.put_step(Step {
-                    revision: rev.clone(),
-                    ..s.clone()
-                });
+                slot.put_step(
+                    Step {
+                        revision: rev.clone(),
+                        ..s.clone()
+                    },
+                    expected,
+                );
             }
             Write::Index(id, ref p) => {
-                self.partitions
-                    .entry(p.clone())
-                    .or_default()
-                    .jobs
-                    .insert(id.clone());
+                if !self.partitions.contains_key(p) {
+                    self.partitions.insert(p.clone(), PartitionIndex::default());
+                }
+                self.jobs.entry(id.clone()).or_default().indexed = true;
             }
             Write::Outbox(e) => {
                 let slot = self.jobs.entry(e.job_id.clone()).or_default();
@@ -218,7 +242,14 @@ impl Inner {
                     revision: rev.clone(),
                     ..e.clone()
                 });
-                let idx = self.partitions.entry(e.partition.clone()).or_default();
+                if !self.partitions.contains_key(&e.partition) {
+                    self.partitions
+                        .insert(e.partition.clone(), PartitionIndex::default());
+                }
+                let idx = self
+                    .partitions
+                    .get_mut(&e.partition)
+                    .unwrap_or_else(|| unreachable!("inserted above"));
                 if let Some(b) = before {
                     idx.pending.remove(&(b.next_attempt_at, b.id));
                 }
@@ -300,18 +331,14 @@ impl Store for MemoryStore {
                 }
                 for s in &new.steps {
                     if slot.is_none_or(|x| x.step(s.index).is_none()) {
-                        writes.push(Write::Step(s));
+                        writes.push(Write::Step(s, new.steps.len()));
                     }
                 }
                 let stored_partition = slot
                     .and_then(|s| s.job.as_ref())
                     .map_or(&new.index.partition, |j| &j.partition)
                     .clone();
-                let indexed = g
-                    .partitions
-                    .get(&stored_partition)
-                    .is_some_and(|i| i.jobs.contains(&new.job.id));
-                if !indexed {
+                if slot.is_none_or(|s| !s.indexed) {
                     writes.push(Write::Index(&new.index.job_id, stored_partition));
                 }
                 if slot.is_none_or(|x| x.entry(&new.outbox.id).is_none()) {
@@ -322,7 +349,7 @@ impl Store for MemoryStore {
             return Ok(CreateOutcome::Existing(existing));
         }
         let mut writes = vec![Write::Claim(&new.claim), Write::Job(&new.job)];
-        writes.extend(new.steps.iter().map(Write::Step));
+        writes.extend(new.steps.iter().map(|s| Write::Step(s, new.steps.len())));
         writes.push(Write::Index(&new.index.job_id, new.index.partition.clone()));
         writes.push(Write::Outbox(&new.outbox));
         g.write_all(&writes)?;
@@ -336,7 +363,8 @@ impl Store for MemoryStore {
     async fn commit(&self, mut changes: Changes) -> Result<Changes, StoreError> {
         let mut g = self.lock();
         let revs = {
-            let mut writes: Vec<Write<'_>> = changes.steps.iter().map(Write::Step).collect();
+            let mut writes: Vec<Write<'_>> =
+                changes.steps.iter().map(|s| Write::Step(s, 0)).collect();
             writes.extend(changes.outbox.iter().map(Write::Outbox));
             writes.extend(changes.job.iter().map(Write::Job));
             g.write_all(&writes)?

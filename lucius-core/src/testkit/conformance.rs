@@ -663,7 +663,7 @@ async fn unknown_rows(store: Arc<dyn Store>) {
     let new = new_job("acme", "ghost", 0, T0);
     let mut job = new.job.clone();
     job.revision = Revision::stored("1");
-    job.payload = json!({"x": 1});
+    job.payload = json!({"x": 1}).into();
     let err = store
         .commit(Changes {
             job: Some(job),

@@ -345,7 +345,7 @@ impl Worker {
                 });
             }
         };
-        let id = d.directive_id.clone();
+        let id = d.directive_id.to_string();
         match self.api.ack(&d).await {
             Ok(Answer::Accepted) => {}
             Ok(Answer::Obsolete { status, message }) => {
