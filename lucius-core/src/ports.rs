@@ -128,10 +128,13 @@ pub trait Store: Send + Sync {
     /// Outbox entries matching the query, oldest `nextAttemptAt` first.
     async fn outbox(&self, query: &OutboxQuery) -> Result<Vec<OutboxEntry>, StoreError>;
 
-    /// Ids of the non-terminal jobs of a partition (for the sweepers), at most `limit`.
+    /// Ids of the non-terminal jobs of a partition (for the sweepers): at most `limit` of
+    /// them, in ascending id order, each greater than `after` when it is given. Paging
+    /// with `after` = the last id of the previous page visits every active job.
     async fn active_jobs(
         &self,
         partition: &Partition,
+        after: Option<JobId>,
         limit: usize,
     ) -> Result<Vec<JobId>, StoreError>;
 

@@ -211,6 +211,7 @@ impl lucius_core::Store for DownStore {
     async fn active_jobs(
         &self,
         _: &lucius_core::Partition,
+        _: Option<lucius_core::JobId>,
         _: usize,
     ) -> Result<Vec<lucius_core::JobId>, lucius_core::StoreError> {
         Err(lucius_core::StoreError::transient("down"))

@@ -464,12 +464,17 @@ impl TableStore {
     pub(crate) async fn ledger_active_jobs(
         &self,
         p: &Partition,
+        after: Option<JobId>,
         limit: usize,
     ) -> Result<Vec<JobId>, StoreError> {
-        let f = format!(
+        // Rows come back in RowKey (`JOB_<id>`) order, which is job id order.
+        let mut f = format!(
             "PartitionKey eq {} and Kind eq 'IDXJOB'",
             literal(&index_pk(p))
         );
+        if let Some(a) = after {
+            f.push_str(&format!(" and RowKey gt {}", literal(&format!("JOB_{a}"))));
+        }
         let top = u32::try_from(limit.min(1000)).unwrap_or(1000);
         let rows = self
             .client

@@ -162,14 +162,15 @@ impl Store for TableStore {
     async fn active_jobs(
         &self,
         partition: &Partition,
+        after: Option<JobId>,
         limit: usize,
     ) -> Result<Vec<JobId>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
         match self.config.mode {
-            Mode::Table => self.table_active_jobs(partition, limit).await,
-            Mode::Ledger => self.ledger_active_jobs(partition, limit).await,
+            Mode::Table => self.table_active_jobs(partition, after, limit).await,
+            Mode::Ledger => self.ledger_active_jobs(partition, after, limit).await,
         }
     }
 

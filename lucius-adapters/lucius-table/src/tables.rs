@@ -332,12 +332,17 @@ impl TableStore {
     pub(crate) async fn table_active_jobs(
         &self,
         p: &Partition,
+        after: Option<JobId>,
         limit: usize,
     ) -> Result<Vec<JobId>, StoreError> {
-        let f = format!(
+        // Rows come back in RowKey (job id) order.
+        let mut f = format!(
             "PartitionKey eq {} and Kind eq 'INDEX' and Active eq true",
             literal(&partition_key(p))
         );
+        if let Some(a) = after {
+            f.push_str(&format!(" and RowKey gt {}", literal(a.as_str())));
+        }
         let top = u32::try_from(limit.min(1000)).unwrap_or(1000);
         let rows = self
             .client

@@ -74,29 +74,36 @@ impl Engine {
             .await
     }
 
-    /// Sweeps the live jobs of a partition (at most `batch_size` of them).
+    /// Sweeps every live job of a partition, reading their ids `batch_size` at a time.
     pub async fn sweep_partition(
         &self,
         partition: &Partition,
     ) -> Result<Outcome<SweepReport>, EngineError> {
-        let ids = self
-            .store
-            .active_jobs(partition, self.config.batch_size)
-            .await?;
         let mut total = Outcome {
             value: SweepReport::default(),
             to_publish: Vec::new(),
         };
-        for id in ids {
-            match self.sweep_job(&id).await {
-                Ok(o) => {
-                    total.value.add(o.value);
-                    total.to_publish.extend(o.to_publish);
+        let batch = self.config.batch_size.max(1);
+        let mut after: Option<JobId> = None;
+        loop {
+            let ids = self
+                .store
+                .active_jobs(partition, after.clone(), batch)
+                .await?;
+            for id in &ids {
+                match self.sweep_job(id).await {
+                    Ok(o) => {
+                        total.value.add(o.value);
+                        total.to_publish.extend(o.to_publish);
+                    }
+                    Err(_) => total.value.errors += 1,
                 }
-                Err(_) => total.value.errors += 1,
             }
+            if ids.len() < batch {
+                return Ok(total);
+            }
+            after = ids.into_iter().last();
         }
-        Ok(total)
     }
 
     /// Sweeps every partition.

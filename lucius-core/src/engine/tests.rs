@@ -35,7 +35,7 @@ mock! {
         async fn load_job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError>;
         async fn commit(&self, changes: Changes) -> Result<Changes, StoreError>;
         async fn outbox(&self, query: &OutboxQuery) -> Result<Vec<crate::outbox::OutboxEntry>, StoreError>;
-        async fn active_jobs(&self, partition: &crate::ids::Partition, limit: usize) -> Result<Vec<JobId>, StoreError>;
+        async fn active_jobs(&self, partition: &crate::ids::Partition, after: Option<JobId>, limit: usize) -> Result<Vec<JobId>, StoreError>;
         async fn partitions(&self) -> Result<Vec<crate::ids::Partition>, StoreError>;
         async fn ping(&self) -> Result<(), StoreError>;
     }
@@ -239,6 +239,34 @@ async fn lost_races_are_recomputed_then_reported_as_contention() {
     });
     let err = engine.ack(call(&new.job.id, "ocr", 1)).await.unwrap_err();
     assert_eq!(err, EngineError::Contention(new.job.id.clone()));
+}
+
+#[tokio::test]
+async fn a_partition_sweep_visits_every_live_job_not_just_the_first_batch() {
+    // Seven jobs, pages of three: a sweep that read only the first page would leave four
+    // lost ACKs unretried for ever.
+    let mut r = rig();
+    r.engine = r.engine.with_config(EngineConfig {
+        batch_size: 3,
+        ..EngineConfig::default()
+    });
+    let mut jobs = Vec::new();
+    for k in 0..7 {
+        let sub = r
+            .engine
+            .submit(command("acme", &format!("k{k}"), 0))
+            .await
+            .unwrap();
+        r.engine.publish_all(&sub.to_publish).await;
+        jobs.push(sub.value);
+    }
+    r.clock.advance(Millis::from_secs(31));
+    let out = r.engine.sweep_partition(&jobs[0].partition).await.unwrap();
+    assert_eq!((out.value.jobs, out.value.retried), (7, 7));
+    for j in &jobs {
+        let rec = r.engine.job(&j.job_id).await.unwrap();
+        assert_eq!(rec.steps[0].attempt, 2, "{}", j.job_id);
+    }
 }
 
 #[tokio::test]

@@ -424,13 +424,16 @@ impl Store for MemoryStore {
     async fn active_jobs(
         &self,
         partition: &Partition,
+        after: Option<JobId>,
         limit: usize,
     ) -> Result<Vec<JobId>, StoreError> {
+        use std::ops::Bound::{Excluded, Unbounded};
         let g = self.lock();
         let Some(idx) = g.partitions.get(partition) else {
             return Ok(Vec::new());
         };
-        let ids = idx.active.iter();
+        let from = after.as_ref().map_or(Unbounded, Excluded);
+        let ids = idx.active.range((from, Unbounded));
         Ok(ids.take(limit).cloned().collect())
     }
 

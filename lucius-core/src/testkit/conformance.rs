@@ -605,21 +605,38 @@ async fn active_jobs_and_partitions(store: Arc<dyn Store>) {
             .unwrap_or_else(|e| panic!("{c}: {e}"));
     }
     let mut active = store
-        .active_jobs(&a.job.partition, 100)
+        .active_jobs(&a.job.partition, None, 100)
         .await
         .unwrap_or_default();
     active.sort();
     let mut want = vec![a.job.id.clone(), b.job.id.clone()];
     want.sort();
     assert_eq!(active, want, "{c}: active jobs of a partition");
+    // Paging: ascending ids, each page after the last id of the previous one.
+    let page = |after: Option<JobId>, limit: usize| {
+        let store = Arc::clone(&store);
+        let p = a.job.partition.clone();
+        async move {
+            store
+                .active_jobs(&p, after, limit)
+                .await
+                .unwrap_or_else(|e| panic!("{c}: {e}"))
+        }
+    };
     assert_eq!(
-        store
-            .active_jobs(&a.job.partition, 1)
-            .await
-            .unwrap_or_default()
-            .len(),
-        1,
-        "{c}: limit"
+        page(None, 1).await,
+        want[..1].to_vec(),
+        "{c}: limit, lowest id first"
+    );
+    assert_eq!(
+        page(Some(want[0].clone()), 1).await,
+        want[1..].to_vec(),
+        "{c}: the page after the first"
+    );
+    assert_eq!(
+        page(Some(want[1].clone()), 10).await,
+        Vec::<JobId>::new(),
+        "{c}: nothing after the last"
     );
     let rec = load(store.as_ref(), &a.job.id, c).await;
     let cancelled = rec
@@ -634,7 +651,7 @@ async fn active_jobs_and_partitions(store: Arc<dyn Store>) {
         .await
         .unwrap_or_else(|e| panic!("{c}: {e}"));
     let active = store
-        .active_jobs(&a.job.partition, 100)
+        .active_jobs(&a.job.partition, None, 100)
         .await
         .unwrap_or_default();
     assert_eq!(
