@@ -1,8 +1,7 @@
 //! [`Api`]: the request handler, a plain async function of a request to a response.
 //! It routes, checks keys, content type and size, reads the body within its limit, calls
-//! the engine, and hands the directives to publish to a background task.
+//! the engine, and hands the directives to publish to the background publishers.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,6 +13,7 @@ use lucius_core::{Engine, OutboxId};
 use serde::Serialize;
 
 use crate::auth::{require_key, ADMIN_KEY_HEADER, WORKER_KEY_HEADER};
+use crate::background::Background;
 use crate::config::HttpConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -29,7 +29,7 @@ pub struct Api {
     pub(crate) engine: Engine,
     pub(crate) config: Arc<HttpConfig>,
     pub(crate) metrics: Arc<Metrics>,
-    background: Arc<AtomicUsize>,
+    background: Arc<Background>,
 }
 
 /// The `route` label of requests no route matched.
@@ -48,7 +48,7 @@ impl Api {
             engine: engine.with_observer(metrics.clone()),
             config: Arc::new(config),
             metrics,
-            background: Arc::new(AtomicUsize::new(0)),
+            background: Arc::new(Background::default()),
         }
     }
 
@@ -62,9 +62,15 @@ impl Api {
         &self.engine
     }
 
-    /// Background publications not yet finished.
+    /// Directives queued for background publication or being published.
     pub fn background_tasks(&self) -> usize {
-        self.background.load(Ordering::SeqCst)
+        self.background.pending()
+    }
+
+    /// Directives the background publishers had no room for since start: they stayed
+    /// `PENDING` and went out through the retry loop or the dispatcher instead.
+    pub fn background_overflow(&self) -> usize {
+        self.background.overflowed()
     }
 
     /// Answers one request. Never panics on any input; every refusal is a JSON error.
@@ -153,25 +159,12 @@ impl Api {
         }
     }
 
-    /// Publishes `ids` on a background task; the client already has its answer.
+    /// Hands `ids` to the background publishers; the client already has its answer.
     pub(crate) fn publish_in_background(&self, ids: Vec<OutboxId>) {
         if ids.is_empty() {
             return;
         }
-        let engine = self.engine.clone();
-        let count = self.background.clone();
-        count.fetch_add(1, Ordering::SeqCst);
-        tokio::spawn(async move {
-            let sent = engine.publish_all(&ids).await;
-            if sent < ids.len() {
-                tracing::info!(
-                    sent,
-                    total = ids.len(),
-                    "some directives were not published; they stay PENDING for the retry loop"
-                );
-            }
-            count.fetch_sub(1, Ordering::SeqCst);
-        });
+        self.background.publish(&self.engine, ids);
     }
 }
 

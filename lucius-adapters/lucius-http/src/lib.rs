@@ -27,6 +27,7 @@
 mod admin;
 mod api;
 mod auth;
+mod background;
 mod config;
 mod error;
 mod jobs;
