@@ -47,7 +47,9 @@ pub struct Directive {
     /// Milliseconds of lease each ACK or heartbeat grants.
     pub lease_duration_ms: u64,
     /// When the directive was created (RFC 3339, UTC).
-    pub issued_at: String,
+    #[serde(with = "crate::time::rfc3339")]
+    #[schemars(with = "String")]
+    pub issued_at: crate::time::Timestamp,
     /// The step's payload from the command.
     pub payload: Json,
     /// The command-level payload.

@@ -5,7 +5,6 @@
 //! keys sorted, no whitespace) so key order and formatting do not matter. It leaves out the
 //! tenant and key (they select the claim) and the correlation id (tracing metadata).
 
-use std::collections::BTreeMap;
 use std::io;
 
 use sha2::{Digest, Sha256};
@@ -14,10 +13,10 @@ use sha2::{Digest, Sha256};
 ///
 /// The canonical text is streamed into the hasher as it is written: no intermediate
 /// string, one allocation (the hex result).
-pub fn request_hash(
+pub fn request_hash<'a>(
     request_type: &str,
     payload: &serde_json::Value,
-    steps: &BTreeMap<String, serde_json::Value>,
+    steps: impl IntoIterator<Item = (&'a String, &'a serde_json::Value)>,
 ) -> String {
     let mut h = HashWriter(Sha256::new());
     h.put(b"{\"payload\":");
@@ -25,8 +24,9 @@ pub fn request_hash(
     h.put(b",\"requestType\":");
     h.string(request_type);
     h.put(b",\"steps\":{");
-    // A BTreeMap iterates in key order: already canonical.
-    for (i, (k, v)) in steps.iter().enumerate() {
+    let mut steps: Vec<_> = steps.into_iter().collect();
+    steps.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for (i, (k, v)) in steps.into_iter().enumerate() {
         if i > 0 {
             h.put(b",");
         }
@@ -123,6 +123,8 @@ fn canonical(v: &serde_json::Value, out: &mut HashWriter) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;

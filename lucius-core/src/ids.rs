@@ -106,6 +106,20 @@ impl TenantId {
     }
 }
 
+/// 16 bytes as a lower-case hyphenated UUID.
+fn hyphenated(b: &[u8; 16]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(36);
+    for (i, x) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        s.push(HEX[usize::from(x >> 4)] as char);
+        s.push(HEX[usize::from(x & 0x0f)] as char);
+    }
+    s
+}
+
 impl JobId {
     /// The job id for a tenant's idempotency key: the first 128 bits of
     /// SHA-256(`tenant \0 key`), formatted as a UUID (version 8, RFC 9562).
@@ -119,16 +133,33 @@ impl JobId {
         b.copy_from_slice(&d[..16]);
         b[6] = (b[6] & 0x0f) | 0x80; // version 8
         b[8] = (b[8] & 0x3f) | 0x80; // RFC 9562 variant
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut s = String::with_capacity(36);
-        for (i, x) in b.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                s.push('-');
-            }
-            s.push(HEX[usize::from(x >> 4)] as char);
-            s.push(HEX[usize::from(x & 0x0f)] as char);
+        JobId(hyphenated(&b).into())
+    }
+
+    /// The id's 128 bits, or `None` if it is not a lower-case hyphenated UUID. Ids order
+    /// as their numbers do, so stores can index them by this fixed-size key.
+    pub fn to_u128(&self) -> Option<u128> {
+        let s = self.0.as_bytes();
+        if s.len() != 36 {
+            return None;
         }
-        JobId(s.into())
+        let mut v: u128 = 0;
+        for (i, &c) in s.iter().enumerate() {
+            let digit = match (i, c) {
+                (8 | 13 | 18 | 23, b'-') => continue,
+                (8 | 13 | 18 | 23, _) => return None,
+                (_, b'0'..=b'9') => c - b'0',
+                (_, b'a'..=b'f') => c - b'a' + 10,
+                _ => return None,
+            };
+            v = (v << 4) | u128::from(digit);
+        }
+        Some(v)
+    }
+
+    /// The id whose [`to_u128`](JobId::to_u128) is `v`.
+    pub fn from_u128(v: u128) -> JobId {
+        JobId(hyphenated(&v.to_be_bytes()).into())
     }
 
     /// Parses a job id as it appears in a URL: a lower-case hyphenated UUID.
@@ -271,6 +302,35 @@ mod tests {
         // Pinned: ids are persisted, so the derivation must never change (computed
         // independently: SHA-256("t1\0k"), first 16 bytes, UUIDv8 bits set).
         assert_eq!(a.as_str(), "c782045a-37ae-80ab-a294-3ad3023e7fdf");
+    }
+
+    #[test]
+    fn job_ids_map_to_numbers_in_the_same_order() {
+        let t = TenantId::parse("t").unwrap();
+        let ids: Vec<JobId> = (0..200)
+            .map(|k| JobId::derive(&t, &k.to_string()))
+            .collect();
+        for a in &ids {
+            let n = a.to_u128().unwrap();
+            assert_eq!(&JobId::from_u128(n), a);
+            for b in &ids {
+                assert_eq!(a.cmp(b), n.cmp(&b.to_u128().unwrap()), "{a} {b}");
+            }
+        }
+        assert_eq!(
+            JobId::from_u128(0).as_str(),
+            "00000000-0000-0000-0000-000000000000"
+        );
+        assert_eq!(JobId::from_u128(u128::MAX).to_u128(), Some(u128::MAX));
+        for bad in [
+            "",
+            "x",
+            "C782045A-37AE-80AB-A294-3AD3023E7FDF",
+            "c782045a_37ae-80ab-a294-3ad3023e7fdf",
+        ] {
+            let id: JobId = serde_json::from_value(serde_json::json!(bad)).unwrap();
+            assert_eq!(id.to_u128(), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -228,7 +228,7 @@ pub(crate) mod tests {
                 topic: "s".into(),
                 ack_timeout_ms: 1,
                 lease_duration_ms: 1,
-                issued_at: Timestamp(0).to_rfc3339(),
+                issued_at: Timestamp(0),
                 payload: crate::json::Json::null(),
                 command: crate::json::Json::null(),
                 input: None,

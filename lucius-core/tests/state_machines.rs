@@ -264,7 +264,7 @@ fn new_entry() -> OutboxEntry {
             topic: "s".into(),
             ack_timeout_ms: 1,
             lease_duration_ms: 1,
-            issued_at: String::new(),
+            issued_at: Timestamp(0),
             payload: lucius_core::Json::null(),
             command: lucius_core::Json::null(),
             input: None,

@@ -167,7 +167,7 @@ mod tests {
             topic: "ocr".into(),
             ack_timeout_ms: 30_000,
             lease_duration_ms: 60_000,
-            issued_at: "2026-01-01T00:00:00Z".into(),
+            issued_at: lucius_core::Timestamp::parse_rfc3339("2026-01-01T00:00:00Z").unwrap(),
             payload: serde_json::json!({"page": 1}).into(),
             command: serde_json::json!({}).into(),
             input: None,

@@ -28,7 +28,7 @@ fn directive() -> Directive {
         topic: "lucius.ocr".into(),
         ack_timeout_ms: 30_000,
         lease_duration_ms: 120_000,
-        issued_at: "2024-03-05T00:00:00Z".into(),
+        issued_at: lucius_core::Timestamp::parse_rfc3339("2024-03-05T00:00:00Z").unwrap(),
         payload: json!({"dpi": 300}).into(),
         command: json!({"documentUrl": "https://example.test/a.pdf"}).into(),
         input: None,

@@ -186,7 +186,7 @@ pub(super) fn directive_entry(
             topic: step.topic.clone(),
             ack_timeout_ms: step.ack_timeout.0,
             lease_duration_ms: step.lease_duration.0,
-            issued_at: now.to_rfc3339(),
+            issued_at: now,
             payload: step.payload.clone(),
             command: job.payload.clone(),
             input,

@@ -36,8 +36,10 @@ pub struct MemoryStore {
 struct Inner {
     next_rev: u64,
     claims: HashMap<(TenantId, Arc<str>), IdempotencyRecord>,
-    // Boxed: a rehash moves pointers, not slots, while every caller waits on the lock.
-    jobs: HashMap<JobId, Box<Slot>>,
+    // Keyed by the id's 128 bits: hashing and comparing a key never leaves the table
+    // (a string key is a pointer to chase into cold memory on every probe). Boxed: a
+    // rehash moves pointers, not slots, while every caller waits on the lock.
+    jobs: HashMap<u128, Box<Slot>, IdHash>,
     partitions: BTreeMap<Partition, PartitionIndex>,
     faults: VecDeque<Fault>,
     leases: BTreeMap<Partition, Lease>,
@@ -92,7 +94,8 @@ impl Slot {
 
 #[derive(Debug, Default)]
 struct PartitionIndex {
-    active: BTreeSet<JobId>,
+    /// Live jobs by id number (ids order as their numbers do).
+    active: BTreeSet<u128>,
     /// Pending entries in dispatch order, so a dispatcher reads only what it takes.
     pending: BTreeSet<(Timestamp, OutboxId)>,
     dead: BTreeSet<OutboxId>,
@@ -105,6 +108,18 @@ enum Write<'a> {
     Step(&'a Step, usize),
     Index(&'a JobId, Partition),
     Outbox(&'a OutboxEntry),
+}
+
+impl Write<'_> {
+    fn job_id(&self) -> &JobId {
+        match self {
+            Write::Claim(c) => &c.job_id,
+            Write::Job(j) => &j.id,
+            Write::Step(s, _) => &s.job_id,
+            Write::Index(id, _) => id,
+            Write::Outbox(e) => &e.job_id,
+        }
+    }
 }
 
 impl MemoryStore {
@@ -133,13 +148,69 @@ impl MemoryStore {
     }
 }
 
+/// Hashes the store's job keys. They are 128 bits of SHA-256 already, so SipHash adds
+/// nothing but cost; a per-process random seed still keeps clients (who choose the
+/// idempotency keys the ids derive from) from aiming at buckets.
+#[derive(Debug, Clone)]
+struct IdHash(u64);
+
+impl Default for IdHash {
+    fn default() -> IdHash {
+        use std::hash::BuildHasher;
+        IdHash(std::collections::hash_map::RandomState::new().hash_one(0u8) | 1)
+    }
+}
+
+impl std::hash::BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(self.0)
+    }
+}
+
+#[derive(Debug)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u128` keys are hashed (`write_u128`); anything else still hashes soundly.
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        let folded = (n as u64) ^ ((n >> 64) as u64);
+        self.0 = (folded ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 29)
+    }
+}
+
+/// The store's key of a job id. Every id the engine makes is a UUID; any other string
+/// names no stored job (and is refused as a write).
+fn key(id: &JobId) -> Option<u128> {
+    id.to_u128()
+}
+
+fn bad_id(id: &JobId) -> StoreError {
+    StoreError::permanent(format!("job id {id:?} is not a lower-case hyphenated UUID"))
+}
+
 impl Inner {
+    fn slot(&self, id: &JobId) -> Option<&Slot> {
+        self.jobs.get(&key(id)?).map(|b| &**b)
+    }
+
     fn revision(&mut self) -> Revision {
         self.next_rev += 1;
         Revision::counter(self.next_rev)
     }
 
-    fn check(&self, w: &Write<'_>) -> Result<(), StoreError> {
+    fn check(&self, k: u128, w: &Write<'_>) -> Result<(), StoreError> {
+        let slot = self.jobs.get(&k);
         // `what` is only rendered on failure: the happy path allocates nothing.
         fn cas(
             what: impl FnOnce() -> String,
@@ -166,7 +237,7 @@ impl Inner {
                 false => Ok(()),
             },
             Write::Job(j) => {
-                let stored = self.jobs.get(&j.id).and_then(|s| s.job.as_ref());
+                let stored = slot.and_then(|s| s.job.as_ref());
                 cas(
                     || format!("job {}", j.id),
                     stored.map(|x| &x.revision),
@@ -174,7 +245,7 @@ impl Inner {
                 )
             }
             Write::Step(s, _) => {
-                let stored = self.jobs.get(&s.job_id).and_then(|x| x.step(s.index));
+                let stored = slot.and_then(|x| x.step(s.index));
                 cas(
                     || format!("step {} of job {}", s.index, s.job_id),
                     stored.map(|x| &x.revision),
@@ -183,7 +254,7 @@ impl Inner {
             }
             Write::Index(..) => Ok(()),
             Write::Outbox(e) => {
-                let stored = self.jobs.get(&e.job_id).and_then(|x| x.entry(&e.id));
+                let stored = slot.and_then(|x| x.entry(&e.id));
                 cas(
                     || format!("outbox entry {}", e.id),
                     stored.map(|x| &x.revision),
@@ -193,7 +264,7 @@ impl Inner {
         }
     }
 
-    fn apply(&mut self, w: &Write<'_>) -> Revision {
+    fn apply(&mut self, k: u128, w: &Write<'_>) -> Revision {
         let rev = self.revision();
         match *w {
             Write::Claim(c) => {
@@ -210,18 +281,18 @@ impl Inner {
                     .get_mut(&j.partition)
                     .unwrap_or_else(|| unreachable!("inserted above"));
                 if j.status.is_terminal() {
-                    idx.active.remove(&j.id);
+                    idx.active.remove(&k);
                 } else {
-                    idx.active.insert(j.id.clone());
+                    idx.active.insert(k);
                 }
-                let slot = self.jobs.entry(j.id.clone()).or_default();
+                let slot = self.jobs.entry(k).or_default();
                 slot.job = Some(Job {
                     revision: rev.clone(),
                     ..j.clone()
                 });
             }
             Write::Step(s, expected) => {
-                let slot = self.jobs.entry(s.job_id.clone()).or_default();
+                let slot = self.jobs.entry(k).or_default();
                 slot.put_step(
                     Step {
                         revision: rev.clone(),
@@ -230,14 +301,14 @@ impl Inner {
                     expected,
                 );
             }
-            Write::Index(id, ref p) => {
+            Write::Index(_, ref p) => {
                 if !self.partitions.contains_key(p) {
                     self.partitions.insert(p.clone(), PartitionIndex::default());
                 }
-                self.jobs.entry(id.clone()).or_default().indexed = true;
+                self.jobs.entry(k).or_default().indexed = true;
             }
             Write::Outbox(e) => {
-                let slot = self.jobs.entry(e.job_id.clone()).or_default();
+                let slot = self.jobs.entry(k).or_default();
                 let before = slot.put_entry(OutboxEntry {
                     revision: rev.clone(),
                     ..e.clone()
@@ -269,7 +340,18 @@ impl Inner {
     }
 
     /// Applies writes all-or-nothing, or — under a pending `Tear` fault — a prefix of them.
+    /// Every write of one call belongs to one job (a `NewJob`, or one job's `Changes`).
     fn write_all(&mut self, writes: &[Write<'_>]) -> Result<Vec<Revision>, StoreError> {
+        let Some(first) = writes.first() else {
+            return Ok(Vec::new());
+        };
+        let id = first.job_id();
+        let k = key(id).ok_or_else(|| bad_id(id))?;
+        if let Some(other) = writes.iter().map(Write::job_id).find(|j| *j != id) {
+            return Err(StoreError::permanent(format!(
+                "one commit changes one job: {id} and {other}"
+            )));
+        }
         match self.faults.pop_front() {
             Some(Fault::Fail(kind)) => {
                 return Err(StoreError {
@@ -279,10 +361,10 @@ impl Inner {
             }
             Some(Fault::Tear(n)) => {
                 for w in writes.iter().take(n) {
-                    if self.check(w).is_err() {
+                    if self.check(k, w).is_err() {
                         break;
                     }
-                    self.apply(w);
+                    self.apply(k, w);
                 }
                 return Err(StoreError::transient(format!(
                     "injected crash after {n} of {} writes",
@@ -292,13 +374,13 @@ impl Inner {
             None => {}
         }
         for w in writes {
-            self.check(w)?;
+            self.check(k, w)?;
         }
-        Ok(writes.iter().map(|w| self.apply(w)).collect())
+        Ok(writes.iter().map(|w| self.apply(k, w)).collect())
     }
 
     fn record(&self, id: &JobId) -> Option<JobRecord> {
-        let slot = self.jobs.get(id)?;
+        let slot = self.slot(id)?;
         Some(JobRecord {
             job: slot.job.clone()?,
             steps: slot.steps.clone(),
@@ -314,8 +396,7 @@ impl Store for MemoryStore {
         let key = (new.claim.tenant_id.clone(), new.claim.key.clone());
         if let Some(existing) = g.claims.get(&key).cloned() {
             let stored_terminal = g
-                .jobs
-                .get(&new.job.id)
+                .slot(&new.job.id)
                 .and_then(|s| s.job.as_ref())
                 .is_some_and(|j| j.status.is_terminal());
             if existing.request_hash == new.claim.request_hash
@@ -324,7 +405,7 @@ impl Store for MemoryStore {
             {
                 // Complete whatever a crashed earlier attempt left unwritten: every row of
                 // the new job that is absent (rows are never deleted, so absent means unwritten).
-                let slot = g.jobs.get(&new.job.id);
+                let slot = g.slot(&new.job.id);
                 let mut writes = Vec::new();
                 if slot.is_none_or(|s| s.job.is_none()) {
                     writes.push(Write::Job(&new.job));
@@ -394,7 +475,7 @@ impl Store for MemoryStore {
                     .flat_map(|i| i.pending.iter())
                     .take_while(|(at, _)| *at <= due_by)
                     .take(q.limit)
-                    .filter_map(|(_, id)| g.jobs.get(&id.job_id())?.entry(id).cloned())
+                    .filter_map(|(_, id)| g.slot(&id.job_id())?.entry(id).cloned())
                     .collect()
             }
             (Some(p), Some(OutboxStatus::Dead)) => g
@@ -402,7 +483,7 @@ impl Store for MemoryStore {
                 .get(p)
                 .into_iter()
                 .flat_map(|i| i.dead.iter())
-                .filter_map(|id| g.jobs.get(&id.job_id())?.entry(id).cloned())
+                .filter_map(|id| g.slot(&id.job_id())?.entry(id).cloned())
                 .collect(),
             _ => g
                 .jobs
@@ -432,9 +513,17 @@ impl Store for MemoryStore {
         let Some(idx) = g.partitions.get(partition) else {
             return Ok(Vec::new());
         };
-        let from = after.as_ref().map_or(Unbounded, Excluded);
+        let from = match after.as_ref().map(|a| (a, a.to_u128())) {
+            None => Unbounded,
+            Some((_, Some(n))) => Excluded(n),
+            // Not a UUID (no store holds one): compare as strings, as the contract says.
+            Some((a, None)) => {
+                let ids = idx.active.iter().map(|&n| JobId::from_u128(n));
+                return Ok(ids.filter(|id| id > a).take(limit).collect());
+            }
+        };
         let ids = idx.active.range((from, Unbounded));
-        Ok(ids.take(limit).cloned().collect())
+        Ok(ids.take(limit).map(|&n| JobId::from_u128(n)).collect())
     }
 
     async fn partitions(&self) -> Result<Vec<Partition>, StoreError> {
