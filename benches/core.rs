@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the core: command validation (compiled registry versus compiling
-//! per request, and their ratio), each hot state transition, memory-store operations and
-//! directive serialisation.
+//! per request, and their ratio), each hot state transition, memory-store operations,
+//! directive serialisation, and the intake path in stages (engine submit, engine publish,
+//! the HTTP handler) without the network.
 //!
 //! Run: `cargo bench --bench core` (add a filter, e.g. `-- validate`, to run one group).
 //! `docs/benchmarks.md` records the figures and the machine.
@@ -11,12 +12,18 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use criterion::{BatchSize, Criterion};
+use http_body_util::Full;
+use hyper::Request;
 use lucius::engine::build_new_job;
-use lucius::memory::MemoryStore;
+use lucius::memory::{ManualClock, MemoryPublisher, MemoryStore};
 use lucius::protocol::DEMO_PROTOCOLS;
 use lucius::validation::validate_command;
-use lucius::{Changes, NewJob, ProtocolRegistry, Store, Timestamp};
+use lucius::{Changes, Engine, NewJob, ProtocolRegistry, Store, Timestamp};
+use lucius_http::{Api, HttpConfig};
 
 /// A realistic `document.process` command with all three step payloads.
 fn command(key: &str) -> Vec<u8> {
@@ -139,6 +146,68 @@ fn serialisation(c: &mut Criterion) {
     });
 }
 
+/// The intake path in stages, without the network: what `POST /v1/commands` costs the
+/// server's CPU besides the socket (compare with the load bench's per-request budget).
+fn intake(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let engine = || {
+        Engine::new(
+            Arc::new(MemoryStore::new()),
+            Arc::new(MemoryPublisher::noop()),
+            Arc::new(ManualClock::new(NOW)),
+        )
+    };
+    let mut g = c.benchmark_group("intake");
+    let e = engine();
+    let mut n = 0u64;
+    g.bench_function("engine_submit_bytes", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                command(&format!("submit-{n}"))
+            },
+            |body| ready(e.submit_bytes(&body, None)).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    let e = engine();
+    let mut n = 0u64;
+    g.bench_function("engine_publish", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                let sub = ready(e.submit_bytes(&command(&format!("publish-{n}")), None)).unwrap();
+                sub.to_publish[0].clone()
+            },
+            |id| rt.block_on(e.publish(&id)).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    let api = Api::new(engine(), HttpConfig::default());
+    let mut n = 0u64;
+    g.bench_function("http_handle_post_command", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                Request::builder()
+                    .method("POST")
+                    .uri("/v1/commands")
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(command(&format!("http-{n}")))))
+                    .expect("a request")
+            },
+            // The background publishers only run when the runtime idles: this is the
+            // request's own cost (the directive is queued, or left to the dispatcher).
+            |req| rt.block_on(api.handle(req)),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
 /// Times `f` over at least `min` wall time; returns nanoseconds per call.
 fn per_call(min: Duration, mut f: impl FnMut()) -> f64 {
     let start = Instant::now();
@@ -181,6 +250,7 @@ fn main() {
     transitions(&mut c);
     store(&mut c);
     serialisation(&mut c);
+    intake(&mut c);
     c.final_summary();
     // `cargo test --benches` runs this without `--bench`: criterion then only checks each
     // benchmark runs once, and the ratio is not measured.

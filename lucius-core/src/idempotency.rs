@@ -5,9 +5,73 @@
 //! keys sorted, no whitespace) so key order and formatting do not matter. It leaves out the
 //! tenant and key (they select the claim) and the correlation id (tracing metadata).
 
+use std::fmt;
 use std::io;
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
+
+/// A request hash: SHA-256 of the canonical request, held as its 32 bytes (a job and its
+/// claim each carry one). Rendered, serialised and stored as 64 lower-case hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestHash([u8; 32]);
+
+impl RequestHash {
+    /// From the digest's bytes.
+    pub const fn from_bytes(bytes: [u8; 32]) -> RequestHash {
+        RequestHash(bytes)
+    }
+
+    /// The digest's bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Parses 64 hex digits (either case).
+    pub fn parse(s: &str) -> Option<RequestHash> {
+        let s = s.as_bytes();
+        if s.len() != 64 {
+            return None;
+        }
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        };
+        let mut out = [0u8; 32];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = (nibble(s[2 * i])? << 4) | nibble(s[2 * i + 1])?;
+        }
+        Some(RequestHash(out))
+    }
+}
+
+impl fmt::Display for RequestHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex(&self.0))
+    }
+}
+
+impl fmt::Debug for RequestHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RequestHash({self})")
+    }
+}
+
+impl Serialize for RequestHash {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RequestHash {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RequestHash, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        RequestHash::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom("a request hash is 64 hex digits"))
+    }
+}
 
 /// The request hash: hex SHA-256 of the canonical request.
 ///
@@ -17,7 +81,7 @@ pub fn request_hash<'a>(
     request_type: &str,
     payload: &serde_json::Value,
     steps: impl IntoIterator<Item = (&'a String, &'a serde_json::Value)>,
-) -> String {
+) -> RequestHash {
     let mut h = HashWriter(Sha256::new());
     h.put(b"{\"payload\":");
     canonical(payload, &mut h);
@@ -35,7 +99,7 @@ pub fn request_hash<'a>(
         canonical(v, &mut h);
     }
     h.put(b"}}");
-    hex(&h.0.finalize())
+    RequestHash(h.0.finalize().into())
 }
 
 /// Lower-case hex of `bytes`.
@@ -153,7 +217,7 @@ mod tests {
         request_type: &str,
         payload: &serde_json::Value,
         steps: &BTreeMap<String, serde_json::Value>,
-    ) -> String {
+    ) -> RequestHash {
         fn canon(v: &serde_json::Value, out: &mut String) {
             match v {
                 serde_json::Value::Object(m) => {
@@ -190,7 +254,7 @@ mod tests {
         s.push_str(",\"steps\":");
         canon(&serde_json::to_value(steps).unwrap(), &mut s);
         s.push('}');
-        hex(&Sha256::digest(s.as_bytes()))
+        RequestHash(Sha256::digest(s.as_bytes()).into())
     }
 
     fn json_value() -> impl Strategy<Value = serde_json::Value> {
@@ -230,10 +294,17 @@ mod tests {
         let mut steps = BTreeMap::new();
         steps.insert("ocr".to_owned(), json!({"dpi": 300}));
         steps.insert("embed".to_owned(), json!({"m": "x"}));
+        let h = request_hash("doc.p", &payload, &steps);
         assert_eq!(
-            request_hash("doc.p", &payload, &steps),
+            h.to_string(),
             "6e20f7c21c0b2bcc373dde7d819a39c46f8d1a32829da7cd5803996779774613"
         );
+        assert_eq!(RequestHash::parse(&h.to_string()), Some(h));
+        assert_eq!(RequestHash::parse(&h.to_string().to_uppercase()), Some(h));
+        let json = serde_json::to_string(&h).unwrap();
+        assert_eq!(serde_json::from_str::<RequestHash>(&json).unwrap(), h);
+        assert_eq!(RequestHash::parse("abc"), None);
+        assert_eq!(RequestHash::parse(&"g".repeat(64)), None);
     }
 
     #[test]
@@ -243,7 +314,7 @@ mod tests {
         // sha256('{"payload":{"x":1},"requestType":"r","steps":{}}')
         let h = request_hash("r", &json!({"x": 1}), &BTreeMap::new());
         assert_eq!(
-            h,
+            h.to_string(),
             "6063748a2b6cbaf274712ee15362446d60f7dc7cfb4e6a8f28418877c1f61f6a"
         );
     }

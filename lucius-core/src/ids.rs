@@ -124,6 +124,12 @@ impl JobId {
     /// The job id for a tenant's idempotency key: the first 128 bits of
     /// SHA-256(`tenant \0 key`), formatted as a UUID (version 8, RFC 9562).
     pub fn derive(tenant: &TenantId, idempotency_key: &str) -> JobId {
+        JobId::from_u128(JobId::derive_u128(tenant, idempotency_key))
+    }
+
+    /// [`derive`](JobId::derive)'s id as its number ([`to_u128`](JobId::to_u128)), without
+    /// rendering it.
+    pub fn derive_u128(tenant: &TenantId, idempotency_key: &str) -> u128 {
         let mut h = Sha256::new();
         h.update(tenant.as_str().as_bytes());
         h.update([0u8]);
@@ -133,7 +139,7 @@ impl JobId {
         b.copy_from_slice(&d[..16]);
         b[6] = (b[6] & 0x0f) | 0x80; // version 8
         b[8] = (b[8] & 0x3f) | 0x80; // RFC 9562 variant
-        JobId(hyphenated(&b).into())
+        u128::from_be_bytes(b)
     }
 
     /// The id's 128 bits, or `None` if it is not a lower-case hyphenated UUID. Ids order

@@ -72,7 +72,7 @@ pub struct Job {
     /// Optional correlation id, passed to every directive.
     pub correlation_id: Option<Arc<str>>,
     /// Hash of the request, for idempotent replay.
-    pub request_hash: Arc<str>,
+    pub request_hash: crate::idempotency::RequestHash,
     /// The command-level payload.
     pub payload: Json,
     /// Dispatch partition (tenant + creation month).
@@ -82,7 +82,7 @@ pub struct Job {
     /// Current status.
     pub status: JobStatus,
     /// Why the job failed or was cancelled.
-    pub error: Option<String>,
+    pub error: Option<Arc<str>>,
     /// Creation time.
     pub created_at: Timestamp,
     /// Time of the last change.
@@ -130,7 +130,7 @@ impl Job {
     pub fn on_failed(&self, reason: &str, now: Timestamp) -> Result<Job, TransitionError> {
         match self.status {
             JobStatus::Accepted | JobStatus::InProgress => Ok(Job {
-                error: Some(reason.to_owned()),
+                error: Some(reason.into()),
                 ..self.with(JobStatus::Failed, now)
             }),
             _ => Err(self.illegal(Event::Fail)),
@@ -141,7 +141,7 @@ impl Job {
     pub fn on_cancel(&self, reason: &str, now: Timestamp) -> Result<Job, TransitionError> {
         match self.status {
             JobStatus::Accepted | JobStatus::InProgress => Ok(Job {
-                error: Some(reason.to_owned()),
+                error: Some(reason.into()),
                 ..self.with(JobStatus::Cancelled, now)
             }),
             _ => Err(self.illegal(Event::Cancel)),
@@ -162,7 +162,7 @@ pub(crate) mod tests {
             request_type: "r".into(),
             idempotency_key: "k".into(),
             correlation_id: None,
-            request_hash: "h".into(),
+            request_hash: crate::idempotency::RequestHash::from_bytes([0; 32]),
             payload: Json::null(),
             step_count: 1,
             status,

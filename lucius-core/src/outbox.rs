@@ -81,7 +81,7 @@ pub struct OutboxEntry {
     /// Earliest time of the next publication.
     pub next_attempt_at: Timestamp,
     /// The last publication error.
-    pub last_error: Option<String>,
+    pub last_error: Option<std::sync::Arc<str>>,
     /// Creation time.
     pub created_at: Timestamp,
     /// Time of the last change.
@@ -151,7 +151,7 @@ impl OutboxEntry {
                 now.plus(policy.delay)
                     .plus(jitter(&self.id, attempts, policy.delay))
             },
-            last_error: Some(error.to_owned()),
+            last_error: Some(error.into()),
             updated_at: now,
             ..self.clone()
         })
@@ -181,7 +181,7 @@ impl OutboxEntry {
         match self.status {
             OutboxStatus::Pending => Ok(OutboxEntry {
                 status: OutboxStatus::Dead,
-                last_error: Some(format!("superseded: {reason}")),
+                last_error: Some(format!("superseded: {reason}").into()),
                 updated_at: now,
                 ..self.clone()
             }),

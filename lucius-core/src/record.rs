@@ -20,7 +20,7 @@ pub struct IdempotencyRecord {
     /// The client's key.
     pub key: Arc<str>,
     /// Hash of the request that claimed it.
-    pub request_hash: Arc<str>,
+    pub request_hash: crate::idempotency::RequestHash,
     /// The job it created.
     pub job_id: JobId,
     /// When it was claimed.

@@ -105,11 +105,11 @@ pub struct Step {
     /// When the lease ends (`RUNNING`).
     pub lease_expires_at: Option<Timestamp>,
     /// The worker holding the lease.
-    pub worker_id: Option<String>,
+    pub worker_id: Option<Arc<str>>,
     /// The worker's result (`SUCCEEDED`).
     pub result: Option<Json>,
     /// The last error reported or recorded.
-    pub error: Option<String>,
+    pub error: Option<Arc<str>>,
     /// Time of the last change.
     pub updated_at: Timestamp,
     /// Optimistic-concurrency token.
@@ -158,10 +158,10 @@ impl Step {
     fn check_holder(&self, worker: Option<&str>, now: Timestamp) -> Result<(), TransitionError> {
         match (&self.worker_id, worker) {
             (Some(holder), Some(caller))
-                if holder != caller && self.lease_expires_at.is_some_and(|t| now < t) =>
+                if **holder != *caller && self.lease_expires_at.is_some_and(|t| now < t) =>
             {
                 Err(TransitionError::LeaseHeldByOther {
-                    holder: holder.clone(),
+                    holder: holder.to_string(),
                     caller: caller.to_owned(),
                 })
             }
@@ -218,7 +218,7 @@ impl Step {
                 Ok(Step {
                     ack_deadline: None,
                     lease_expires_at: Some(now.plus(self.lease_duration)),
-                    worker_id: worker.map(str::to_owned).or_else(|| self.worker_id.clone()),
+                    worker_id: worker.map(Arc::from).or_else(|| self.worker_id.clone()),
                     ..self.base(StepStatus::Running, now)
                 })
             }
@@ -335,7 +335,7 @@ impl Step {
             ack_deadline: None,
             lease_expires_at: None,
             worker_id: None,
-            error: Some(error),
+            error: Some(error.into()),
             ..self.base(StepStatus::Queued, now)
         }
     }
@@ -344,7 +344,7 @@ impl Step {
         Step {
             ack_deadline: None,
             lease_expires_at: None,
-            error: Some(error),
+            error: Some(error.into()),
             ..self.base(StepStatus::Failed, now)
         }
     }

@@ -65,7 +65,7 @@ pub struct ValidatedCommand {
     /// Step payloads in protocol order (`{}` where none was given).
     pub step_payloads: Vec<Json>,
     /// Stable hash of the request (see [`request_hash`]).
-    pub request_hash: Arc<str>,
+    pub request_hash: crate::idempotency::RequestHash,
 }
 
 /// Why a command was refused.
@@ -324,7 +324,7 @@ pub fn validate_value(
         correlation_id: env.correlation_id.map(Arc::from),
         payload: Json::from_value(&env.payload),
         step_payloads,
-        request_hash: request_hash.into(),
+        request_hash,
     })
 }
 

@@ -179,7 +179,7 @@ fn new_job() -> Job {
         request_type: "r".into(),
         idempotency_key: "k".into(),
         correlation_id: None,
-        request_hash: "h".into(),
+        request_hash: lucius_core::idempotency::RequestHash::from_bytes([0; 32]),
         payload: lucius_core::Json::null(),
         step_count: 1,
         status: JobStatus::Accepted,

@@ -99,7 +99,7 @@ pub fn build_new_job(cmd: &ValidatedCommand, now: Timestamp) -> NewJob {
         request_type: cmd.protocol.shared_request_type(),
         idempotency_key: cmd.idempotency_key.clone(),
         correlation_id: cmd.correlation_id.clone(),
-        request_hash: cmd.request_hash.clone(),
+        request_hash: cmd.request_hash,
         payload: cmd.payload.clone(),
         partition: partition.clone(),
         step_count: cmd.protocol.steps.len() as u32,
@@ -146,7 +146,7 @@ pub fn build_new_job(cmd: &ValidatedCommand, now: Timestamp) -> NewJob {
         claim: IdempotencyRecord {
             tenant_id: cmd.tenant_id.clone(),
             key: cmd.idempotency_key.clone(),
-            request_hash: cmd.request_hash.clone(),
+            request_hash: cmd.request_hash,
             job_id: job_id.clone(),
             created_at: now,
         },

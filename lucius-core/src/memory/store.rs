@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use crate::ids::{JobId, OutboxId, Partition, TenantId};
+use crate::ids::{JobId, OutboxId, Partition};
 use crate::job::Job;
 use crate::lease::Lease;
 use crate::outbox::{OutboxEntry, OutboxStatus};
@@ -35,7 +35,6 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Inner {
     next_rev: u64,
-    claims: HashMap<(TenantId, Arc<str>), IdempotencyRecord>,
     // Keyed by the id's 128 bits: hashing and comparing a key never leaves the table
     // (a string key is a pointer to chase into cold memory on every probe). Boxed: a
     // rehash moves pointers, not slots, while every caller waits on the lock.
@@ -48,6 +47,9 @@ struct Inner {
 
 #[derive(Debug, Default)]
 struct Slot {
+    /// The claim on the tenant + key whose derived job id is this slot's key (for a job
+    /// the engine made, its own claim): no separate claims table to hash, grow and keep.
+    claim: Option<IdempotencyRecord>,
     job: Option<Job>,
     /// Whether the job's index row was written.
     indexed: bool,
@@ -102,7 +104,8 @@ struct PartitionIndex {
 }
 
 enum Write<'a> {
-    Claim(&'a IdempotencyRecord),
+    /// A claim, and the key of its tenant + idempotency key ([`claim_key`]).
+    Claim(&'a IdempotencyRecord, u128),
     Job(&'a Job),
     /// A step, and how many steps its job has (to size the slot once).
     Step(&'a Step, usize),
@@ -113,7 +116,7 @@ enum Write<'a> {
 impl Write<'_> {
     fn job_id(&self) -> &JobId {
         match self {
-            Write::Claim(c) => &c.job_id,
+            Write::Claim(c, _) => &c.job_id,
             Write::Job(j) => &j.id,
             Write::Step(s, _) => &s.job_id,
             Write::Index(id, _) => id,
@@ -189,6 +192,11 @@ impl std::hash::Hasher for IdHasher {
     }
 }
 
+/// Where the claim on `tenant` + `key` lives: the slot of the job id derived from them.
+fn claim_key(c: &IdempotencyRecord) -> u128 {
+    JobId::derive_u128(&c.tenant_id, &c.key)
+}
+
 /// The store's key of a job id. Every id the engine makes is a UUID; any other string
 /// names no stored job (and is refused as a write).
 fn key(id: &JobId) -> Option<u128> {
@@ -229,10 +237,7 @@ impl Inner {
             }
         }
         match w {
-            Write::Claim(c) => match self
-                .claims
-                .contains_key(&(c.tenant_id.clone(), c.key.clone()))
-            {
+            Write::Claim(_, ck) => match self.jobs.get(ck).is_some_and(|s| s.claim.is_some()) {
                 true => Err(StoreError::conflict("idempotency key already claimed")),
                 false => Ok(()),
             },
@@ -267,9 +272,8 @@ impl Inner {
     fn apply(&mut self, k: u128, w: &Write<'_>) -> Revision {
         let rev = self.revision();
         match *w {
-            Write::Claim(c) => {
-                self.claims
-                    .insert((c.tenant_id.clone(), c.key.clone()), c.clone());
+            Write::Claim(c, ck) => {
+                self.jobs.entry(ck).or_default().claim = Some(c.clone());
             }
             Write::Job(j) => {
                 if !self.partitions.contains_key(&j.partition) {
@@ -393,8 +397,16 @@ impl Inner {
 impl Store for MemoryStore {
     async fn create_job(&self, new: &NewJob) -> Result<CreateOutcome, StoreError> {
         let mut g = self.lock();
-        let key = (new.claim.tenant_id.clone(), new.claim.key.clone());
-        if let Some(existing) = g.claims.get(&key).cloned() {
+        let ck = claim_key(&new.claim);
+        let existing = g.jobs.get(&ck).and_then(|s| s.claim.clone());
+        if let Some(existing) = existing {
+            if existing.tenant_id != new.claim.tenant_id || existing.key != new.claim.key {
+                // Two tenant + key pairs with one derived id: a SHA-256 collision.
+                return Err(StoreError::permanent(format!(
+                    "job id {} is derived from two idempotency keys",
+                    existing.job_id
+                )));
+            }
             let stored_terminal = g
                 .slot(&new.job.id)
                 .and_then(|s| s.job.as_ref())
@@ -429,7 +441,7 @@ impl Store for MemoryStore {
             }
             return Ok(CreateOutcome::Existing(existing));
         }
-        let mut writes = vec![Write::Claim(&new.claim), Write::Job(&new.job)];
+        let mut writes = vec![Write::Claim(&new.claim, ck), Write::Job(&new.job)];
         writes.extend(new.steps.iter().map(|s| Write::Step(s, new.steps.len())));
         writes.push(Write::Index(&new.index.job_id, new.index.partition.clone()));
         writes.push(Write::Outbox(&new.outbox));
