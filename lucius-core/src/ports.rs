@@ -129,8 +129,9 @@ pub trait Store: Send + Sync {
     async fn outbox(&self, query: &OutboxQuery) -> Result<Vec<OutboxEntry>, StoreError>;
 
     /// Ids of the non-terminal jobs of a partition (for the sweepers): at most `limit` of
-    /// them, in ascending id order, each greater than `after` when it is given. Paging
-    /// with `after` = the last id of the previous page visits every active job.
+    /// them, in an order the store chooses and keeps (Table Storage: ascending id; memory:
+    /// creation), starting after `after`, the last id of the previous page. Paging so
+    /// visits every job that stays active, once.
     async fn active_jobs(
         &self,
         partition: &Partition,

@@ -96,8 +96,9 @@ impl Slot {
 
 #[derive(Debug, Default)]
 struct PartitionIndex {
-    /// Live jobs by id number (ids order as their numbers do).
-    active: BTreeSet<u128>,
+    /// Live jobs in creation order: a new job lands at the right edge of the tree, whose
+    /// path stays in cache (by id, every insert was a walk through cold nodes).
+    active: BTreeSet<(Timestamp, u128)>,
     /// Pending entries in dispatch order, so a dispatcher reads only what it takes.
     pending: BTreeSet<(Timestamp, OutboxId)>,
     dead: BTreeSet<OutboxId>,
@@ -276,6 +277,15 @@ impl Inner {
                 self.jobs.entry(ck).or_default().claim = Some(c.clone());
             }
             Write::Job(j) => {
+                // The index entry is keyed by the stored creation time, which a write
+                // could (wrongly) change: drop the old entry by the old key.
+                let stored = self.jobs.get(&k).and_then(|s| s.job.as_ref());
+                let old = stored.map(|s| (s.partition.clone(), s.created_at));
+                if let Some((p, created)) = old.filter(|(_, c)| *c != j.created_at) {
+                    if let Some(idx) = self.partitions.get_mut(&p) {
+                        idx.active.remove(&(created, k));
+                    }
+                }
                 if !self.partitions.contains_key(&j.partition) {
                     self.partitions
                         .insert(j.partition.clone(), PartitionIndex::default());
@@ -285,9 +295,9 @@ impl Inner {
                     .get_mut(&j.partition)
                     .unwrap_or_else(|| unreachable!("inserted above"));
                 if j.status.is_terminal() {
-                    idx.active.remove(&k);
+                    idx.active.remove(&(j.created_at, k));
                 } else {
-                    idx.active.insert(k);
+                    idx.active.insert((j.created_at, k));
                 }
                 let slot = self.jobs.entry(k).or_default();
                 slot.job = Some(Job {
@@ -525,17 +535,20 @@ impl Store for MemoryStore {
         let Some(idx) = g.partitions.get(partition) else {
             return Ok(Vec::new());
         };
-        let from = match after.as_ref().map(|a| (a, a.to_u128())) {
+        // Creation order; a page continues after the previous page's last job.
+        let from = match &after {
             None => Unbounded,
-            Some((_, Some(n))) => Excluded(n),
-            // Not a UUID (no store holds one): compare as strings, as the contract says.
-            Some((a, None)) => {
-                let ids = idx.active.iter().map(|&n| JobId::from_u128(n));
-                return Ok(ids.filter(|id| id > a).take(limit).collect());
+            Some(a) => {
+                let Some(created) = g.slot(a).and_then(|s| s.job.as_ref()).map(|j| j.created_at)
+                else {
+                    // Not a job of this store, so not a previous page's last id.
+                    return Ok(Vec::new());
+                };
+                Excluded((created, key(a).unwrap_or_default()))
             }
         };
         let ids = idx.active.range((from, Unbounded));
-        Ok(ids.take(limit).map(|&n| JobId::from_u128(n)).collect())
+        Ok(ids.take(limit).map(|&(_, n)| JobId::from_u128(n)).collect())
     }
 
     async fn partitions(&self) -> Result<Vec<Partition>, StoreError> {
