@@ -9,7 +9,9 @@
 //! - `LUCIUS_BENCH_SERVER_THREADS` (1) / `LUCIUS_BENCH_CLIENT_THREADS` (1): tokio workers;
 //! - `LUCIUS_BENCH_DISPATCH` (20000): pending directives pre-filled for the dispatcher;
 //! - `LUCIUS_BENCH_JOBS` (100000): jobs retained for the memory figure;
-//! - `LUCIUS_BENCH_MILLION=1`: also measure memory at 1,000,000 jobs.
+//! - `LUCIUS_BENCH_MILLION=1`: also measure memory at 1,000,000 jobs;
+//! - `LUCIUS_BENCH_BIN`: the `lucius` binary to load (default: `target/release/lucius` if
+//!   built), whose peak RSS under the intake load is reported.
 //!
 //! Everything stays on 127.0.0.1; every phase is bounded by its duration.
 
@@ -174,9 +176,13 @@ fn main() {
         "RATIO dispatch/intake = {dratio:.2} (goal >= 1) {}",
         verdict(dratio >= 1.0)
     );
+
+    // 5. The `lucius` binary itself (memory mode, no worker) under the same intake load:
+    //    its peak resident memory, read from /proc while it still runs.
+    client.block_on(binary(&s));
     drop(client);
 
-    // 5. Memory per retained job, each count in a fresh process.
+    // 6. Memory per retained job, each count in a fresh process.
     let mut counts = vec![s.jobs];
     if s.million {
         counts.push(1_000_000);
@@ -462,9 +468,75 @@ async fn dispatch(n: usize) -> f64 {
     rate
 }
 
+/// The `lucius` binary: `LUCIUS_BENCH_BIN`, else `lucius` beside the bench's own
+/// directory (`target/release/lucius`, built by `cargo build --release -p lucius-bin`).
+fn lucius_binary() -> Option<std::path::PathBuf> {
+    if let Ok(p) = std::env::var("LUCIUS_BENCH_BIN") {
+        return Some(p.into());
+    }
+    let exe = std::env::current_exe().ok()?;
+    let candidate = exe.parent()?.parent()?.join("lucius");
+    candidate.is_file().then_some(candidate)
+}
+
+/// Runs the intake load against a `lucius` process and reports its peak RSS.
+async fn binary(s: &Settings) {
+    let Some(bin) = lucius_binary() else {
+        println!(
+            "lucius binary: skipped (build it first: cargo build --release -p lucius-bin, \
+             or set LUCIUS_BENCH_BIN)"
+        );
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut child = match std::process::Command::new(&bin)
+        .args(["--listen", &addr.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            println!("lucius binary: could not start {}: {e}", bin.display());
+            return;
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).await.is_err() {
+        if Instant::now() > deadline {
+            println!("lucius binary: not listening on {addr} after 10 s");
+            let _ = child.kill();
+            let _ = child.wait();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = phase(addr, s, None, Target::Commands).await;
+    stats.print("lucius binary POST /v1/commands");
+    let pid = child.id();
+    println!(
+        "lucius binary: peak RSS {:.0} MiB after a 1 s warm-up and {} measured commands \
+         (memory store, every job retained)",
+        proc_status_kib(&format!("/proc/{pid}/status"), "VmHWM:") as f64 / 1024.0,
+        stats.requests
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// A value in kB from `/proc/self/status` (`VmHWM:`, `VmRSS:`).
 fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    proc_status_kib("/proc/self/status", field)
+}
+
+/// A value in kB from a `/proc/<pid>/status` file.
+fn proc_status_kib(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|s| {
             s.lines()
