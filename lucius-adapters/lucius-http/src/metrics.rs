@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use lucius_core::engine::Observer;
@@ -20,17 +21,69 @@ pub const SCRAPE_LIMIT: usize = 10_000;
 ///
 /// Install it on every engine of the process so the dispatcher and sweepers are counted
 /// too: `engine.with_observer(metrics.clone())` (see [`crate::Api::with_metrics`]).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     inner: Mutex<Counters>,
+    // Transitions come several per request: lock-free counters, not a lock and a map.
+    jobs: Transitions,
+    steps: Transitions,
+    outbox: Transitions,
+}
+
+/// Counts of `from → to` transitions between the statuses `names` (row 0 is `NEW`).
+#[derive(Debug)]
+struct Transitions {
+    names: Vec<&'static str>,
+    counts: Vec<AtomicU64>,
+}
+
+impl Transitions {
+    fn new(names: Vec<&'static str>) -> Transitions {
+        let cells = (names.len() + 1) * names.len();
+        Transitions {
+            names,
+            counts: (0..cells).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn count(&self, from: Option<&str>, to: &str) {
+        let n = self.names.len();
+        let row = from.map_or(Some(0), |f| {
+            self.names.iter().position(|x| *x == f).map(|i| i + 1)
+        });
+        let col = self.names.iter().position(|x| *x == to);
+        if let (Some(r), Some(c)) = (row, col) {
+            self.counts[r * n + c].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Non-zero counts as `(from, to, n)`, sorted by label.
+    fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let n = self.names.len();
+        let mut out: Vec<_> = (0..self.counts.len())
+            .filter_map(|i| {
+                let v = self.counts[i].load(Ordering::Relaxed);
+                let from = if i / n == 0 {
+                    NEW
+                } else {
+                    self.names[i / n - 1]
+                };
+                (v > 0).then_some((from, self.names[i % n], v))
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+}
+
+/// The wire names of `statuses`.
+fn names<T: Copy>(statuses: &[T], name: fn(T) -> &'static str) -> Vec<&'static str> {
+    statuses.iter().map(|s| name(*s)).collect()
 }
 
 #[derive(Debug, Default)]
 struct Counters {
     requests: BTreeMap<(&'static str, u16), u64>,
-    jobs: BTreeMap<(&'static str, &'static str), u64>,
-    steps: BTreeMap<(&'static str, &'static str), u64>,
-    outbox: BTreeMap<(&'static str, &'static str), u64>,
     published_ok: u64,
     published_failed: u64,
     latency_buckets: [u64; LATENCY_BUCKETS.len()],
@@ -40,6 +93,17 @@ struct Counters {
 
 /// The `from` label of a row that did not exist before.
 const NEW: &str = "NEW";
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            inner: Mutex::default(),
+            jobs: Transitions::new(names(&JobStatus::ALL, JobStatus::as_str)),
+            steps: Transitions::new(names(&StepStatus::ALL, StepStatus::as_str)),
+            outbox: Transitions::new(names(&OutboxStatus::ALL, OutboxStatus::as_str)),
+        }
+    }
+}
 
 impl Metrics {
     /// Empty counters.
@@ -90,21 +154,21 @@ impl Metrics {
             (
                 "lucius_job_transitions_total",
                 "Job status transitions (from NEW for a created job).",
-                &c.jobs,
+                &self.jobs,
             ),
             (
                 "lucius_step_transitions_total",
                 "Step status transitions (from NEW for a created step).",
-                &c.steps,
+                &self.steps,
             ),
             (
                 "lucius_outbox_transitions_total",
                 "Outbox entry status transitions (from NEW for a written entry).",
-                &c.outbox,
+                &self.outbox,
             ),
         ] {
             header(&mut out, name, "counter", help);
-            for ((from, to), n) in map {
+            for (from, to, n) in map.snapshot() {
                 let _ = writeln!(out, "{name}{{from=\"{from}\",to=\"{to}\"}} {n}");
             }
         }
@@ -171,18 +235,16 @@ impl Metrics {
 
 impl Observer for Metrics {
     fn job_transition(&self, from: Option<JobStatus>, to: JobStatus) {
-        let key = (from.map_or(NEW, JobStatus::as_str), to.as_str());
-        *self.lock().jobs.entry(key).or_default() += 1;
+        self.jobs.count(from.map(JobStatus::as_str), to.as_str());
     }
 
     fn step_transition(&self, from: Option<StepStatus>, to: StepStatus) {
-        let key = (from.map_or(NEW, StepStatus::as_str), to.as_str());
-        *self.lock().steps.entry(key).or_default() += 1;
+        self.steps.count(from.map(StepStatus::as_str), to.as_str());
     }
 
     fn outbox_transition(&self, from: Option<OutboxStatus>, to: OutboxStatus) {
-        let key = (from.map_or(NEW, OutboxStatus::as_str), to.as_str());
-        *self.lock().outbox.entry(key).or_default() += 1;
+        self.outbox
+            .count(from.map(OutboxStatus::as_str), to.as_str());
     }
 
     fn published(&self, ok: bool, latency: Millis) {

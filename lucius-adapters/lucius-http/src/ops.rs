@@ -44,7 +44,18 @@ impl Api {
 
     /// `GET /metrics`: Prometheus text format 0.0.4.
     pub(crate) async fn render_metrics(&self) -> HttpResponse {
-        let text = self.metrics.render(&self.engine).await;
+        let mut text = self.metrics.render(&self.engine).await;
+        // The background publishers belong to this handler, not to the shared Metrics.
+        text.push_str(&format!(
+            "# HELP lucius_background_publications Directives queued or being published after the answer.\n\
+             # TYPE lucius_background_publications gauge\n\
+             lucius_background_publications {}\n\
+             # HELP lucius_background_overflow_total Directives left PENDING for the retry loop and the dispatcher because every background queue was full.\n\
+             # TYPE lucius_background_overflow_total counter\n\
+             lucius_background_overflow_total {}\n",
+            self.background_tasks(),
+            self.background_overflow()
+        ));
         let mut res = Response::new(Full::new(Bytes::from(text)));
         res.headers_mut().insert(
             CONTENT_TYPE,

@@ -41,6 +41,8 @@ pub async fn serve(
     api: Api,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    // One handler behind an `Arc`: a request clones a pointer, not the engine's handles.
+    let api = std::sync::Arc::new(api);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     if let Ok(addr) = listener.local_addr() {
@@ -58,9 +60,9 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let api = api.clone();
+                let api = std::sync::Arc::clone(&api);
                 let service = service_fn(move |req: Request<Incoming>| {
-                    let api = api.clone();
+                    let api = std::sync::Arc::clone(&api);
                     async move { Ok::<_, Infallible>(api.handle(req).await) }
                 });
                 let conn = http1::Builder::new()

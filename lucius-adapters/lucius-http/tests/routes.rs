@@ -446,6 +446,8 @@ async fn metrics_count_requests_transitions_and_backlog() {
         "lucius_publish_latency_seconds_count 1",
         "lucius_store_up 1",
         "# TYPE lucius_publish_latency_seconds histogram",
+        "lucius_background_publications 0",
+        "lucius_background_overflow_total 0",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
