@@ -20,7 +20,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -30,29 +30,16 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use lucius::memory::{MemoryPublisher, MemoryStore};
-use lucius::ports::Sleep;
 use lucius::validation::validate_command;
-use lucius::{Clock, Engine, Millis, Timestamp};
+use lucius::Engine;
 use lucius_http::HttpConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-/// The wall clock, implemented as any adapter implements the port (as in `examples/quickstart.rs`).
-struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Timestamp {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
-        Timestamp(i64::try_from(ms).unwrap_or(i64::MAX))
-    }
-
-    fn sleep(&self, duration: Millis) -> Sleep {
-        Box::pin(tokio::time::sleep(duration.to_std()))
-    }
-}
+#[path = "support/clock.rs"]
+mod clock;
+use clock::SystemClock;
 
 /// Settings read from the environment.
 #[derive(Debug, Clone, Copy)]

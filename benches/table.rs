@@ -23,27 +23,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lucius::engine::PublishOutcome;
 use lucius::memory::MemoryPublisher;
-use lucius::ports::Sleep;
 use lucius::validation::validate_command;
-use lucius::{Clock, Engine, Millis, Partition, Store, Timestamp};
+use lucius::{Engine, Partition, Store};
 use lucius_table::{ConnectError, Mode, RequestCounts, TableConfig, TableStore};
 use tokio::time::Instant;
 
-/// The wall clock, implemented as any adapter implements the port (as in `examples/quickstart.rs`).
-struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Timestamp {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
-        Timestamp(i64::try_from(ms).unwrap_or(i64::MAX))
-    }
-
-    fn sleep(&self, duration: Millis) -> Sleep {
-        Box::pin(tokio::time::sleep(duration.to_std()))
-    }
-}
+#[path = "support/clock.rs"]
+mod clock;
+use clock::SystemClock;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -59,6 +46,19 @@ fn command(key: u64) -> Vec<u8> {
         r#"{{"requestType":"document.process","tenantId":"acme","idempotencyKey":"k-{key}","payload":{{"documentUrl":"https://example.com/invoices/2026/11/invoice-{key}.pdf","language":"en"}},"steps":{{"ocr":{{"dpi":300}},"embed":{{"model":"mini"}},"index":{{"indexName":"invoices"}}}}}}"#
     )
     .into_bytes()
+}
+
+/// Validates and submits command `k` (no publication).
+async fn submit(
+    engine: &Engine,
+    k: u64,
+) -> Result<lucius::engine::Outcome<lucius::engine::Submission>, String> {
+    let cmd = validate_command(engine.protocols(), &command(k), None)
+        .map_err(|e| format!("command {k} is invalid: {e}"))?;
+    engine
+        .submit(cmd)
+        .await
+        .map_err(|e| format!("submit of command {k}: {e}"))
 }
 
 /// Concurrent submitters while pre-filling (the fill is not measured for time).
@@ -207,12 +207,7 @@ async fn run(name: &'static str, mode: Mode, conn: &str, n: u64) -> Result<ModeR
         tasks.spawn(async move {
             let mut partition = None;
             for k in (t..n).step_by(FILL_TASKS as usize) {
-                let cmd = validate_command(engine.protocols(), &command(k), None)
-                    .map_err(|e| format!("command {k} is invalid: {e}"))?;
-                let s = engine
-                    .submit(cmd)
-                    .await
-                    .map_err(|e| format!("submit of command {k}: {e}"))?;
+                let s = submit(&engine, k).await?;
                 if !s.value.created {
                     return Err(format!("command {k} was not new: the tables are not fresh"));
                 }
@@ -316,13 +311,7 @@ async fn run(name: &'static str, mode: Mode, conn: &str, n: u64) -> Result<ModeR
     let sample = PUBLISH_SAMPLE.min(n);
     let mut to_publish = Vec::new();
     for k in n..n + sample {
-        let cmd = validate_command(engine.protocols(), &command(k), None)
-            .map_err(|e| format!("command {k} is invalid: {e}"))?;
-        let s = engine
-            .submit(cmd)
-            .await
-            .map_err(|e| format!("submit of command {k}: {e}"))?;
-        to_publish.extend(s.to_publish);
+        to_publish.extend(submit(&engine, k).await?.to_publish);
     }
     let before = store.request_counts();
     for id in &to_publish {

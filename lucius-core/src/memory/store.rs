@@ -213,6 +213,16 @@ impl Inner {
         self.jobs.get(&key(id)?).map(|b| &**b)
     }
 
+    /// A partition's index, created on first use (cloning the key only then).
+    fn index(&mut self, p: &Partition) -> &mut PartitionIndex {
+        if !self.partitions.contains_key(p) {
+            self.partitions.insert(p.clone(), PartitionIndex::default());
+        }
+        self.partitions
+            .get_mut(p)
+            .unwrap_or_else(|| unreachable!("inserted above"))
+    }
+
     fn revision(&mut self) -> Revision {
         self.next_rev += 1;
         Revision::counter(self.next_rev)
@@ -286,14 +296,7 @@ impl Inner {
                         idx.active.remove(&(created, k));
                     }
                 }
-                if !self.partitions.contains_key(&j.partition) {
-                    self.partitions
-                        .insert(j.partition.clone(), PartitionIndex::default());
-                }
-                let idx = self
-                    .partitions
-                    .get_mut(&j.partition)
-                    .unwrap_or_else(|| unreachable!("inserted above"));
+                let idx = self.index(&j.partition);
                 if j.status.is_terminal() {
                     idx.active.remove(&(j.created_at, k));
                 } else {
@@ -316,9 +319,7 @@ impl Inner {
                 );
             }
             Write::Index(_, ref p) => {
-                if !self.partitions.contains_key(p) {
-                    self.partitions.insert(p.clone(), PartitionIndex::default());
-                }
+                self.index(p);
                 self.jobs.entry(k).or_default().indexed = true;
             }
             Write::Outbox(e) => {
@@ -327,14 +328,7 @@ impl Inner {
                     revision: rev.clone(),
                     ..e.clone()
                 });
-                if !self.partitions.contains_key(&e.partition) {
-                    self.partitions
-                        .insert(e.partition.clone(), PartitionIndex::default());
-                }
-                let idx = self
-                    .partitions
-                    .get_mut(&e.partition)
-                    .unwrap_or_else(|| unreachable!("inserted above"));
+                let idx = self.index(&e.partition);
                 if let Some(b) = before {
                     idx.pending.remove(&(b.next_attempt_at, b.id));
                 }
