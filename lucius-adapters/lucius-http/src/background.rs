@@ -20,7 +20,9 @@ pub(crate) const PUBLISHERS: usize = 16;
 /// Directives each task may hold queued.
 pub(crate) const QUEUE_PER_PUBLISHER: usize = 1024;
 
-/// The pool. Started on first use, inside the server's runtime.
+/// The pool. Started on first use, inside the server's runtime; its tasks live as long as
+/// that runtime. (A handler moved to another runtime after the first one ended would find
+/// the queues closed and leave every directive to the dispatcher: safe, only slower.)
 #[derive(Debug, Default)]
 pub(crate) struct Background {
     queues: OnceLock<Vec<mpsc::Sender<OutboxId>>>,
