@@ -1,5 +1,6 @@
 //! Architecture invariants that a compiler cannot see: the core's dependency tree holds no
-//! network, Azure or async-runtime crate, and its source reads no clock.
+//! network, Azure or async-runtime crate, its source reads no clock, and no crate of the
+//! workspace turns serde_json's maps into insertion-ordered ones.
 
 use std::path::Path;
 use std::process::Command;
@@ -37,6 +38,42 @@ fn core_depends_on_no_network_azure_or_runtime_crate() {
         }
         assert!(!name.starts_with("azure"), "lucius-core depends on {name}");
     }
+}
+
+#[test]
+fn serde_json_maps_stay_sorted_in_every_build_of_the_workspace() {
+    // `lucius_core::Json` texts are equal exactly when their values are because
+    // serde_json's maps iterate in key order; its `preserve_order` feature, enabled by any
+    // crate of the workspace graph, would make them keep insertion order instead.
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "--workspace",
+            "-e",
+            "features",
+            "-i",
+            "serde_json",
+            "--prefix",
+            "none",
+            "--offline",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        tree.contains("serde_json feature \"raw_value\""),
+        "unexpected cargo tree output: {tree}"
+    );
+    assert!(
+        !tree.contains("serde_json feature \"preserve_order\""),
+        "a dependency enables serde_json/preserve_order:\n{tree}"
+    );
 }
 
 #[test]
