@@ -37,9 +37,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-#[path = "support/clock.rs"]
-mod clock;
-use clock::SystemClock;
+use lucius_bin::clock::SystemClock;
 
 /// Settings read from the environment.
 #[derive(Debug, Clone, Copy)]

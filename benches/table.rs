@@ -28,9 +28,7 @@ use lucius::{Engine, Partition, Store};
 use lucius_table::{ConnectError, Mode, RequestCounts, TableConfig, TableStore};
 use tokio::time::Instant;
 
-#[path = "support/clock.rs"]
-mod clock;
-use clock::SystemClock;
+use lucius_bin::clock::SystemClock;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

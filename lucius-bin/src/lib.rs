@@ -22,3 +22,15 @@ pub mod metrics_server;
 pub mod ownership_loop;
 pub mod shutdown;
 pub mod wiring;
+
+/// A binary's exit: its own code, or `2` after printing the error chain as
+/// `<program>: <error>` on stderr (startup and configuration errors end here).
+pub fn exit(
+    program: &str,
+    outcome: anyhow::Result<std::process::ExitCode>,
+) -> std::process::ExitCode {
+    outcome.unwrap_or_else(|e| {
+        eprintln!("{program}: {e:#}");
+        std::process::ExitCode::from(2)
+    })
+}

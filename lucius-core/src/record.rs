@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{JobId, OutboxId, Partition, TenantId};
 use crate::job::Job;
 use crate::outbox::OutboxEntry;
+use crate::revision::Revision;
 use crate::step::Step;
 use crate::time::Timestamp;
 
@@ -98,6 +99,21 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// Stamps the revisions a store returned, in the contract's write order: steps, then
+    /// outbox entries, then the job. A missing one leaves `Revision::default()` (new).
+    pub fn assign_revisions(&mut self, revisions: impl IntoIterator<Item = Revision>) {
+        let mut it = revisions.into_iter();
+        for s in &mut self.steps {
+            s.revision = it.next().unwrap_or_default();
+        }
+        for e in &mut self.outbox {
+            e.revision = it.next().unwrap_or_default();
+        }
+        if let Some(j) = &mut self.job {
+            j.revision = it.next().unwrap_or_default();
+        }
+    }
+
     /// Whether nothing is written.
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty() && self.outbox.is_empty() && self.job.is_none()

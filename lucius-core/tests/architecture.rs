@@ -5,19 +5,12 @@
 use std::path::Path;
 use std::process::Command;
 
-#[test]
-fn core_depends_on_no_network_azure_or_runtime_crate() {
+/// `cargo tree <args> --prefix none --offline`, run from this crate; its stdout.
+fn cargo_tree(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO"))
-        .args([
-            "tree",
-            "-p",
-            "lucius-core",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-            "--offline",
-        ])
+        .arg("tree")
+        .args(args)
+        .args(["--prefix", "none", "--offline"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo tree runs");
@@ -26,7 +19,12 @@ fn core_depends_on_no_network_azure_or_runtime_crate() {
         "cargo tree failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let tree = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn core_depends_on_no_network_azure_or_runtime_crate() {
+    let tree = cargo_tree(&["-p", "lucius-core", "-e", "normal"]);
     assert!(
         tree.contains("lucius-core"),
         "unexpected cargo tree output: {tree}"
@@ -45,27 +43,7 @@ fn serde_json_maps_stay_sorted_in_every_build_of_the_workspace() {
     // `lucius_core::Json` texts are equal exactly when their values are because
     // serde_json's maps iterate in key order; its `preserve_order` feature, enabled by any
     // crate of the workspace graph, would make them keep insertion order instead.
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "tree",
-            "--workspace",
-            "-e",
-            "features",
-            "-i",
-            "serde_json",
-            "--prefix",
-            "none",
-            "--offline",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo tree runs");
-    assert!(
-        out.status.success(),
-        "cargo tree failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let tree = String::from_utf8_lossy(&out.stdout);
+    let tree = cargo_tree(&["--workspace", "-e", "features", "-i", "serde_json"]);
     assert!(
         tree.contains("serde_json feature \"raw_value\""),
         "unexpected cargo tree output: {tree}"

@@ -304,16 +304,7 @@ impl TableStore {
             ops.push(BatchOp::write(job_row(pk, JOB, j)?, &j.revision));
         }
         let revs = self.client.batch(self.ledger(), pk, &ops).await?;
-        let mut it = revs.into_iter();
-        for s in &mut changes.steps {
-            s.revision = it.next().unwrap_or_default();
-        }
-        for e in &mut changes.outbox {
-            e.revision = it.next().unwrap_or_default();
-        }
-        if let Some(j) = &mut changes.job {
-            j.revision = it.next().unwrap_or_default();
-        }
+        changes.assign_revisions(revs);
         // 3. Hide what is no longer pending. The change is committed: a failure here only
         // leaves stale index rows, which readers verify and remove.
         let mut after: BTreeMap<String, Vec<BatchOp>> = BTreeMap::new();
@@ -467,23 +458,12 @@ impl TableStore {
         after: Option<JobId>,
         limit: usize,
     ) -> Result<Vec<JobId>, StoreError> {
-        // Rows come back in RowKey (`JOB_<id>`) order, which is job id order.
-        let mut f = format!(
+        let f = format!(
             "PartitionKey eq {} and Kind eq 'IDXJOB'",
             literal(&index_pk(p))
         );
-        if let Some(a) = after {
-            f.push_str(&format!(" and RowKey gt {}", literal(&format!("JOB_{a}"))));
-        }
-        let top = u32::try_from(limit.min(1000)).unwrap_or(1000);
-        let rows = self
-            .client
-            .query_limit(self.ledger(), &f, Some(top), limit)
-            .await?;
-        rows.iter()
-            .filter_map(|r| text(r, "JobId"))
-            .map(|s| JobId::parse(s).map_err(|e| StoreError::permanent(e.to_string())))
-            .collect()
+        self.job_ids_page(self.ledger(), f, "JOB_", "JobId", after, limit)
+            .await
     }
 
     pub(crate) async fn ledger_partitions(&self) -> Result<Vec<Partition>, StoreError> {

@@ -123,6 +123,35 @@ impl TableStore {
     }
 }
 
+impl TableStore {
+    /// One page of live job ids: the rows `filter` selects, whose RowKey is
+    /// `<key_prefix><jobId>` (so RowKey order is id order), after `after`, read from
+    /// `id_column`. Both layouts' `active_jobs` are this query.
+    async fn job_ids_page(
+        &self,
+        table: &str,
+        mut filter: String,
+        key_prefix: &str,
+        id_column: &str,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<JobId>, StoreError> {
+        if let Some(a) = after {
+            let from = entity::literal(&format!("{key_prefix}{a}"));
+            filter.push_str(&format!(" and RowKey gt {from}"));
+        }
+        let top = u32::try_from(limit.min(1000)).unwrap_or(1000);
+        let rows = self
+            .client
+            .query_limit(table, &filter, Some(top), limit)
+            .await?;
+        rows.iter()
+            .filter_map(|r| entity::text(r, id_column))
+            .map(|s| JobId::parse(s).map_err(|e| StoreError::permanent(e.to_string())))
+            .collect()
+    }
+}
+
 #[async_trait]
 impl Store for TableStore {
     async fn create_job(&self, new: &NewJob) -> Result<CreateOutcome, StoreError> {

@@ -335,23 +335,12 @@ impl TableStore {
         after: Option<JobId>,
         limit: usize,
     ) -> Result<Vec<JobId>, StoreError> {
-        // Rows come back in RowKey (job id) order.
-        let mut f = format!(
+        let f = format!(
             "PartitionKey eq {} and Kind eq 'INDEX' and Active eq true",
             literal(&partition_key(p))
         );
-        if let Some(a) = after {
-            f.push_str(&format!(" and RowKey gt {}", literal(a.as_str())));
-        }
-        let top = u32::try_from(limit.min(1000)).unwrap_or(1000);
-        let rows = self
-            .client
-            .query_limit(&self.config.job_index_table, &f, Some(top), limit)
-            .await?;
-        rows.iter()
-            .filter_map(|r| text(r, "RowKey"))
-            .map(|s| JobId::parse(s).map_err(|e| StoreError::permanent(e.to_string())))
-            .collect()
+        self.job_ids_page(&self.config.job_index_table, f, "", "RowKey", after, limit)
+            .await
     }
 
     pub(crate) async fn table_partitions(&self) -> Result<Vec<Partition>, StoreError> {

@@ -29,13 +29,10 @@ struct Cli {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_json);
-    match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("lucius-orchestrator: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    lucius_bin::exit(
+        "lucius-orchestrator",
+        run(cli).await.map(|()| ExitCode::SUCCESS),
+    )
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

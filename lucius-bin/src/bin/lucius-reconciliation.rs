@@ -88,13 +88,7 @@ fn parse_job(s: &str) -> Result<JobId, String> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_json);
-    match run(cli.command).await {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("lucius-reconciliation: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    lucius_bin::exit("lucius-reconciliation", run(cli.command).await)
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {

@@ -35,13 +35,7 @@ struct Cli {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_json);
-    match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("lucius: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    lucius_bin::exit("lucius", run(cli).await.map(|()| ExitCode::SUCCESS))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -466,16 +466,7 @@ impl Store for MemoryStore {
             writes.extend(changes.job.iter().map(Write::Job));
             g.write_all(&writes)?
         };
-        let mut it = revs.into_iter();
-        for s in &mut changes.steps {
-            s.revision = it.next().unwrap_or_default();
-        }
-        for e in &mut changes.outbox {
-            e.revision = it.next().unwrap_or_default();
-        }
-        if let Some(j) = &mut changes.job {
-            j.revision = it.next().unwrap_or_default();
-        }
+        changes.assign_revisions(revs);
         Ok(changes)
     }
 
