@@ -133,6 +133,7 @@ impl Changes {
         match self.steps.iter_mut().find(|s| s.index == step.index) {
             Some(s) => *s = step,
             None => {
+                self.steps.reserve_exact(1);
                 self.steps.push(step);
                 self.steps.sort_by_key(|s| s.index);
             }
@@ -143,7 +144,13 @@ impl Changes {
     pub fn put_outbox(&mut self, entry: OutboxEntry) {
         match self.outbox.iter_mut().find(|e| e.id == entry.id) {
             Some(e) => *e = entry,
-            None => self.outbox.push(entry),
+            None => {
+                // A plan writes one or two entries: a first push would otherwise reserve
+                // room for four (1.4 KB, a large-bin request that makes glibc consolidate
+                // its fast bins: measured at 9% of the intake path).
+                self.outbox.reserve_exact(1);
+                self.outbox.push(entry)
+            }
         }
     }
 }
