@@ -106,6 +106,24 @@ impl TenantId {
     }
 }
 
+/// Appends `n` in decimal.
+fn push_decimal(s: &mut String, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        s.push(char::from(d));
+    }
+}
+
 /// 16 bytes as a lower-case hyphenated UUID.
 fn hyphenated(b: &[u8; 16]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -200,7 +218,14 @@ impl StepId {
 impl OutboxId {
     /// The directive id of one attempt of one step.
     pub fn for_attempt(job: &JobId, step_index: u32, attempt: u32) -> OutboxId {
-        OutboxId(format!("{job}.{step_index}.{attempt}").into())
+        // Written by hand: one per directive, and `format!` was 1% of the intake path.
+        let mut s = String::with_capacity(job.as_str().len() + 22);
+        s.push_str(job.as_str());
+        for n in [step_index, attempt] {
+            s.push('.');
+            push_decimal(&mut s, n);
+        }
+        OutboxId(s.into())
     }
 
     /// Parses an outbox id into its job id, step index and attempt.
@@ -348,6 +373,16 @@ mod tests {
         assert_eq!(o.job_id(), j);
         assert!(OutboxId::parse("x.1.2").is_err());
         assert!(OutboxId::parse(&format!("{j}.1")).is_err());
+    }
+
+    proptest::proptest! {
+        /// The hand-written id is the `{job}.{step}.{attempt}` text, for every number.
+        #[test]
+        fn outbox_id_is_job_step_attempt(key in "[a-z0-9]{1,12}", step: u32, attempt: u32) {
+            let j = JobId::derive(&TenantId::parse("t").unwrap(), &key);
+            let o = OutboxId::for_attempt(&j, step, attempt);
+            proptest::prop_assert_eq!(o.as_str(), format!("{j}.{step}.{attempt}"));
+        }
     }
 
     #[test]

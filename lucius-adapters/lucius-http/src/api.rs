@@ -171,13 +171,7 @@ impl Api {
 /// A JSON response.
 pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> HttpResponse {
     match serde_json::to_vec(value) {
-        Ok(bytes) => {
-            let mut res = Response::new(Full::new(Bytes::from(bytes)));
-            *res.status_mut() = status;
-            res.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            res
-        }
+        Ok(bytes) => json_bytes(status, Bytes::from(bytes)),
         Err(e) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "INTERNAL",
@@ -185,6 +179,15 @@ pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> HttpResponse 
         )
         .into_response(),
     }
+}
+
+/// A response whose body is JSON text already.
+pub(crate) fn json_bytes(status: StatusCode, body: Bytes) -> HttpResponse {
+    let mut res = Response::new(Full::new(body));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
 }
 
 /// At most `max` characters of `s`, for echoing input in messages.

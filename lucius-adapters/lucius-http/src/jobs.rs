@@ -6,11 +6,11 @@ use hyper::{HeaderMap, StatusCode};
 use lucius_core::engine::WorkerCall;
 use lucius_core::{Failure, JobId};
 
-use crate::api::{json, truncate, Api, HttpResponse};
+use crate::api::{json, json_bytes, truncate, Api, HttpResponse};
 use crate::error::ApiError;
 use crate::request::{json_object, Fields};
 use crate::routes::WorkerOp;
-use crate::views::{JobView, StepView, SubmitResponse};
+use crate::views::{submit_answer, JobView, StepView};
 
 /// Set to `true` on the answer to an idempotent replay.
 pub(crate) const REPLAYED_HEADER: &str = "idempotent-replayed";
@@ -36,9 +36,9 @@ impl Api {
             })?),
         };
         let out = self.engine.submit_bytes(body, header_key).await?;
-        let view = SubmitResponse::of(&out.value);
-        let mut res = json(StatusCode::ACCEPTED, &view);
-        if let Ok(loc) = HeaderValue::from_str(&view.status_url) {
+        let (body, location) = submit_answer(&out.value);
+        let mut res = json_bytes(StatusCode::ACCEPTED, body);
+        if let Ok(loc) = HeaderValue::from_maybe_shared(location) {
             res.headers_mut().insert(LOCATION, loc);
         }
         if !out.value.created {

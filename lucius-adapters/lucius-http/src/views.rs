@@ -52,6 +52,36 @@ pub(crate) fn job_url(job_id: &str) -> String {
     format!("/v1/jobs/{job_id}")
 }
 
+/// The `202` body ([`SubmitResponse`]) and its `Location`, written straight into one
+/// buffer: this answer goes out for every accepted command, and building the struct,
+/// formatting the URL and serialising it was 3% of the intake path. The location is a slice
+/// of the body, not a copy. Ids that would need JSON escaping (the engine never makes one)
+/// go through `serde_json`.
+pub(crate) fn submit_answer(s: &Submission) -> (bytes::Bytes, bytes::Bytes) {
+    let id = s.job_id.as_str();
+    if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        let view = SubmitResponse::of(s);
+        let body = serde_json::to_vec(&view).unwrap_or_default();
+        return (body.into(), view.status_url.into_bytes().into());
+    }
+    const URL: &str = "/v1/jobs/";
+    let status = s.status.as_str();
+    let mut b = Vec::with_capacity(48 + 2 * id.len() + status.len());
+    b.extend_from_slice(b"{\"jobId\":\"");
+    b.extend_from_slice(id.as_bytes());
+    b.extend_from_slice(b"\",\"status\":\"");
+    b.extend_from_slice(status.as_bytes());
+    b.extend_from_slice(b"\",\"statusUrl\":\"");
+    let url_at = b.len();
+    b.extend_from_slice(URL.as_bytes());
+    b.extend_from_slice(id.as_bytes());
+    let url_end = b.len();
+    b.extend_from_slice(b"\"}");
+    let body = bytes::Bytes::from(b);
+    let location = body.slice(url_at..url_end);
+    (body, location)
+}
+
 fn time(t: Timestamp) -> String {
     t.to_rfc3339()
 }
@@ -311,4 +341,40 @@ pub struct OutboxList {
 pub struct Health {
     /// `ok` or `ready`.
     pub status: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lucius_core::{JobId, JobStatus, Partition, TenantId, Timestamp};
+
+    fn submission(id: JobId, status: JobStatus) -> Submission {
+        let tenant = TenantId::parse("acme").unwrap();
+        Submission {
+            job_id: id,
+            status,
+            partition: Partition::of(&tenant, Timestamp(0)),
+            created: true,
+        }
+    }
+
+    /// The hand-written `202` body is what serialising [`SubmitResponse`] gives, and the
+    /// location is its `statusUrl`.
+    #[test]
+    fn submit_answer_is_the_serialised_view() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let derived = JobId::derive(&tenant, "k-1");
+        // Not a UUID (only deserialisation makes one): the serde_json path.
+        let odd: JobId = serde_json::from_str(r#""we\"ird/\\id""#).unwrap();
+        for id in [derived, odd] {
+            for status in [JobStatus::Accepted, JobStatus::InProgress, JobStatus::Failed] {
+                let s = submission(id.clone(), status);
+                let (body, location) = submit_answer(&s);
+                let view = SubmitResponse::of(&s);
+                let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(parsed, serde_json::to_value(&view).unwrap());
+                assert_eq!(&location[..], view.status_url.as_bytes());
+            }
+        }
+    }
 }
