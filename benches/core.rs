@@ -139,7 +139,7 @@ fn store(c: &mut Criterion) {
 
 fn serialisation(c: &mut Criterion) {
     let new = new_job(&ProtocolRegistry::demo(), "bench-key-3");
-    let directive = new.outbox.directive;
+    let directive = new.outbox.directive.as_ref().clone();
     let len = serde_json::to_vec(&directive).unwrap().len();
     c.bench_function(&format!("directive_to_vec_{len}B"), |b| {
         b.iter(|| serde_json::to_vec(black_box(&directive)).unwrap())

@@ -249,7 +249,7 @@ fn new_entry() -> OutboxEntry {
     let job = JobId::derive(&tenant, "k");
     let id = OutboxId::for_attempt(&job, 0, 1);
     OutboxEntry {
-        directive: Directive {
+        directive: std::sync::Arc::new(Directive {
             schema_version: 1,
             directive_id: id.shared(),
             job_id: job.shared(),
@@ -268,7 +268,7 @@ fn new_entry() -> OutboxEntry {
             payload: lucius_core::Json::null(),
             command: lucius_core::Json::null(),
             input: None,
-        },
+        }),
         id,
         partition: Partition::of(&tenant, Timestamp(0)),
         job_id: job,

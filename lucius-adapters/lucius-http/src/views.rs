@@ -322,7 +322,7 @@ impl OutboxEntryView {
             created_at: time(e.created_at),
             updated_at: time(e.updated_at),
             sent_at: e.sent_at.map(time),
-            directive: e.directive.clone(),
+            directive: e.directive.as_ref().clone(),
         }
     }
 }

@@ -114,6 +114,7 @@ async fn duplicates_failures_and_a_wrong_key_against_the_real_worker_routes() {
     // The same directive delivered twice: the second is obsolete (409), not run.
     let first = rig.engine.job(&rig.job).await.unwrap().outbox[0]
         .directive
+        .as_ref()
         .clone();
     let publisher =
         ServiceBusPublisher::new(&rig.fake.connection(), Duration::from_secs(5)).unwrap();

@@ -171,7 +171,7 @@ pub(super) fn directive_entry(
 ) -> OutboxEntry {
     let id = OutboxId::for_attempt(&job.id, step.index, step.attempt);
     OutboxEntry {
-        directive: Directive {
+        directive: std::sync::Arc::new(Directive {
             schema_version: DIRECTIVE_SCHEMA_VERSION,
             directive_id: id.shared(),
             job_id: job.id.shared(),
@@ -190,7 +190,7 @@ pub(super) fn directive_entry(
             payload: step.payload.clone(),
             command: job.payload.clone(),
             input,
-        },
+        }),
         id,
         job_id: job.id.clone(),
         partition: job.partition.clone(),
