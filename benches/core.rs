@@ -105,14 +105,14 @@ fn store(c: &mut Criterion) {
                 n += 1;
                 new_job(&registry, &format!("create-{n}"))
             },
-            |new| ready(store.create_job(&new)).unwrap(),
+            |new| ready(store.create_job(new.clone())).unwrap(),
             BatchSize::SmallInput,
         )
     });
 
     // Load and commit against a store that already holds the jobs created above.
     let new = new_job(&registry, "load-commit");
-    ready(store.create_job(&new)).unwrap();
+    ready(store.create_job(new.clone())).unwrap();
     let id = new.job.id.clone();
     g.bench_function("load_job", |b| {
         b.iter(|| ready(store.load_job(black_box(&id))).unwrap().unwrap())

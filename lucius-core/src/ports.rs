@@ -116,7 +116,7 @@ pub trait Store: Send + Sync {
     /// request and returns [`CreateOutcome::Existing`]; for the same request (same hash),
     /// first completes any rows missing after a crash — unless the stored job is already
     /// terminal (an interrupted intake the sweeper gave up on stays as it is).
-    async fn create_job(&self, new: &NewJob) -> Result<CreateOutcome, StoreError>;
+    async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError>;
 
     /// A job with its steps and outbox entries, with current revisions.
     async fn load_job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError>;

@@ -186,7 +186,7 @@ struct DownStore;
 impl lucius_core::Store for DownStore {
     async fn create_job(
         &self,
-        _: &lucius_core::NewJob,
+        _: lucius_core::NewJob,
     ) -> Result<lucius_core::CreateOutcome, lucius_core::StoreError> {
         Err(lucius_core::StoreError::transient("down"))
     }

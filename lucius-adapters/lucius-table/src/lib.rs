@@ -154,10 +154,10 @@ impl TableStore {
 
 #[async_trait]
 impl Store for TableStore {
-    async fn create_job(&self, new: &NewJob) -> Result<CreateOutcome, StoreError> {
+    async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError> {
         match self.config.mode {
-            Mode::Table => self.table_create(new).await,
-            Mode::Ledger => self.ledger_create(new).await,
+            Mode::Table => self.table_create(&new).await,
+            Mode::Ledger => self.ledger_create(&new).await,
         }
     }
 

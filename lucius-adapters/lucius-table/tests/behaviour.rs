@@ -22,7 +22,7 @@ async fn a_stale_etag_is_a_conflict_never_an_overwrite() {
     for mode in MODES {
         let store = support::store(mode).await;
         let new = new_job("acme", "etag", 0, T0);
-        store.create_job(&new).await.unwrap();
+        store.create_job(new.clone()).await.unwrap();
         let a = store.load_job(&new.job.id).await.unwrap().unwrap();
         let b = a.clone();
         assert!(
@@ -60,8 +60,8 @@ async fn two_orchestrators_submitting_the_same_command_create_one_job() {
             let new = new_job("acme", &format!("twice-{i}"), 0, T0);
             let (n1, n2) = (new.clone(), new.clone());
             let (s1, s2) = (one.clone(), two.clone());
-            let a = tokio::spawn(async move { s1.create_job(&n1).await });
-            let b = tokio::spawn(async move { s2.create_job(&n2).await });
+            let a = tokio::spawn(async move { s1.create_job(n1.clone()).await });
+            let b = tokio::spawn(async move { s2.create_job(n2.clone()).await });
             let (a, b) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
             let created = [&a, &b]
                 .iter()
@@ -79,7 +79,7 @@ async fn two_orchestrators_submitting_the_same_command_create_one_job() {
 async fn a_ledger_batch_with_one_stale_etag_applies_nothing() {
     let store = support::store(Mode::Ledger).await;
     let new = new_job("acme", "atomic", 0, T0);
-    store.create_job(&new).await.unwrap();
+    store.create_job(new.clone()).await.unwrap();
     let old = store.load_job(&new.job.id).await.unwrap().unwrap();
     let now = T0.plus(Millis(5));
     // Another writer moves the job on: `old.job.revision` is now a real but stale ETag.
@@ -119,7 +119,7 @@ async fn limits_are_refused_before_anything_is_sent() {
         let mut new = new_job("acme", "huge", 0, T0);
         new.job.payload = json!({"blob": "x".repeat(1_100_000)}).into();
         let before = store.request_counts();
-        let err = store.create_job(&new).await.unwrap_err();
+        let err = store.create_job(new.clone()).await.unwrap_err();
         assert_eq!(err.kind, StoreErrorKind::TooLarge, "{mode:?}: {err}");
         assert!(err.message.contains("1 MiB"), "{}", err.message);
         assert_eq!(
@@ -135,7 +135,7 @@ async fn limits_are_refused_before_anything_is_sent() {
         // request body — see docs/storage.md — which the real service does not.)
         let mut big = new_job("acme", "big", 0, T0);
         big.job.payload = json!({"head": "ü模😀".repeat(100), "text": "x".repeat(300_000)}).into();
-        store.create_job(&big).await.unwrap();
+        store.create_job(big.clone()).await.unwrap();
         let rec = store.load_job(&big.job.id).await.unwrap().unwrap();
         let (got, want) = (rec.job.payload.to_string(), big.job.payload.to_string());
         let diff = got.chars().zip(want.chars()).position(|(a, b)| a != b);
@@ -159,7 +159,7 @@ async fn limits_are_refused_before_anything_is_sent() {
     // More than 100 writes cannot be one entity group transaction.
     let store = support::store(Mode::Ledger).await;
     let new = new_job("acme", "wide", 0, T0);
-    store.create_job(&new).await.unwrap();
+    store.create_job(new.clone()).await.unwrap();
     let rec = store.load_job(&new.job.id).await.unwrap().unwrap();
     let steps = (10..111)
         .map(|i| {

@@ -36,7 +36,7 @@ async fn an_account_connection_string_with_a_table_endpoint_works() {
         .unwrap_or_else(|e| panic!("{e}"));
     store.ping().await.unwrap();
     let new = lucius_core::testkit::new_job("acme", "acct", 0, lucius_core::Timestamp(0));
-    store.create_job(&new).await.unwrap();
+    store.create_job(new.clone()).await.unwrap();
     assert!(store.load_job(&new.job.id).await.unwrap().is_some());
 }
 

@@ -49,10 +49,27 @@ pub(super) fn report(o: &dyn Observer, before: &JobRecord, after: &Changes) {
     }
 }
 
-pub(super) fn report_new(o: &dyn Observer, new: &crate::record::NewJob) {
-    o.job_transition(None, new.job.status);
-    for s in &new.steps {
-        o.step_transition(None, s.status);
+/// The statuses of a new job's rows, kept to report them once the store has them.
+pub(super) struct NewRows {
+    job: JobStatus,
+    steps: Vec<StepStatus>,
+    outbox: OutboxStatus,
+}
+
+impl NewRows {
+    pub(super) fn of(new: &crate::record::NewJob) -> NewRows {
+        NewRows {
+            job: new.job.status,
+            steps: new.steps.iter().map(|s| s.status).collect(),
+            outbox: new.outbox.status,
+        }
     }
-    o.outbox_transition(None, new.outbox.status);
+
+    pub(super) fn report(&self, o: &dyn Observer) {
+        o.job_transition(None, self.job);
+        for &s in &self.steps {
+            o.step_transition(None, s);
+        }
+        o.outbox_transition(None, self.outbox);
+    }
 }

@@ -31,7 +31,7 @@ mock! {
     pub St {}
     #[async_trait]
     impl Store for St {
-        async fn create_job(&self, new: &NewJob) -> Result<CreateOutcome, StoreError>;
+        async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError>;
         async fn load_job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError>;
         async fn commit(&self, changes: Changes) -> Result<Changes, StoreError>;
         async fn outbox(&self, query: &OutboxQuery) -> Result<Vec<crate::outbox::OutboxEntry>, StoreError>;
@@ -221,7 +221,7 @@ async fn the_directive_published_carries_the_outbox_id() {
 async fn lost_races_are_recomputed_then_reported_as_contention() {
     let real = MemoryStore::new();
     let new = crate::testkit::new_job("acme", "k", 0, T0);
-    real.create_job(&new).await.unwrap();
+    real.create_job(new.clone()).await.unwrap();
     let rec = real.load_job(&new.job.id).await.unwrap();
     let mut st = MockSt::new();
     st.expect_load_job().returning(move |_| Ok(rec.clone()));

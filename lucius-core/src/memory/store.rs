@@ -104,17 +104,19 @@ struct PartitionIndex {
     dead: BTreeSet<OutboxId>,
 }
 
-enum Write<'a> {
+/// One row to write, owned: `create_job` moves its rows in, `commit` copies them (it
+/// returns them to the caller too).
+enum Write {
     /// A claim, and the key of its tenant + idempotency key ([`claim_key`]).
-    Claim(&'a IdempotencyRecord, u128),
-    Job(&'a Job),
+    Claim(IdempotencyRecord, u128),
+    Job(Job),
     /// A step, and how many steps its job has (to size the slot once).
-    Step(&'a Step, usize),
-    Index(&'a JobId, Partition),
-    Outbox(&'a OutboxEntry),
+    Step(Step, usize),
+    Index(JobId, Partition),
+    Outbox(OutboxEntry),
 }
 
-impl Write<'_> {
+impl Write {
     fn job_id(&self) -> &JobId {
         match self {
             Write::Claim(c, _) => &c.job_id,
@@ -228,7 +230,7 @@ impl Inner {
 
     /// Checks one write against `slot`, the stored slot of the job being written (a claim
     /// looks at the slot of its own key).
-    fn check(&self, k: u128, slot: Option<&Slot>, w: &Write<'_>) -> Result<(), StoreError> {
+    fn check(&self, k: u128, slot: Option<&Slot>, w: &Write) -> Result<(), StoreError> {
         // `what` is only rendered on failure: the happy path allocates nothing.
         fn cas(
             what: impl FnOnce() -> String,
@@ -289,19 +291,21 @@ impl Inner {
     /// looked up once for all of them (a lookup per row was a cache miss per row in a
     /// table of half a million jobs). A claim on another key than the job's own (a caller
     /// whose job id is not derived from its key) is written to that key's slot first.
-    fn apply(&mut self, k: u128, writes: &[Write<'_>]) -> Vec<Revision> {
+    fn apply(&mut self, k: u128, writes: Vec<Write>) -> Vec<Revision> {
         let mut revs = Vec::with_capacity(writes.len());
-        let mut rest = writes;
-        while let Some((Write::Claim(c, ck), tail)) = rest.split_first() {
+        let mut rest = writes.into_iter().peekable();
+        while let Some(Write::Claim(_, ck)) = rest.peek() {
             if *ck == k {
                 break;
             }
+            let Some(Write::Claim(c, ck)) = rest.next() else {
+                break;
+            };
             let rev = self.revision();
-            self.jobs.entry(*ck).or_default().claim = Some((*c).clone());
+            self.jobs.entry(ck).or_default().claim = Some(c);
             revs.push(rev);
-            rest = tail;
         }
-        if rest.is_empty() {
+        if rest.peek().is_none() {
             return revs;
         }
         let Inner {
@@ -314,9 +318,9 @@ impl Inner {
         for w in rest {
             *next_rev += 1;
             let rev = Revision::counter(*next_rev);
-            match *w {
+            match w {
                 // `write_all` lets through only claims on this job's own key here.
-                Write::Claim(c, _) => slot.claim = Some(c.clone()),
+                Write::Claim(c, _) => slot.claim = Some(c),
                 Write::Job(j) => {
                     // The index entry is keyed by the stored creation time, which a write
                     // could (wrongly) change: drop the old entry by the old key.
@@ -334,36 +338,37 @@ impl Inner {
                     }
                     slot.job = Some(Job {
                         revision: rev.clone(),
-                        ..j.clone()
+                        ..j
                     });
                 }
                 Write::Step(s, expected) => slot.put_step(
                     Step {
                         revision: rev.clone(),
-                        ..s.clone()
+                        ..s
                     },
                     expected,
                 ),
-                Write::Index(_, ref p) => {
-                    index_of(partitions, p);
+                Write::Index(_, p) => {
+                    index_of(partitions, &p);
                     slot.indexed = true;
                 }
                 Write::Outbox(e) => {
+                    let idx = index_of(partitions, &e.partition);
+                    let (id, due, status) = (e.id.clone(), e.next_attempt_at, e.status);
                     let before = slot.put_entry(OutboxEntry {
                         revision: rev.clone(),
-                        ..e.clone()
+                        ..e
                     });
-                    let idx = index_of(partitions, &e.partition);
                     if let Some(b) = before {
                         idx.pending.remove(&(b.next_attempt_at, b.id));
                     }
-                    idx.dead.remove(&e.id);
-                    match e.status {
+                    idx.dead.remove(&id);
+                    match status {
                         OutboxStatus::Pending => {
-                            idx.pending.insert((e.next_attempt_at, e.id.clone()));
+                            idx.pending.insert((due, id));
                         }
                         OutboxStatus::Dead => {
-                            idx.dead.insert(e.id.clone());
+                            idx.dead.insert(id);
                         }
                         OutboxStatus::Sent => {}
                     }
@@ -376,7 +381,7 @@ impl Inner {
 
     /// Applies writes all-or-nothing, or — under a pending `Tear` fault — a prefix of them.
     /// Every write of one call belongs to one job (a `NewJob`, or one job's `Changes`).
-    fn write_all(&mut self, writes: &[Write<'_>]) -> Result<Vec<Revision>, StoreError> {
+    fn write_all(&mut self, mut writes: Vec<Write>) -> Result<Vec<Revision>, StoreError> {
         let Some(first) = writes.first() else {
             return Ok(Vec::new());
         };
@@ -387,7 +392,7 @@ impl Inner {
                 "one commit changes one job: {id} and {other}"
             )));
         }
-        let foreign_claim = |w: &Write<'_>| matches!(w, Write::Claim(_, ck) if *ck != k);
+        let foreign_claim = |w: &Write| matches!(w, Write::Claim(_, ck) if *ck != k);
         if writes.iter().skip_while(|w| foreign_claim(w)).any(foreign_claim) {
             return Err(StoreError::permanent(
                 "a claim on another key than the job's own comes before the job's rows",
@@ -402,20 +407,21 @@ impl Inner {
                 })
             }
             Some(Fault::Tear(n)) => {
+                let total = writes.len();
                 let checked = writes
                     .iter()
                     .take(n)
                     .take_while(|w| self.check(k, slot, w).is_ok())
                     .count();
-                self.apply(k, &writes[..checked]);
+                writes.truncate(checked);
+                self.apply(k, writes);
                 return Err(StoreError::transient(format!(
-                    "injected crash after {n} of {} writes",
-                    writes.len()
+                    "injected crash after {n} of {total} writes"
                 )));
             }
             None => {}
         }
-        for w in writes {
+        for w in &writes {
             self.check(k, slot, w)?;
         }
         Ok(self.apply(k, writes))
@@ -433,7 +439,7 @@ impl Inner {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn create_job(&self, new: &NewJob) -> Result<CreateOutcome, StoreError> {
+    async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError> {
         let mut g = self.lock();
         let ck = claim_key(&new.claim);
         let existing = g.jobs.get(&ck).and_then(|s| s.claim.clone());
@@ -457,33 +463,39 @@ impl Store for MemoryStore {
                 // the new job that is absent (rows are never deleted, so absent means unwritten).
                 let slot = g.slot(&new.job.id);
                 let mut writes = Vec::new();
-                if slot.is_none_or(|s| s.job.is_none()) {
-                    writes.push(Write::Job(&new.job));
-                }
-                for s in &new.steps {
-                    if slot.is_none_or(|x| x.step(s.index).is_none()) {
-                        writes.push(Write::Step(s, new.steps.len()));
-                    }
-                }
+                let step_count = new.steps.len();
                 let stored_partition = slot
                     .and_then(|s| s.job.as_ref())
                     .map_or(&new.index.partition, |j| &j.partition)
                     .clone();
-                if slot.is_none_or(|s| !s.indexed) {
-                    writes.push(Write::Index(&new.index.job_id, stored_partition));
+                let indexed = slot.is_some_and(|s| s.indexed);
+                let has_entry = slot.is_some_and(|x| x.entry(&new.outbox.id).is_some());
+                if slot.is_none_or(|s| s.job.is_none()) {
+                    writes.push(Write::Job(new.job));
                 }
-                if slot.is_none_or(|x| x.entry(&new.outbox.id).is_none()) {
-                    writes.push(Write::Outbox(&new.outbox));
+                for s in new.steps {
+                    if slot.is_none_or(|x| x.step(s.index).is_none()) {
+                        writes.push(Write::Step(s, step_count));
+                    }
                 }
-                g.write_all(&writes)?;
+                if !indexed {
+                    writes.push(Write::Index(new.index.job_id, stored_partition));
+                }
+                if !has_entry {
+                    writes.push(Write::Outbox(new.outbox));
+                }
+                g.write_all(writes)?;
             }
             return Ok(CreateOutcome::Existing(existing));
         }
-        let mut writes = vec![Write::Claim(&new.claim, ck), Write::Job(&new.job)];
-        writes.extend(new.steps.iter().map(|s| Write::Step(s, new.steps.len())));
-        writes.push(Write::Index(&new.index.job_id, new.index.partition.clone()));
-        writes.push(Write::Outbox(&new.outbox));
-        g.write_all(&writes)?;
+        let step_count = new.steps.len();
+        let mut writes = Vec::with_capacity(step_count + 4);
+        writes.push(Write::Claim(new.claim, ck));
+        writes.push(Write::Job(new.job));
+        writes.extend(new.steps.into_iter().map(|s| Write::Step(s, step_count)));
+        writes.push(Write::Index(new.index.job_id, new.index.partition));
+        writes.push(Write::Outbox(new.outbox));
+        g.write_all(writes)?;
         Ok(CreateOutcome::Created)
     }
 
@@ -494,11 +506,13 @@ impl Store for MemoryStore {
     async fn commit(&self, mut changes: Changes) -> Result<Changes, StoreError> {
         let mut g = self.lock();
         let revs = {
-            let mut writes: Vec<Write<'_>> =
-                changes.steps.iter().map(|s| Write::Step(s, 0)).collect();
-            writes.extend(changes.outbox.iter().map(Write::Outbox));
-            writes.extend(changes.job.iter().map(Write::Job));
-            g.write_all(&writes)?
+            let mut writes = Vec::with_capacity(
+                changes.steps.len() + changes.outbox.len() + usize::from(changes.job.is_some()),
+            );
+            writes.extend(changes.steps.iter().map(|s| Write::Step(s.clone(), 0)));
+            writes.extend(changes.outbox.iter().map(|e| Write::Outbox(e.clone())));
+            writes.extend(changes.job.iter().map(|j| Write::Job(j.clone())));
+            g.write_all(writes)?
         };
         changes.assign_revisions(revs);
         Ok(changes)
@@ -665,7 +679,7 @@ mod tests {
     async fn torn_commits_apply_a_prefix_in_contract_order() {
         let store = MemoryStore::new();
         let new = crate::testkit::new_job("t", "k", 0, Timestamp(0));
-        store.create_job(&new).await.unwrap();
+        store.create_job(new.clone()).await.unwrap();
         let rec = store.load_job(&new.job.id).await.unwrap().unwrap();
         let now = Timestamp(1);
         let changes = Changes {

@@ -118,7 +118,7 @@ async fn create_then_load_round_trips(store: Arc<dyn Store>) {
     let c = "create_then_load_round_trips";
     let new = new_job("acme", "k-1", 0, T0);
     assert_eq!(
-        store.create_job(&new).await,
+        store.create_job(new.clone()).await,
         Ok(CreateOutcome::Created),
         "{c}"
     );
@@ -150,12 +150,12 @@ async fn replayed_create_returns_the_claim(store: Arc<dyn Store>) {
     let c = "replayed_create_returns_the_claim";
     let new = new_job("acme", "k-2", 0, T0);
     store
-        .create_job(&new)
+        .create_job(new.clone())
         .await
         .unwrap_or_else(|e| panic!("{c}: {e}"));
     // A replay later (another month even) must not write a second job or directive.
     let again = new_job("acme", "k-2", 0, T0.plus(Millis::from_secs(40 * 86_400)));
-    match store.create_job(&again).await {
+    match store.create_job(again.clone()).await {
         Ok(CreateOutcome::Existing(claim)) => {
             assert_eq!(
                 claim, new.claim,
@@ -172,12 +172,12 @@ async fn other_request_same_key_changes_nothing(store: Arc<dyn Store>) {
     let c = "other_request_same_key_changes_nothing";
     let new = new_job("acme", "k-3", 0, T0);
     store
-        .create_job(&new)
+        .create_job(new.clone())
         .await
         .unwrap_or_else(|e| panic!("{c}: {e}"));
     let other = new_job("acme", "k-3", 1, T0);
     assert_ne!(other.claim.request_hash, new.claim.request_hash);
-    match store.create_job(&other).await {
+    match store.create_job(other.clone()).await {
         Ok(CreateOutcome::Existing(claim)) => {
             assert_eq!(claim.request_hash, new.claim.request_hash, "{c}")
         }
@@ -192,7 +192,7 @@ async fn other_request_same_key_changes_nothing(store: Arc<dyn Store>) {
     // The same key under another tenant is another job.
     let t2 = new_job("globex", "k-3", 1, T0);
     assert_eq!(
-        store.create_job(&t2).await,
+        store.create_job(t2.clone()).await,
         Ok(CreateOutcome::Created),
         "{c}: tenants share keys"
     );
@@ -242,7 +242,7 @@ async fn concurrent_creates_make_one_job(store: Arc<dyn Store>) {
     for i in 0..5 {
         let key = format!("race-{i}");
         let new = new_job("acme", &key, 0, T0);
-        let (a, b) = join2(store.create_job(&new), store.create_job(&new)).await;
+        let (a, b) = join2(store.create_job(new.clone()), store.create_job(new.clone())).await;
         let created = [&a, &b]
             .iter()
             .filter(|r| matches!(r, Ok(CreateOutcome::Created)))
@@ -268,10 +268,10 @@ async fn create_completes_a_torn_intake(store: Arc<dyn Store>) {
     };
     // Writing a job without steps is what a crash after the job row leaves behind.
     store
-        .create_job(&partial)
+        .create_job(partial.clone())
         .await
         .unwrap_or_else(|e| panic!("{c}: {e}"));
-    match store.create_job(&new).await {
+    match store.create_job(new.clone()).await {
         Ok(CreateOutcome::Existing(_)) => {}
         other => panic!("{c}: retry gave {other:?}"),
     }
@@ -287,7 +287,7 @@ async fn replay_leaves_a_terminal_torn_job_alone(store: Arc<dyn Store>) {
         ..new.clone()
     };
     store
-        .create_job(&partial)
+        .create_job(partial.clone())
         .await
         .unwrap_or_else(|e| panic!("{c}: {e}"));
     // The sweeper gave up on the interrupted intake and failed the job.
@@ -303,7 +303,7 @@ async fn replay_leaves_a_terminal_torn_job_alone(store: Arc<dyn Store>) {
         })
         .await
         .unwrap_or_else(|e| panic!("{c}: {e}"));
-    match store.create_job(&new).await {
+    match store.create_job(new.clone()).await {
         Ok(CreateOutcome::Existing(_)) => {}
         other => panic!("{c}: late retry gave {other:?}"),
     }
@@ -319,7 +319,7 @@ async fn commit_is_guarded_by_revisions(store: Arc<dyn Store>) {
     let c = "commit_is_guarded_by_revisions";
     let new = new_job("acme", "k-cas", 0, T0);
     store
-        .create_job(&new)
+        .create_job(new.clone())
         .await
         .unwrap_or_else(|e| panic!("{c}: {e}"));
     let rec = load(store.as_ref(), &new.job.id, c).await;
@@ -399,7 +399,7 @@ async fn insert_of_existing_row_conflicts(store: Arc<dyn Store>) {
     let c = "insert_of_existing_row_conflicts";
     let new = new_job("acme", "k-ins", 0, T0);
     store
-        .create_job(&new)
+        .create_job(new.clone())
         .await
         .unwrap_or_else(|e| panic!("{c}: {e}"));
     let err = store
@@ -416,7 +416,7 @@ async fn failed_commit_leaves_rows_as_the_contract_says(store: Arc<dyn Store>, c
     let c = "failed_commit_leaves_rows_as_the_contract_says";
     let new = new_job("acme", "k-atomic", 0, T0);
     store
-        .create_job(&new)
+        .create_job(new.clone())
         .await
         .unwrap_or_else(|e| panic!("{c}: {e}"));
     let rec = load(store.as_ref(), &new.job.id, c).await;
@@ -475,7 +475,7 @@ async fn outbox_queries_filter_and_order(store: Arc<dyn Store>) {
     ];
     for j in &jobs {
         store
-            .create_job(j)
+            .create_job(j.clone())
             .await
             .unwrap_or_else(|e| panic!("{c}: {e}"));
     }
@@ -600,7 +600,7 @@ async fn active_jobs_and_partitions(store: Arc<dyn Store>) {
     let g = new_job("globex", "a-3", 0, T0);
     for j in [&a, &b, &g] {
         store
-            .create_job(j)
+            .create_job(j.clone())
             .await
             .unwrap_or_else(|e| panic!("{c}: {e}"));
     }
