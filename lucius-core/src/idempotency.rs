@@ -102,6 +102,35 @@ pub fn request_hash<'a>(
     RequestHash(h.0.finalize().into())
 }
 
+/// [`request_hash`] from compact texts already written: `payload` and each step's text
+/// as [`Json`](crate::json::Json) holds them (serde_json's compact form, which is the
+/// canonical form). Intake has those texts anyway, so the values are not walked again.
+/// `steps` are the steps the client gave, each id once, in any order.
+pub fn request_hash_of_texts<'a>(
+    request_type: &str,
+    payload: &str,
+    steps: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> RequestHash {
+    let mut h = HashWriter(Sha256::new());
+    h.put(b"{\"payload\":");
+    h.put(payload.as_bytes());
+    h.put(b",\"requestType\":");
+    h.string(request_type);
+    h.put(b",\"steps\":{");
+    let mut steps: Vec<_> = steps.into_iter().collect();
+    steps.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for (i, (k, text)) in steps.into_iter().enumerate() {
+        if i > 0 {
+            h.put(b",");
+        }
+        h.string(k);
+        h.put(b":");
+        h.put(text.as_bytes());
+    }
+    h.put(b"}}");
+    RequestHash(h.0.finalize().into())
+}
+
 /// Lower-case hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -283,6 +312,24 @@ mod tests {
         ) {
             prop_assert_eq!(request_hash(&rt, &payload, &steps), reference(&rt, &payload, &steps));
         }
+
+        #[test]
+        fn hashing_the_texts_equals_hashing_the_values(
+            rt in "[a-z.\\\\\"é]{1,12}",
+            payload in json_value(),
+            steps in prop::collection::btree_map("[a-z\\\\\"é/~]{0,6}", json_value(), 0..4),
+        ) {
+            let payload_text = crate::json::Json::from_value(&payload);
+            let texts: Vec<(&String, crate::json::Json)> =
+                steps.iter().map(|(k, v)| (k, crate::json::Json::from_value(v))).collect();
+            // In reverse: the function sorts the steps itself.
+            let of_texts = request_hash_of_texts(
+                &rt,
+                payload_text.as_str(),
+                texts.iter().rev().map(|(k, t)| (k.as_str(), t.as_str())),
+            );
+            prop_assert_eq!(of_texts, request_hash(&rt, &payload, &steps));
+        }
     }
 
     #[test]
@@ -305,6 +352,16 @@ mod tests {
         assert_eq!(serde_json::from_str::<RequestHash>(&json).unwrap(), h);
         assert_eq!(RequestHash::parse("abc"), None);
         assert_eq!(RequestHash::parse(&"g".repeat(64)), None);
+    }
+
+    #[test]
+    fn hash_of_texts_is_pinned() {
+        // The vector of `hash_is_pinned`, from the texts.
+        let h = request_hash_of_texts("r", r#"{"x":1}"#, []);
+        assert_eq!(
+            h.to_string(),
+            "6063748a2b6cbaf274712ee15362446d60f7dc7cfb4e6a8f28418877c1f61f6a"
+        );
     }
 
     #[test]

@@ -5,13 +5,14 @@
 //! The envelope's JSON Schema is derived with `schemars` from [`Envelope`] and compiled
 //! once per process; protocol schemas are compiled once when the registry is loaded.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::idempotency::request_hash;
+use crate::idempotency::request_hash_of_texts;
 use crate::ids::TenantId;
 use crate::json::Json;
 use crate::protocol::{Protocol, ProtocolRegistry};
@@ -64,7 +65,7 @@ pub struct ValidatedCommand {
     pub payload: Json,
     /// Step payloads in protocol order (`{}` where none was given).
     pub step_payloads: Vec<Json>,
-    /// Stable hash of the request (see [`request_hash`]).
+    /// Stable hash of the request (see [`request_hash`](crate::idempotency::request_hash)).
     pub request_hash: crate::idempotency::RequestHash,
 }
 
@@ -170,7 +171,22 @@ fn escape_pointer(token: &str) -> String {
 }
 
 /// Parses and validates a command body. `header_key` is the `Idempotency-Key` header.
+///
+/// A well-formed envelope is read straight into borrowed fields and checked by hand
+/// (`fast`); anything else takes the general path, which reports every error.
 pub fn validate_command(
+    registry: &ProtocolRegistry,
+    body: &[u8],
+    header_key: Option<&str>,
+) -> Result<ValidatedCommand, InvalidCommand> {
+    match fast(registry, body, header_key) {
+        Some(result) => result,
+        None => validate_slow(registry, body, header_key),
+    }
+}
+
+/// The general path: the body as a `Value`, the envelope checked by its JSON Schema.
+fn validate_slow(
     registry: &ProtocolRegistry,
     body: &[u8],
     header_key: Option<&str>,
@@ -183,6 +199,113 @@ pub fn validate_command(
         )
     })?;
     validate_value(registry, raw, header_key)
+}
+
+/// The envelope read in place: strings borrowed from the body where they have no escapes,
+/// no map for the envelope itself. A duplicated or unknown field is a parse error here, so
+/// such bodies take the general path.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Fast<'a> {
+    #[serde(borrow)]
+    request_type: Text<'a>,
+    #[serde(borrow)]
+    tenant_id: Text<'a>,
+    #[serde(default, borrow)]
+    idempotency_key: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    correlation_id: Option<Text<'a>>,
+    #[serde(default)]
+    payload: serde_json::Value,
+    #[serde(default, borrow)]
+    steps: BTreeMap<Text<'a>, serde_json::Value>,
+}
+
+/// A string borrowed from the body unless it has escapes (serde borrows a bare `Cow`
+/// field, but neither one in an `Option` nor a map key).
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Text<'a>(Cow<'a, str>);
+
+impl Text<'_> {
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Text<'a>, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// 1 to `max` ASCII characters, each allowed by `ok` (what the envelope's length and
+/// pattern keywords check, for the patterns that only admit ASCII).
+fn ascii_field(s: &str, max: usize, ok: impl Fn(u8) -> bool) -> bool {
+    (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || ok(b))
+}
+
+/// The fast path: `None` when the body is not an envelope it is sure the schema accepts
+/// (then [`validate_slow`] decides, with its error messages). It must never accept what
+/// the general path refuses, nor build a different command.
+fn fast(
+    registry: &ProtocolRegistry,
+    body: &[u8],
+    header_key: Option<&str>,
+) -> Option<Result<ValidatedCommand, InvalidCommand>> {
+    // A derived struct also reads a JSON array (fields by position); the schema wants an
+    // object.
+    let first = body
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first != Some(&b'{') {
+        return None;
+    }
+    let f: Fast<'_> = serde_json::from_slice(body).ok()?;
+    // The envelope schema's keywords, by hand (`Envelope`'s `schemars` attributes). JSON
+    // Schema lengths count code points: only the correlation id may hold non-ASCII.
+    let checked = ascii_field(f.request_type.as_str(), 128, |b| b"._:-".contains(&b))
+        && ascii_field(f.tenant_id.as_str(), 64, |b| b"._-".contains(&b))
+        && f.idempotency_key
+            .as_ref()
+            .map(Text::as_str)
+            .is_none_or(|k| ascii_field(k, 128, |b| b"._:=+@-".contains(&b)))
+        && f.correlation_id
+            .as_ref()
+            .map(Text::as_str)
+            .is_none_or(|c| (1..=128).contains(&c.chars().count()));
+    if !checked {
+        return None;
+    }
+    let steps: Vec<(&str, &serde_json::Value)> =
+        f.steps.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    Some(finish(
+        registry,
+        Parts {
+            request_type: f.request_type.as_str(),
+            tenant_id: f.tenant_id.as_str(),
+            idempotency_key: f.idempotency_key.as_ref().map(Text::as_str),
+            correlation_id: f.correlation_id.as_ref().map(Text::as_str),
+            payload: &f.payload,
+            steps: &steps,
+        },
+        header_key,
+    ))
 }
 
 /// Validates an already parsed command body.
@@ -212,8 +335,42 @@ pub fn validate_value(
             "the command envelope is invalid".into(),
         )
     })?;
+    let steps: Vec<(&str, &serde_json::Value)> =
+        env.steps.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    finish(
+        registry,
+        Parts {
+            request_type: &env.request_type,
+            tenant_id: &env.tenant_id,
+            idempotency_key: env.idempotency_key.as_deref(),
+            correlation_id: env.correlation_id.as_deref(),
+            payload: &env.payload,
+            steps: &steps,
+        },
+        header_key,
+    )
+}
 
-    let key = match (env.idempotency_key.as_deref(), header_key) {
+/// An envelope that passed its schema, as either path read it.
+struct Parts<'a> {
+    request_type: &'a str,
+    tenant_id: &'a str,
+    idempotency_key: Option<&'a str>,
+    correlation_id: Option<&'a str>,
+    payload: &'a serde_json::Value,
+    /// The steps given, sorted by step id, each once.
+    steps: &'a [(&'a str, &'a serde_json::Value)],
+}
+
+/// Everything after the envelope, shared by both paths: the idempotency key (body or
+/// header), the protocol, unknown steps, the payload schemas, the tenant, the texts and
+/// the hash.
+fn finish(
+    registry: &ProtocolRegistry,
+    env: Parts<'_>,
+    header_key: Option<&str>,
+) -> Result<ValidatedCommand, InvalidCommand> {
+    let key = match (env.idempotency_key, header_key) {
         (Some(b), Some(h)) if b != h => {
             return Err(InvalidCommand::one(
                 InvalidCode::IdempotencyKeyMismatch,
@@ -243,7 +400,7 @@ pub fn validate_value(
         )),
     };
 
-    let protocol = registry.get(&env.request_type).cloned().ok_or_else(|| {
+    let protocol = registry.get(env.request_type).cloned().ok_or_else(|| {
         InvalidCommand::one(
             InvalidCode::UnknownRequestType,
             "/requestType",
@@ -251,24 +408,27 @@ pub fn validate_value(
         )
     })?;
 
-    let unknown: Vec<FieldError> = env
-        .steps
-        .keys()
-        .filter(|k| protocol.step_index(k).is_none())
-        .map(|k| FieldError {
-            pointer: format!("/steps/{}", escape_pointer(k)),
-            message: format!(
-                "protocol {} has no step {k:?} (steps: {})",
-                protocol.request_type(),
-                protocol
-                    .steps
-                    .iter()
-                    .map(|s| s.step_id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        })
-        .collect();
+    // Each given step's index in the protocol, in step id order.
+    let mut given = Vec::with_capacity(env.steps.len());
+    let mut unknown = Vec::new();
+    for &(k, v) in env.steps {
+        match protocol.step_index(k) {
+            Some(i) => given.push((k, i, v)),
+            None => unknown.push(FieldError {
+                pointer: format!("/steps/{}", escape_pointer(k)),
+                message: format!(
+                    "protocol {} has no step {k:?} (steps: {})",
+                    protocol.request_type(),
+                    protocol
+                        .steps
+                        .iter()
+                        .map(|s| s.step_id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }),
+        }
+    }
     if !unknown.is_empty() {
         return Err(InvalidCommand {
             code: InvalidCode::UnknownStep,
@@ -277,18 +437,19 @@ pub fn validate_value(
         });
     }
 
-    if !protocol.payload_validator.is_valid(&env.payload) {
+    let mut errors = Vec::new();
+    if !protocol.payload_validator.is_valid(env.payload) {
         collect(
             &protocol.payload_validator,
-            &env.payload,
+            env.payload,
             "/payload",
             &mut errors,
         );
     }
     let empty = serde_json::Value::Object(serde_json::Map::new());
     let mut step_payloads = Vec::with_capacity(protocol.steps.len());
-    for s in &protocol.steps {
-        let given = env.steps.get(s.step_id.as_str());
+    for (i, s) in protocol.steps.iter().enumerate() {
+        let given = given.iter().find(|g| g.1 == i).map(|g| g.2);
         let v = given.unwrap_or(&empty);
         if !s.validator.is_valid(v) {
             collect(
@@ -313,16 +474,24 @@ pub fn validate_value(
         });
     }
 
-    let tenant_id = TenantId::parse(&env.tenant_id).map_err(|e| {
+    let tenant_id = TenantId::parse(env.tenant_id).map_err(|e| {
         InvalidCommand::one(InvalidCode::SchemaViolation, "/tenantId", e.to_string())
     })?;
-    let request_hash = request_hash(&env.request_type, &env.payload, &env.steps);
+    let payload = Json::from_value(env.payload);
+    // The compact texts are the canonical form: hash them rather than walk the values again.
+    let request_hash = request_hash_of_texts(
+        env.request_type,
+        payload.as_str(),
+        given
+            .iter()
+            .map(|&(k, i, _)| (k, step_payloads[i].as_str())),
+    );
     Ok(ValidatedCommand {
         protocol,
         tenant_id,
         idempotency_key: key,
         correlation_id: env.correlation_id.map(Arc::from),
-        payload: Json::from_value(&env.payload),
+        payload,
         step_payloads,
         request_hash,
     })
@@ -383,6 +552,7 @@ fn empty_object() -> Json {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn reg() -> ProtocolRegistry {
@@ -481,5 +651,348 @@ mod tests {
                 .code,
             InvalidCode::MalformedJson
         );
+    }
+
+    #[test]
+    fn a_good_command_takes_the_fast_path() {
+        let body = good().to_string();
+        let c = match fast(&reg(), body.as_bytes(), None) {
+            Some(Ok(c)) => c,
+            other => panic!("the general path decided: {other:?}"),
+        };
+        let slow = validate_slow(&reg(), body.as_bytes(), None).unwrap();
+        assert_eq!(c.step_payloads, slow.step_payloads);
+        // The hash of the texts is the hash of the values.
+        let v = good();
+        let steps: BTreeMap<String, serde_json::Value> =
+            serde_json::from_value(v["steps"].clone()).unwrap();
+        assert_eq!(
+            c.request_hash,
+            crate::idempotency::request_hash("document.process", &v["payload"], &steps)
+        );
+        // Escaped strings, a header key, a correlation id and layout do not leave it either.
+        let body = "\n {\"requestType\": \"document.pro\\u0063ess\", \"tenantId\": \"t1\",
+            \"correlationId\": \"caf\u{e9} \u{1f600}\", \"payload\": {\"documentUrl\": \"d\"},
+            \"steps\": {\"\\u006fcr\": {\"dpi\": 300}, \"index\": {}}} ";
+        assert!(matches!(
+            fast(&reg(), body.as_bytes(), Some("hk")),
+            Some(Ok(_))
+        ));
+    }
+
+    #[test]
+    fn the_fast_path_holds_to_the_length_limits() {
+        let body = |rt: &str, tenant: &str, key: &str, corr: &str| {
+            json!({"requestType": rt, "tenantId": tenant, "idempotencyKey": key,
+                   "correlationId": corr, "payload": {"documentUrl": "d"}})
+            .to_string()
+        };
+        let rt = "document.process";
+        let key = "k=+@:._-".repeat(16);
+        // 128 code points, 512 bytes: JSON Schema counts code points.
+        let corr = "\u{1f600}".repeat(128);
+        let at_limits = body(rt, &"t".repeat(64), &key, &corr);
+        assert!(matches!(
+            fast(&reg(), at_limits.as_bytes(), None),
+            Some(Ok(_))
+        ));
+        let long_type = body(&"d".repeat(128), "t", "k", "c");
+        assert!(matches!(
+            fast(&reg(), long_type.as_bytes(), None),
+            Some(Err(InvalidCommand {
+                code: InvalidCode::UnknownRequestType,
+                ..
+            }))
+        ));
+        for over in [
+            body(&"d".repeat(129), "t", "k", "c"),
+            body(rt, &"t".repeat(65), "k", "c"),
+            body(rt, "t", &"k".repeat(129), "c"),
+            body(rt, "t", "k", &"\u{e9}".repeat(129)),
+            body(rt, "", "k", "c"),
+            body(rt, "t", "k", ""),
+            body(rt, "t:1", "k", "c"),
+        ] {
+            assert!(fast(&reg(), over.as_bytes(), None).is_none(), "{over}");
+            let e = validate_command(&reg(), over.as_bytes(), None).unwrap_err();
+            assert_eq!(e.code, InvalidCode::SchemaViolation, "{over}");
+        }
+    }
+
+    #[test]
+    fn an_envelope_written_as_an_array_is_refused() {
+        // A derived struct would read it field by field; the schema wants an object.
+        let body = br#"["document.process", "t1", "k1", null, {"documentUrl": "d"}, {}]"#;
+        assert!(fast(&reg(), body, None).is_none());
+        assert_eq!(
+            validate_command(&reg(), body, None).unwrap_err().code,
+            InvalidCode::SchemaViolation
+        );
+    }
+
+    /// Both paths agree: equal commands (`ValidatedCommand` has no `PartialEq`) or equal
+    /// refusals.
+    fn same(
+        a: &Result<ValidatedCommand, InvalidCommand>,
+        b: &Result<ValidatedCommand, InvalidCommand>,
+    ) -> Result<(), TestCaseError> {
+        match (a, b) {
+            (Ok(a), Ok(b)) => {
+                prop_assert_eq!(a.protocol.request_type(), b.protocol.request_type());
+                prop_assert!(Arc::ptr_eq(&a.protocol, &b.protocol));
+                prop_assert_eq!(&a.tenant_id, &b.tenant_id);
+                prop_assert_eq!(&a.idempotency_key, &b.idempotency_key);
+                prop_assert_eq!(&a.correlation_id, &b.correlation_id);
+                prop_assert_eq!(a.payload.as_str(), b.payload.as_str());
+                let texts = |c: &ValidatedCommand| {
+                    c.step_payloads
+                        .iter()
+                        .map(|j| j.as_str().to_owned())
+                        .collect::<Vec<_>>()
+                };
+                prop_assert_eq!(texts(a), texts(b));
+                prop_assert_eq!(a.request_hash, b.request_hash);
+            }
+            (Err(a), Err(b)) => prop_assert_eq!(a, b),
+            _ => prop_assert!(false, "the paths disagree: {a:?} / {b:?}"),
+        }
+        Ok(())
+    }
+
+    /// `s` as a JSON string literal; with `escape`, its letters as `\u00XX` escapes (the
+    /// fast path then owns the string rather than borrowing it).
+    fn literal(s: &str, escape: bool) -> String {
+        let mut out = String::from("\"");
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if u32::from(c) < 0x20 || (escape && c.is_ascii_alphabetic()) => {
+                    out.push_str(&format!("\\u{:04x}", u32::from(c)));
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    /// Strings around the length limits (0, 1, 64, 128, 140): letters and digits plus
+    /// `extra`, or half non-ASCII; sometimes one character swapped for one that this or
+    /// another field's pattern refuses.
+    fn text(extra: &'static str) -> impl Strategy<Value = String> {
+        let allowed = prop_oneof![
+            6 => prop::char::ranges(vec!['a'..='z', 'A'..='Z', '0'..='9'].into()),
+            1 => prop::sample::select(extra.chars().collect::<Vec<_>>()),
+        ];
+        let wide = prop_oneof![
+            Just('a'),
+            Just('\u{e9}'),
+            Just('\u{1f600}'),
+            Just('\u{20ac}'),
+        ];
+        let chars = prop_oneof![
+            4 => prop::collection::vec(allowed.clone(), 0..=2),
+            4 => prop::collection::vec(allowed.clone(), 62..=66),
+            4 => prop::collection::vec(allowed.clone(), 126..=130),
+            2 => prop::collection::vec(allowed, 0..=140),
+            2 => prop::collection::vec(wide.clone(), 126..=130),
+            1 => prop::collection::vec(wide, 0..=140),
+        ];
+        let bad = prop::option::weighted(
+            0.25,
+            (
+                any::<prop::sample::Index>(),
+                prop::sample::select(
+                    " #/\n\"\\\u{e9}\u{1f600}:=+@._-"
+                        .chars()
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+        );
+        (chars, bad).prop_map(|(mut cs, bad)| {
+            if let Some((i, c)) = bad {
+                if cs.is_empty() {
+                    cs.push(c);
+                } else {
+                    let at = i.index(cs.len());
+                    cs[at] = c;
+                }
+            }
+            cs.into_iter().collect()
+        })
+    }
+
+    /// A string field's raw JSON (`None`: absent): mostly `common`, else a drawn string,
+    /// `null` or another type.
+    fn string_field(
+        common: &'static [&'static str],
+        extra: &'static str,
+    ) -> impl Strategy<Value = Option<String>> {
+        prop_oneof![
+            1 => Just(None),
+            8 => (prop::sample::select(common), any::<bool>())
+                .prop_map(|(s, e)| Some(literal(s, e))),
+            4 => (text(extra), any::<bool>()).prop_map(|(s, e)| Some(literal(&s, e))),
+            1 => prop::sample::select(vec!["null", "5", "true", "[]", "{}", "\"\""])
+                .prop_map(|s| Some(s.to_owned())),
+        ]
+    }
+
+    fn payload_field() -> impl Strategy<Value = Option<String>> {
+        let good = prop::sample::select(vec![
+            r#"{"documentUrl":"https://x/y.pdf"}"#,
+            r#"{"language":"en", "documentUrl":"https://x/y.pdf"}"#,
+            r#"{"documentUrl":"a","documentUrl":"b"}"#,
+            r#"{"documentUrl":"\u00e9 \ud83d\ude00 \"q\" \/"}"#,
+        ]);
+        let other = prop::sample::select(vec![
+            r#"{"documentUrl":"d","language":"english"}"#,
+            r#"{"documentUrl":""}"#,
+            r#"{"z":{"b":1,"a":[true,null,1.50,-0,1e3]},"documentUrl":"x"}"#,
+            r#"{"x": 1}"#,
+            "{}",
+            "null",
+            "5",
+            "[1, 2]",
+        ]);
+        prop::option::weighted(
+            0.95,
+            prop_oneof![4 => good, 1 => other].prop_map(str::to_owned),
+        )
+    }
+
+    fn steps_field() -> impl Strategy<Value = Option<String>> {
+        let good = prop::sample::select(vec![
+            "{}",
+            r#"{"ocr":{"dpi":300}}"#,
+            r#"{"embed":{"model":"m"}, "ocr":{"dpi":300}, "index":{"indexName":"i"}}"#,
+            r#"{"ocr":{"dpi":300},"ocr":{"dpi":72}}"#,
+            r#"{"\u006fcr":{"dpi":300},"embed":{}}"#,
+        ]);
+        let other = prop::sample::select(vec![
+            r#"{"ocr":{"dpi":5}}"#,
+            r#"{"a/b":{},"ocr":{}}"#,
+            r#"{"index":{"indexName":"i"},"embed":null}"#,
+            r#"{"echo":{"x":[1,{"b":2,"a":1}]}}"#,
+            "null",
+            "[]",
+            "5",
+        ]);
+        prop::option::weighted(
+            0.9,
+            prop_oneof![4 => good, 1 => other].prop_map(str::to_owned),
+        )
+    }
+
+    /// A raw command body: each field present or not, in any order, sometimes an unknown
+    /// or duplicated field, sometimes not an object at all.
+    fn body() -> impl Strategy<Value = String> {
+        let fields = (
+            string_field(
+                &["document.process", "document.process", "demo.echo", "nope"],
+                "._:-",
+            ),
+            string_field(&["t1", "acme.eu-1"], "._-"),
+            string_field(&["k1", "k-1:a=b+c@d"], "._:=+@-"),
+            string_field(&["c1", "caf\u{e9}"], "._:=+@-#/ "),
+            payload_field(),
+            steps_field(),
+        );
+        let shape = (
+            prop::collection::vec(any::<u8>(), 8),
+            prop::option::weighted(0.1, Just(r#""extra":1"#)),
+            prop::option::weighted(0.1, (any::<prop::sample::Index>(), any::<bool>())),
+            prop::sample::select(vec!["", " ", "\n\t"]),
+            prop_oneof![12 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8), 1 => Just(3u8)],
+        );
+        (fields, shape).prop_map(|((rt, tenant, key, corr, payload, steps), shape)| {
+            let (order, extra, dup, ws, form) = shape;
+            let names = [
+                "requestType",
+                "tenantId",
+                "idempotencyKey",
+                "correlationId",
+                "payload",
+                "steps",
+            ];
+            let mut entries: Vec<(String, String)> = names
+                .iter()
+                .zip([rt, tenant, key, corr, payload, steps])
+                .filter_map(|(n, v)| v.map(|v| (literal(n, false), v)))
+                .collect();
+            if let Some(e) = extra {
+                let (k, v) = e.split_once(':').unwrap_or_default();
+                entries.push((k.to_owned(), v.to_owned()));
+            }
+            if let (Some((i, same_value)), false) = (dup, entries.is_empty()) {
+                let (k, v) = entries[i.index(entries.len())].clone();
+                let v = if same_value { v } else { "\"k2\"".to_owned() };
+                entries.push((k, v));
+            }
+            let mut keyed: Vec<_> = entries
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| (order[i % order.len()], i, e))
+                .collect();
+            keyed.sort();
+            let sep = format!(",{ws}");
+            match form {
+                // The values alone, as an array.
+                1 => format!(
+                    "[{}]",
+                    keyed
+                        .iter()
+                        .map(|(_, _, (_, v))| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join(&sep)
+                ),
+                _ => {
+                    let inner = keyed
+                        .iter()
+                        .map(|(_, _, (k, v))| format!("{k}:{ws}{v}"))
+                        .collect::<Vec<_>>()
+                        .join(&sep);
+                    match form {
+                        2 => format!("{{{inner}}} x"),
+                        3 => format!(" \t\r\n{{{ws}{inner}{ws}}}{ws}"),
+                        _ => format!("{{{inner}}}"),
+                    }
+                }
+            }
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn the_fast_path_decides_as_the_general_path(
+            body in body(),
+            header in prop_oneof![
+                6 => Just(None),
+                1 => prop::sample::select(vec![Some("k1"), Some("hk"), Some("bad key"), Some("")]),
+            ],
+        ) {
+            let registry = reg();
+            let slow = validate_slow(&registry, body.as_bytes(), header);
+            if let Some(fast) = fast(&registry, body.as_bytes(), header) {
+                same(&fast, &slow)?;
+            }
+            same(&validate_command(&registry, body.as_bytes(), header), &slow)?;
+            // The hash of the texts is the hash of the values as the body gave them.
+            if let Ok(c) = &slow {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                let steps: BTreeMap<String, serde_json::Value> = match v.get("steps") {
+                    Some(serde_json::Value::Object(m)) => m.clone().into_iter().collect(),
+                    _ => BTreeMap::new(),
+                };
+                let payload = v.get("payload").cloned().unwrap_or_default();
+                prop_assert_eq!(
+                    c.request_hash,
+                    crate::idempotency::request_hash(c.protocol.request_type(), &payload, &steps)
+                );
+            }
+        }
     }
 }
