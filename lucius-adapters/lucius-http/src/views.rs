@@ -367,7 +367,11 @@ mod tests {
         // Not a UUID (only deserialisation makes one): the serde_json path.
         let odd: JobId = serde_json::from_str(r#""we\"ird/\\id""#).unwrap();
         for id in [derived, odd] {
-            for status in [JobStatus::Accepted, JobStatus::InProgress, JobStatus::Failed] {
+            for status in [
+                JobStatus::Accepted,
+                JobStatus::InProgress,
+                JobStatus::Failed,
+            ] {
                 let s = submission(id.clone(), status);
                 let (body, location) = submit_answer(&s);
                 let view = SubmitResponse::of(&s);
