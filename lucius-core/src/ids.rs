@@ -106,6 +106,22 @@ impl TenantId {
     }
 }
 
+/// The value of a lower-case hex digit; 0xff for any other byte.
+const HEX_DIGIT: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut c = 0;
+    while c < 10 {
+        t[b'0' as usize + c] = c as u8;
+        c += 1;
+    }
+    let mut c = 0;
+    while c < 6 {
+        t[b'a' as usize + c] = 10 + c as u8;
+        c += 1;
+    }
+    t
+};
+
 /// Appends `n` in decimal.
 fn push_decimal(s: &mut String, n: u32) {
     let mut digits = [0u8; 10];
@@ -163,22 +179,33 @@ impl JobId {
     /// The id's 128 bits, or `None` if it is not a lower-case hyphenated UUID. Ids order
     /// as their numbers do, so stores can index them by this fixed-size key.
     pub fn to_u128(&self) -> Option<u128> {
+        // Every store call keys its job by this: a table lookup per digit, no branch per
+        // character (the per-character match was 2% of the intake path).
+        const POSITIONS: [usize; 32] = {
+            let mut p = [0usize; 32];
+            let (mut i, mut at) = (0, 0);
+            while i < 32 {
+                if at == 8 || at == 13 || at == 18 || at == 23 {
+                    at += 1;
+                }
+                p[i] = at;
+                i += 1;
+                at += 1;
+            }
+            p
+        };
         let s = self.0.as_bytes();
-        if s.len() != 36 {
+        if s.len() != 36 || s[8] != b'-' || s[13] != b'-' || s[18] != b'-' || s[23] != b'-' {
             return None;
         }
         let mut v: u128 = 0;
-        for (i, &c) in s.iter().enumerate() {
-            let digit = match (i, c) {
-                (8 | 13 | 18 | 23, b'-') => continue,
-                (8 | 13 | 18 | 23, _) => return None,
-                (_, b'0'..=b'9') => c - b'0',
-                (_, b'a'..=b'f') => c - b'a' + 10,
-                _ => return None,
-            };
-            v = (v << 4) | u128::from(digit);
+        let mut bad = 0u8;
+        for at in POSITIONS {
+            let d = HEX_DIGIT[usize::from(s[at])];
+            bad |= d;
+            v = (v << 4) | u128::from(d & 0x0f);
         }
-        Some(v)
+        (bad & 0x80 == 0).then_some(v)
     }
 
     /// The id whose [`to_u128`](JobId::to_u128) is `v`.
@@ -373,6 +400,46 @@ mod tests {
         assert_eq!(o.job_id(), j);
         assert!(OutboxId::parse("x.1.2").is_err());
         assert!(OutboxId::parse(&format!("{j}.1")).is_err());
+    }
+
+    /// `to_u128` as it was first written: a character at a time.
+    fn to_u128_reference(s: &str) -> Option<u128> {
+        let b = s.as_bytes();
+        if b.len() != 36 {
+            return None;
+        }
+        let mut v: u128 = 0;
+        for (i, &c) in b.iter().enumerate() {
+            let digit = match (i, c) {
+                (8 | 13 | 18 | 23, b'-') => continue,
+                (8 | 13 | 18 | 23, _) => return None,
+                (_, b'0'..=b'9') => c - b'0',
+                (_, b'a'..=b'f') => c - b'a' + 10,
+                _ => return None,
+            };
+            v = (v << 4) | u128::from(digit);
+        }
+        Some(v)
+    }
+
+    proptest::proptest! {
+        /// The table-driven parse decides as the character-at-a-time one, on ids and on
+        /// ids with one byte replaced by anything.
+        #[test]
+        fn to_u128_matches_the_reference(n: u128, at in 0usize..37, byte: u8) {
+            let id = JobId::from_u128(n);
+            proptest::prop_assert_eq!(id.to_u128(), Some(n));
+            let mut b = id.as_str().as_bytes().to_vec();
+            if at < b.len() {
+                b[at] = byte;
+            } else {
+                b.push(byte);
+            }
+            if let Ok(s) = String::from_utf8(b) {
+                let odd: JobId = serde_json::from_value(serde_json::json!(s)).unwrap();
+                proptest::prop_assert_eq!(odd.to_u128(), to_u128_reference(&s));
+            }
+        }
     }
 
     proptest::proptest! {

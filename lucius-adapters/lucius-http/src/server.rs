@@ -60,6 +60,11 @@ pub async fn serve(
                         continue;
                     }
                 };
+                // A response goes out as one write; waiting to coalesce it with a next one
+                // (Nagle) only adds latency to a request/response protocol.
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(%peer, error = %e, "TCP_NODELAY could not be set");
+                }
                 let api = std::sync::Arc::clone(&api);
                 let service = service_fn(move |req: Request<Incoming>| {
                     let api = std::sync::Arc::clone(&api);
