@@ -46,13 +46,11 @@ impl Transitions {
         }
     }
 
-    fn count(&self, from: Option<&str>, to: &str) {
+    /// Counts `from → to`, given as positions in `names` (`None`: a new row).
+    fn count(&self, from: Option<Option<usize>>, to: Option<usize>) {
         let n = self.names.len();
-        let row = from.map_or(Some(0), |f| {
-            self.names.iter().position(|x| *x == f).map(|i| i + 1)
-        });
-        let col = self.names.iter().position(|x| *x == to);
-        if let (Some(r), Some(c)) = (row, col) {
+        let row = from.map_or(Some(0), |f| f.map(|i| i + 1));
+        if let (Some(r), Some(c)) = (row, to) {
             self.counts[r * n + c].fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -234,17 +232,21 @@ impl Metrics {
 }
 
 impl Observer for Metrics {
+    // Statuses are found by enum comparison in their `ALL` lists, which `names` follow
+    // (comparing their names was 1% of the intake path).
     fn job_transition(&self, from: Option<JobStatus>, to: JobStatus) {
-        self.jobs.count(from.map(JobStatus::as_str), to.as_str());
+        let at = |s: JobStatus| JobStatus::ALL.iter().position(|x| *x == s);
+        self.jobs.count(from.map(at), at(to));
     }
 
     fn step_transition(&self, from: Option<StepStatus>, to: StepStatus) {
-        self.steps.count(from.map(StepStatus::as_str), to.as_str());
+        let at = |s: StepStatus| StepStatus::ALL.iter().position(|x| *x == s);
+        self.steps.count(from.map(at), at(to));
     }
 
     fn outbox_transition(&self, from: Option<OutboxStatus>, to: OutboxStatus) {
-        self.outbox
-            .count(from.map(OutboxStatus::as_str), to.as_str());
+        let at = |s: OutboxStatus| OutboxStatus::ALL.iter().position(|x| *x == s);
+        self.outbox.count(from.map(at), at(to));
     }
 
     fn published(&self, ok: bool, latency: Millis) {

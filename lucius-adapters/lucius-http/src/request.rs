@@ -32,9 +32,13 @@ pub(crate) fn check_json_content_type(
         return Err(refuse("a non-ASCII value"));
     };
     let mut parts = v.split(';');
-    let mime = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
-    let json =
-        mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"));
+    let mime = parts.next().unwrap_or_default().trim().as_bytes();
+    // Compared without a lower-cased copy: this runs on every command.
+    let (app, suffix) = (b"application/", b"+json");
+    let json = mime.eq_ignore_ascii_case(b"application/json")
+        || (mime.len() >= app.len() + suffix.len()
+            && mime[..app.len()].eq_ignore_ascii_case(app)
+            && mime[mime.len() - suffix.len()..].eq_ignore_ascii_case(suffix));
     let charset_ok = parts.all(|p| match p.trim().split_once('=') {
         Some((k, val)) if k.trim().eq_ignore_ascii_case("charset") => {
             let val = val.trim().trim_matches('"');
@@ -281,6 +285,8 @@ mod tests {
             "application/json",
             "Application/JSON; charset=UTF-8",
             "application/problem+json",
+            "APPLICATION/VND.API+JSON",
+            "application/+json",
         ] {
             h.insert(CONTENT_TYPE, HeaderValue::from_static(ok));
             assert!(check_json_content_type(&h, 1).is_ok(), "{ok}");
@@ -289,6 +295,9 @@ mod tests {
             "text/plain",
             "application/json; charset=latin1",
             "application/jsonx",
+            "application/json+",
+            "text/x+json",
+            "application+json",
         ] {
             h.insert(CONTENT_TYPE, HeaderValue::from_static(bad));
             assert_eq!(
