@@ -140,18 +140,21 @@ fn push_decimal(s: &mut String, n: u32) {
     }
 }
 
-/// 16 bytes as a lower-case hyphenated UUID.
-fn hyphenated(b: &[u8; 16]) -> String {
+/// 16 bytes as a lower-case hyphenated UUID, written into `out`.
+fn hyphenated_into<'a>(b: &[u8; 16], out: &'a mut [u8; 36]) -> &'a str {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(36);
+    let mut at = 0;
     for (i, x) in b.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
-            s.push('-');
+            out[at] = b'-';
+            at += 1;
         }
-        s.push(HEX[usize::from(x >> 4)] as char);
-        s.push(HEX[usize::from(x & 0x0f)] as char);
+        out[at] = HEX[usize::from(x >> 4)];
+        out[at + 1] = HEX[usize::from(x & 0x0f)];
+        at += 2;
     }
-    s
+    // Only ASCII hex digits and hyphens were written.
+    std::str::from_utf8(out).unwrap_or_default()
 }
 
 impl JobId {
@@ -210,7 +213,8 @@ impl JobId {
 
     /// The id whose [`to_u128`](JobId::to_u128) is `v`.
     pub fn from_u128(v: u128) -> JobId {
-        JobId(hyphenated(&v.to_be_bytes()).into())
+        let mut buf = [0u8; 36];
+        JobId(Arc::from(hyphenated_into(&v.to_be_bytes(), &mut buf)))
     }
 
     /// Parses a job id as it appears in a URL: a lower-case hyphenated UUID.
@@ -252,7 +256,8 @@ impl OutboxId {
             s.push('.');
             push_decimal(&mut s, n);
         }
-        OutboxId(s.into())
+        // From a `&str`: one allocation of the exact size (from the `String`, a second).
+        OutboxId(Arc::from(s.as_str()))
     }
 
     /// Parses an outbox id into its job id, step index and attempt.
