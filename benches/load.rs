@@ -7,6 +7,8 @@
 //! - `LUCIUS_BENCH_SECS` (5): measured seconds per load phase (each after a 1 s warm-up);
 //! - `LUCIUS_BENCH_CONNS` (32): client connections;
 //! - `LUCIUS_BENCH_SERVER_THREADS` (1) / `LUCIUS_BENCH_CLIENT_THREADS` (1): tokio workers;
+//! - `LUCIUS_BENCH_CLIENT_SPIN` (1): keep the client's workers awake while a phase runs
+//!   (`0`: let them sleep between responses; see docs/benchmarks.md for why it matters);
 //! - `LUCIUS_BENCH_DISPATCH` (20000): pending directives pre-filled for the dispatcher;
 //! - `LUCIUS_BENCH_JOBS` (100000): jobs retained for the memory figure;
 //! - `LUCIUS_BENCH_MILLION=1`: also measure memory at 1,000,000 jobs;
@@ -49,6 +51,7 @@ struct Settings {
     dispatch: usize,
     jobs: usize,
     million: bool,
+    spin: bool,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -68,6 +71,7 @@ impl Settings {
             dispatch: env_or("LUCIUS_BENCH_DISPATCH", 20_000usize).clamp(100, 10_000_000),
             jobs: env_or("LUCIUS_BENCH_JOBS", 100_000usize).clamp(1_000, 10_000_000),
             million: std::env::var("LUCIUS_BENCH_MILLION").is_ok_and(|v| v == "1"),
+            spin: std::env::var("LUCIUS_BENCH_CLIENT_SPIN").map_or(true, |v| v != "0"),
         }
     }
 }
@@ -95,8 +99,12 @@ fn main() {
     }
     let s = Settings::from_env();
     println!(
-        "lucius load bench: {} s per phase, {} connections, server threads {}, client threads {}, loopback",
-        s.secs, s.conns, s.server_threads, s.client_threads
+        "lucius load bench: {} s per phase, {} connections, server threads {}, client threads {}{}, loopback",
+        s.secs,
+        s.conns,
+        s.server_threads,
+        s.client_threads,
+        if s.spin { " (spinning)" } else { " (sleeping)" }
     );
     let client = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(s.client_threads)
@@ -309,27 +317,42 @@ impl Stats {
 
 /// A 1 s warm-up, then the measured run.
 async fn phase(addr: SocketAddr, s: &Settings, rate: Option<f64>, target: Target) -> Stats {
-    load(addr, s.conns, Duration::from_secs(1), rate, target).await;
-    load(addr, s.conns, Duration::from_secs(s.secs), rate, target).await
+    load(addr, s, Duration::from_secs(1), rate, target).await;
+    load(addr, s, Duration::from_secs(s.secs), rate, target).await
 }
 
 /// At most this many latency samples per connection (bounds memory on long runs).
 const MAX_SAMPLES: usize = 4_000_000;
 
-/// Drives `conns` keep-alive connections for `duration`: closed loop when `rate` is
+/// Drives `s.conns` keep-alive connections for `duration`: closed loop when `rate` is
 /// `None`, otherwise each connection sends on a fixed schedule summing to `rate` req/s
 /// (the printed rate shows whether the schedule was kept).
 async fn load(
     addr: SocketAddr,
-    conns: usize,
+    s: &Settings,
     duration: Duration,
     rate: Option<f64>,
     target: Target,
 ) -> Stats {
+    let conns = s.conns;
     let start = Instant::now();
     let end = start + duration;
     let interval = rate.map(|r| Duration::from_secs_f64(conns as f64 / r.max(1.0)));
     let mut tasks = Vec::with_capacity(conns);
+    // The client shares the machine with the server. Left idle between responses, its
+    // worker sleeps, and the kernel wakes it inside the server's `writev`: a cost charged
+    // to the server that a client on another machine would not impose, and that grows as
+    // the server gets slower (the client idles more). A task that only yields keeps the
+    // worker awake on its own core; the connections still run in turn.
+    let spinners: Vec<_> = (0..if s.spin { s.client_threads } else { 0 })
+        .map(|_| {
+            tokio::spawn(async move {
+                while Instant::now() < end {
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
     for c in 0..conns {
         tasks.push(tokio::spawn(async move {
             let mut lat: Vec<u32> = Vec::new();
@@ -388,6 +411,7 @@ async fn load(
     }
     let mut all = Vec::new();
     let mut errors = 0;
+    drop(spinners);
     for t in tasks {
         let (lat, e) = t.await.expect("a client task ends cleanly");
         all.extend(lat);
