@@ -525,7 +525,10 @@ async fn binary(s: &Settings) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let stats = phase(addr, s, None, Target::Commands).await;
+    // The binary's runtime has a worker per core: a spinning client would take one of
+    // them, so this phase lets the client sleep.
+    let sleeping = Settings { spin: false, ..*s };
+    let stats = phase(addr, &sleeping, None, Target::Commands).await;
     stats.print("lucius binary POST /v1/commands");
     let pid = child.id();
     println!(
