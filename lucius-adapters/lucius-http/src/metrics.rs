@@ -380,6 +380,60 @@ mod tests {
         assert_eq!(m.requests("/v1/commands", 202), 2);
     }
 
+    /// Every `from → to` pair of every machine lands in its own cell, named by its labels.
+    #[test]
+    fn every_transition_is_counted_under_its_own_labels() {
+        fn check<S: Copy>(
+            all: &[S],
+            name: fn(S) -> &'static str,
+            metric: &str,
+            count: impl Fn(&Metrics, Option<S>, S),
+        ) {
+            let m = Metrics::new();
+            let froms: Vec<Option<S>> = std::iter::once(None)
+                .chain(all.iter().copied().map(Some))
+                .collect();
+            for (i, from) in froms.iter().enumerate() {
+                for (j, to) in all.iter().enumerate() {
+                    // A distinct count per pair, so a pair counted in another's cell shows.
+                    for _ in 0..(i * all.len() + j + 1) {
+                        count(&m, *from, *to);
+                    }
+                }
+            }
+            let text = m.render_counters();
+            for (i, from) in froms.iter().enumerate() {
+                for (j, to) in all.iter().enumerate() {
+                    let line = format!(
+                        "{metric}{{from=\"{}\",to=\"{}\"}} {}",
+                        from.map_or("NEW", name),
+                        name(*to),
+                        i * all.len() + j + 1
+                    );
+                    assert!(text.contains(&line), "missing {line}");
+                }
+            }
+        }
+        check(
+            &JobStatus::ALL,
+            JobStatus::as_str,
+            "lucius_job_transitions_total",
+            |m, f, t| m.job_transition(f, t),
+        );
+        check(
+            &StepStatus::ALL,
+            StepStatus::as_str,
+            "lucius_step_transitions_total",
+            |m, f, t| m.step_transition(f, t),
+        );
+        check(
+            &OutboxStatus::ALL,
+            OutboxStatus::as_str,
+            "lucius_outbox_transitions_total",
+            |m, f, t| m.outbox_transition(f, t),
+        );
+    }
+
     #[test]
     fn labels_are_escaped() {
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
