@@ -76,30 +76,14 @@ impl<'de> Deserialize<'de> for RequestHash {
 /// The request hash: hex SHA-256 of the canonical request.
 ///
 /// The canonical text is streamed into the hasher as it is written: no intermediate
-/// string, one allocation (the hex result).
+/// string.
 pub fn request_hash<'a>(
     request_type: &str,
     payload: &serde_json::Value,
     steps: impl IntoIterator<Item = (&'a String, &'a serde_json::Value)>,
 ) -> RequestHash {
-    let mut h = HashWriter(Sha256::new());
-    h.put(b"{\"payload\":");
-    canonical(payload, &mut h);
-    h.put(b",\"requestType\":");
-    h.string(request_type);
-    h.put(b",\"steps\":{");
-    let mut steps: Vec<_> = steps.into_iter().collect();
-    steps.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    for (i, (k, v)) in steps.into_iter().enumerate() {
-        if i > 0 {
-            h.put(b",");
-        }
-        h.string(k);
-        h.put(b":");
-        canonical(v, &mut h);
-    }
-    h.put(b"}}");
-    RequestHash(h.0.finalize().into())
+    let steps = steps.into_iter().map(|(k, v)| (k.as_str(), v)).collect();
+    hash_request(request_type, payload, steps, canonical)
 }
 
 /// [`request_hash`] from compact texts already written: `payload` and each step's text
@@ -111,21 +95,34 @@ pub fn request_hash_of_texts<'a>(
     payload: &str,
     steps: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> RequestHash {
+    let steps = steps.into_iter().collect();
+    hash_request(request_type, payload, steps, |text: &str, h| {
+        h.put(text.as_bytes())
+    })
+}
+
+/// The canonical request, `write` rendering each value (a payload or a step's), streamed
+/// into SHA-256: `{"payload":…,"requestType":…,"steps":{…}}` with the steps sorted by id.
+fn hash_request<T: ?Sized>(
+    request_type: &str,
+    payload: &T,
+    mut steps: Vec<(&str, &T)>,
+    write: impl Fn(&T, &mut HashWriter),
+) -> RequestHash {
     let mut h = HashWriter(Sha256::new());
     h.put(b"{\"payload\":");
-    h.put(payload.as_bytes());
+    write(payload, &mut h);
     h.put(b",\"requestType\":");
     h.string(request_type);
     h.put(b",\"steps\":{");
-    let mut steps: Vec<_> = steps.into_iter().collect();
     steps.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    for (i, (k, text)) in steps.into_iter().enumerate() {
+    for (i, (k, v)) in steps.into_iter().enumerate() {
         if i > 0 {
             h.put(b",");
         }
         h.string(k);
         h.put(b":");
-        h.put(text.as_bytes());
+        write(v, &mut h);
     }
     h.put(b"}}");
     RequestHash(h.0.finalize().into())
