@@ -11,6 +11,8 @@ use lucius_core::{
     Clock, Engine, LeaseStore, Millis, OutboxQuery, OutboxStatus, Partition, Timestamp,
 };
 
+use lucius_http::{escape_label, metric_header};
+
 use crate::shutdown::Shutdown;
 
 /// Which partitions to compete for.
@@ -211,17 +213,22 @@ async fn watchdog(
             )
         })
         .collect();
-    let mut age = String::from(
-        "# HELP lucius_outbox_oldest_pending_age_seconds Age of the oldest PENDING directive per partition.\n\
-         # TYPE lucius_outbox_oldest_pending_age_seconds gauge\n",
+    let gauge = |name: &str, help: &str| {
+        let mut out = String::new();
+        metric_header(&mut out, name, "gauge", help);
+        out
+    };
+    let mut age = gauge(
+        "lucius_outbox_oldest_pending_age_seconds",
+        "Age of the oldest PENDING directive per partition.",
     );
-    let mut owned = String::from(
-        "# HELP lucius_partition_lease_owner 1 for the dispatcher holding the partition's live lease; owner=\"\" when none does.\n\
-         # TYPE lucius_partition_lease_owner gauge\n",
+    let mut owned = gauge(
+        "lucius_partition_lease_owner",
+        "1 for the dispatcher holding the partition's live lease; owner=\"\" when none does.",
     );
-    let mut epochs = String::from(
-        "# HELP lucius_partition_lease_epoch Epoch of the partition's lease (raised by every takeover).\n\
-         # TYPE lucius_partition_lease_epoch gauge\n",
+    let mut epochs = gauge(
+        "lucius_partition_lease_epoch",
+        "Epoch of the partition's lease (raised by every takeover).",
     );
     for p in partitions {
         let q = OutboxQuery {
@@ -243,14 +250,14 @@ async fn watchdog(
             owner = owner.as_deref().unwrap_or("(none)"),
             "watchdog"
         );
-        let lp = label(&p.to_string());
+        let lp = escape_label(&p.to_string());
         age.push_str(&format!(
             "lucius_outbox_oldest_pending_age_seconds{{partition=\"{lp}\"}} {}\n",
             oldest.unwrap_or(0)
         ));
         owned.push_str(&format!(
             "lucius_partition_lease_owner{{partition=\"{lp}\",owner=\"{}\"}} {}\n",
-            label(owner.as_deref().unwrap_or("")),
+            escape_label(owner.as_deref().unwrap_or("")),
             u8::from(owner.is_some())
         ));
         epochs.push_str(&format!(
@@ -258,13 +265,6 @@ async fn watchdog(
         ));
     }
     age + &owned + &epochs
-}
-
-/// Escapes a Prometheus label value.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// The latest watchdog figures in Prometheus text, served by `--metrics-listen`.
@@ -290,8 +290,8 @@ mod tests {
 
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(label(r#"a"b\c"#), r#"a\"b\\c"#);
-        assert_eq!(label("x\ny"), "x\\ny");
+        assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_label("x\ny"), "x\\ny");
     }
 
     #[test]

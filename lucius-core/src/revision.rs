@@ -83,9 +83,19 @@ impl Serialize for Revision {
     }
 }
 
+/// Reads back what [`Serialize`] wrote: a decimal without leading zeros is a counter again
+/// (so a memory-store row survives a round trip through JSON and still matches its
+/// store), any other string a token. Table Storage's ETags are quoted (`W/"…"`), never
+/// bare decimals.
 impl<'de> Deserialize<'de> for Revision {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Revision, D::Error> {
-        Ok(Option::<String>::deserialize(deserializer)?.map_or(Revision::NEW, Revision::stored))
+        Ok(match Option::<String>::deserialize(deserializer)? {
+            None => Revision::NEW,
+            Some(s) => match s.parse::<u64>() {
+                Ok(n) if n.to_string() == s => Revision::counter(n),
+                _ => Revision::stored(s),
+            },
+        })
     }
 }
 
@@ -112,6 +122,15 @@ mod tests {
         );
         let back: Revision = serde_json::from_str("\"W/x\"").unwrap();
         assert_eq!(back, Revision::stored("W/x"));
+        // A counter comes back a counter; a decimal-looking but non-canonical text stays a
+        // token.
+        for n in [0, 3, u64::MAX] {
+            let text = serde_json::to_string(&Revision::counter(n)).unwrap();
+            let back: Revision = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, Revision::counter(n), "{text}");
+        }
+        let back: Revision = serde_json::from_str("\"007\"").unwrap();
+        assert_eq!(back, Revision::stored("007"));
         let back: Revision = serde_json::from_str("null").unwrap();
         assert!(back.is_new());
     }

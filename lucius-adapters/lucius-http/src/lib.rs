@@ -41,5 +41,5 @@ pub mod views;
 
 pub use api::{Api, HttpResponse};
 pub use config::{HttpConfig, DEFAULT_MAX_BODY_BYTES};
-pub use metrics::{Metrics, SCRAPE_LIMIT};
+pub use metrics::{escape_label, metric_header, Metrics, SCRAPE_LIMIT};
 pub use server::{run, serve, SHUTDOWN_GRACE};

@@ -46,12 +46,17 @@ impl Transitions {
         }
     }
 
-    /// Counts `from → to`, given as positions in `names` (`None`: a new row).
-    fn count(&self, from: Option<Option<usize>>, to: Option<usize>) {
-        let n = self.names.len();
-        let row = from.map_or(Some(0), |f| f.map(|i| i + 1));
-        if let (Some(r), Some(c)) = (row, to) {
-            self.counts[r * n + c].fetch_add(1, Ordering::Relaxed);
+    /// Counts `from → to` (`from` `None`: a new row). `all` is the list `names` was made
+    /// from: a status is found by enum comparison (comparing names was 1% of the intake
+    /// path).
+    fn count<T: Copy + PartialEq>(&self, all: &[T], from: Option<T>, to: T) {
+        let at = |s: T| all.iter().position(|x| *x == s);
+        let row = match from {
+            None => Some(0),
+            Some(f) => at(f).map(|i| i + 1),
+        };
+        if let (Some(r), Some(c)) = (row, at(to)) {
+            self.counts[r * self.names.len() + c].fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -135,7 +140,7 @@ impl Metrics {
     fn render_counters(&self) -> String {
         let c = self.lock();
         let mut out = String::new();
-        header(
+        metric_header(
             &mut out,
             "lucius_http_requests_total",
             "counter",
@@ -145,7 +150,7 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "lucius_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
-                escape(route)
+                escape_label(route)
             );
         }
         for (name, help, map) in [
@@ -165,12 +170,12 @@ impl Metrics {
                 &self.outbox,
             ),
         ] {
-            header(&mut out, name, "counter", help);
+            metric_header(&mut out, name, "counter", help);
             for (from, to, n) in map.snapshot() {
                 let _ = writeln!(out, "{name}{{from=\"{from}\",to=\"{to}\"}} {n}");
             }
         }
-        header(
+        metric_header(
             &mut out,
             "lucius_publish_total",
             "counter",
@@ -186,14 +191,14 @@ impl Metrics {
             "lucius_publish_total{{result=\"error\"}} {}",
             c.published_failed
         );
-        header(
+        metric_header(
             &mut out,
             "lucius_publish_failures_total",
             "counter",
             "Failed or timed-out directive publications.",
         );
         let _ = writeln!(out, "lucius_publish_failures_total {}", c.published_failed);
-        header(
+        metric_header(
             &mut out,
             "lucius_publish_latency_seconds",
             "histogram",
@@ -232,21 +237,16 @@ impl Metrics {
 }
 
 impl Observer for Metrics {
-    // Statuses are found by enum comparison in their `ALL` lists, which `names` follow
-    // (comparing their names was 1% of the intake path).
     fn job_transition(&self, from: Option<JobStatus>, to: JobStatus) {
-        let at = |s: JobStatus| JobStatus::ALL.iter().position(|x| *x == s);
-        self.jobs.count(from.map(at), at(to));
+        self.jobs.count(&JobStatus::ALL, from, to);
     }
 
     fn step_transition(&self, from: Option<StepStatus>, to: StepStatus) {
-        let at = |s: StepStatus| StepStatus::ALL.iter().position(|x| *x == s);
-        self.steps.count(from.map(at), at(to));
+        self.steps.count(&StepStatus::ALL, from, to);
     }
 
     fn outbox_transition(&self, from: Option<OutboxStatus>, to: OutboxStatus) {
-        let at = |s: OutboxStatus| OutboxStatus::ALL.iter().position(|x| *x == s);
-        self.outbox.count(from.map(at), at(to));
+        self.outbox.count(&OutboxStatus::ALL, from, to);
     }
 
     fn published(&self, ok: bool, latency: Millis) {
@@ -297,7 +297,7 @@ async fn render_backlog(out: &mut String, engine: &Engine) {
             }
         }
     }
-    header(
+    metric_header(
         out,
         "lucius_outbox_entries",
         "gauge",
@@ -307,10 +307,10 @@ async fn render_backlog(out: &mut String, engine: &Engine) {
         let _ = writeln!(
             out,
             "lucius_outbox_entries{{status=\"{status}\",partition=\"{}\"}} {n}",
-            escape(p)
+            escape_label(p)
         );
     }
-    header(
+    metric_header(
         out,
         "lucius_outbox_oldest_pending_age_seconds",
         "gauge",
@@ -320,11 +320,11 @@ async fn render_backlog(out: &mut String, engine: &Engine) {
         let _ = writeln!(
             out,
             "lucius_outbox_oldest_pending_age_seconds{{partition=\"{}\"}} {}",
-            escape(p),
+            escape_label(p),
             age.0 as f64 / 1000.0
         );
     }
-    header(
+    metric_header(
         out,
         "lucius_outbox_scrape_truncated",
         "gauge",
@@ -335,7 +335,7 @@ async fn render_backlog(out: &mut String, engine: &Engine) {
         "lucius_outbox_scrape_truncated {}",
         u8::from(truncated)
     );
-    header(
+    metric_header(
         out,
         "lucius_store_up",
         "gauge",
@@ -344,12 +344,14 @@ async fn render_backlog(out: &mut String, engine: &Engine) {
     let _ = writeln!(out, "lucius_store_up {}", u8::from(up));
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+/// Writes a metric's `# HELP` and `# TYPE` lines (Prometheus text format).
+pub fn metric_header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-fn escape(label: &str) -> String {
+/// Escapes a label value for the Prometheus text format.
+pub fn escape_label(label: &str) -> String {
     label
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -436,6 +438,6 @@ mod tests {
 
     #[test]
     fn labels_are_escaped() {
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

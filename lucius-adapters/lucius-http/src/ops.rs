@@ -1,6 +1,8 @@
 //! Operational routes: `/v1/protocols`, `/readyz`, `/metrics` and `/openapi.json`
 //! (`/healthz` is answered inline by the router).
 
+use std::fmt::Write as _;
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
@@ -9,6 +11,7 @@ use lucius_core::protocol::ProtocolsFile;
 
 use crate::api::{json, Api, HttpResponse};
 use crate::error::ApiError;
+use crate::metrics::metric_header;
 use crate::views::Health;
 
 impl Api {
@@ -46,16 +49,28 @@ impl Api {
     pub(crate) async fn render_metrics(&self) -> HttpResponse {
         let mut text = self.metrics.render(&self.engine).await;
         // The background publishers belong to this handler, not to the shared Metrics.
-        text.push_str(&format!(
-            "# HELP lucius_background_publications Directives queued or being published after the answer.\n\
-             # TYPE lucius_background_publications gauge\n\
-             lucius_background_publications {}\n\
-             # HELP lucius_background_overflow_total Directives left PENDING for the retry loop and the dispatcher because every background queue was full.\n\
-             # TYPE lucius_background_overflow_total counter\n\
-             lucius_background_overflow_total {}\n",
-            self.background_tasks(),
+        metric_header(
+            &mut text,
+            "lucius_background_publications",
+            "gauge",
+            "Directives queued or being published after the answer.",
+        );
+        let _ = writeln!(
+            text,
+            "lucius_background_publications {}",
+            self.background_tasks()
+        );
+        metric_header(
+            &mut text,
+            "lucius_background_overflow_total",
+            "counter",
+            "Directives left PENDING for the retry loop and the dispatcher because every background queue was full.",
+        );
+        let _ = writeln!(
+            text,
+            "lucius_background_overflow_total {}",
             self.background_overflow()
-        ));
+        );
         let mut res = Response::new(Full::new(Bytes::from(text)));
         res.headers_mut().insert(
             CONTENT_TYPE,

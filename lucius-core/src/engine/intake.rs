@@ -115,33 +115,32 @@ pub fn build_new_job(cmd: &ValidatedCommand, now: Timestamp) -> NewJob {
         updated_at: now,
         revision: Revision::NEW,
     };
-    let mut steps: Vec<Step> = Vec::with_capacity(cmd.protocol.steps.len());
-    steps.extend(
-        cmd.protocol
-            .steps
-            .iter()
-            .zip(&cmd.step_payloads)
-            .enumerate()
-            .map(|(i, (s, payload))| Step {
-                job_id: job_id.clone(),
-                index: i as u32,
-                step_id: s.step_id.clone(),
-                topic: s.topic.clone(),
-                status: StepStatus::Pending,
-                attempt: 0,
-                max_attempts: s.max_attempts,
-                ack_timeout: s.ack_timeout,
-                lease_duration: s.lease_duration,
-                payload: payload.clone(),
-                ack_deadline: None,
-                lease_expires_at: None,
-                worker_id: None,
-                result: None,
-                error: None,
-                updated_at: now,
-                revision: Revision::NEW,
-            }),
-    );
+    let mut steps: Vec<Step> = cmd
+        .protocol
+        .steps
+        .iter()
+        .zip(&cmd.step_payloads)
+        .enumerate()
+        .map(|(i, (s, payload))| Step {
+            job_id: job_id.clone(),
+            index: i as u32,
+            step_id: s.step_id.clone(),
+            topic: s.topic.clone(),
+            status: StepStatus::Pending,
+            attempt: 0,
+            max_attempts: s.max_attempts,
+            ack_timeout: s.ack_timeout,
+            lease_duration: s.lease_duration,
+            payload: payload.clone(),
+            ack_deadline: None,
+            lease_expires_at: None,
+            worker_id: None,
+            result: None,
+            error: None,
+            updated_at: now,
+            revision: Revision::NEW,
+        })
+        .collect();
     // A protocol has at least one step (checked when it is compiled).
     let first = steps[0]
         .on_queue(now)
