@@ -235,6 +235,7 @@ async fn watchdog(
             status: Some(OutboxStatus::Pending),
             partition: Some(p.clone()),
             due_by: None,
+            after: None,
             limit: 1,
         };
         let oldest = engine

@@ -100,6 +100,10 @@ pub struct OutboxQuery {
     pub partition: Option<Partition>,
     /// Only entries due by this time (with `status: Pending`, what a dispatcher wants).
     pub due_by: Option<Timestamp>,
+    /// Only entries after this `(nextAttemptAt, id)` position, exclusive: the last entry of
+    /// the previous page, so a round can read past entries that keep failing instead of
+    /// being handed the same ones again.
+    pub after: Option<(Timestamp, crate::ids::OutboxId)>,
     /// At most this many.
     pub limit: usize,
 }

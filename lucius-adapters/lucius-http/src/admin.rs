@@ -47,6 +47,7 @@ impl Filter {
             status,
             partition: self.partition.clone(),
             due_by: None,
+            after: None,
             limit: limit as usize,
         }
     }

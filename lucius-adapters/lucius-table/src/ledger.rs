@@ -390,6 +390,12 @@ impl TableStore {
         candidates.sort_by(|a, b| {
             (text(a, "NextAttemptAt"), rk(a)).cmp(&(text(b, "NextAttemptAt"), rk(b)))
         });
+        if let Some((at, _)) = &q.after {
+            // Index rows due before the cursor are skipped unread; verification below
+            // applies the exact `(nextAttemptAt, id)` cursor to the entries themselves.
+            let at = time_key(*at);
+            candidates.retain(|r| text(r, "NextAttemptAt").is_none_or(|t| t >= at.as_str()));
+        }
         let mut out = Vec::new();
         // Verify against the ledger, a few at a time, until the limit is reached.
         for chunk in candidates.chunks(8) {
@@ -449,6 +455,9 @@ impl TableStore {
             e.status == status
                 && q.partition.as_ref().is_none_or(|p| &e.partition == p)
                 && q.due_by.is_none_or(|t| e.next_attempt_at <= t)
+                && q.after
+                    .as_ref()
+                    .is_none_or(|(at, id)| (e.next_attempt_at, &e.id) > (*at, id))
         }))
     }
 

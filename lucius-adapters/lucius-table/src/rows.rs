@@ -86,3 +86,10 @@ pub(crate) fn read_claim(row: &Row) -> Result<IdempotencyRecord, StoreError> {
 pub(crate) fn sort_entries(v: &mut [OutboxEntry]) {
     v.sort_by(|a, b| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
 }
+
+/// Keeps the entries past the query's `after` cursor, in `(nextAttemptAt, id)` order.
+pub(crate) fn past_cursor(v: &mut Vec<OutboxEntry>, q: &lucius_core::OutboxQuery) {
+    if let Some((at, id)) = &q.after {
+        v.retain(|e| (e.next_attempt_at, &e.id) > (*at, id));
+    }
+}

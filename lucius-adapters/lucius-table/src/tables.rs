@@ -325,6 +325,7 @@ impl TableStore {
             .map(read_outbox)
             .collect::<Result<Vec<_>, _>>()?;
         sort_entries(&mut v);
+        past_cursor(&mut v, q);
         v.truncate(q.limit);
         Ok(v)
     }

@@ -279,6 +279,7 @@ async fn a_stale_ledger_index_row_is_verified_and_removed() {
         status: Some(lucius_core::OutboxStatus::Pending),
         partition: Some(sub.value.partition.clone()),
         due_by: Some(T0.plus(Millis::from_secs(1))),
+        after: None,
         limit: 10,
     };
     // The index still names the entry: the dispatcher checks the ledger, skips it and

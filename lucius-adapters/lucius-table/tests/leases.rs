@@ -346,6 +346,7 @@ async fn fencing_and_no_loss(mode: Mode) {
             status: Some(status),
             partition: Some(f.partition.clone()),
             due_by: None,
+            after: None,
             limit: 10,
         };
         assert!(stores[0]

@@ -32,6 +32,7 @@ impl Engine {
             status: Some(OutboxStatus::Pending),
             partition: Some(partition.clone()),
             due_by: Some(self.clock.now()),
+            after: None,
             limit: self.config.batch_size,
         })
         .await
@@ -44,6 +45,7 @@ impl Engine {
             status: Some(OutboxStatus::Pending),
             partition: None,
             due_by: Some(self.clock.now()),
+            after: None,
             limit: self.config.batch_size,
         })
         .await
@@ -61,6 +63,7 @@ impl Engine {
             status: Some(OutboxStatus::Pending),
             partition: Some(fence.partition.clone()),
             due_by: Some(self.clock.now()),
+            after: None,
             limit: self.config.batch_size,
         };
         self.dispatch_entries(q, Some((fence, leases))).await

@@ -600,7 +600,13 @@ impl Store for MemoryStore {
                 g.partitions
                     .get(p)
                     .into_iter()
-                    .flat_map(|i| i.pending.iter())
+                    .flat_map(|i| match &q.after {
+                        Some((at, id)) => i.pending.range((
+                            std::ops::Bound::Excluded((*at, id.clone())),
+                            std::ops::Bound::Unbounded,
+                        )),
+                        None => i.pending.range(..),
+                    })
                     .take_while(|(at, _)| *at <= due_by)
                     .take(q.limit)
                     .filter_map(|(_, id)| g.slot(&id.job_id())?.entry(id).cloned())
@@ -624,6 +630,9 @@ impl Store for MemoryStore {
         };
         if let Some(t) = q.due_by {
             out.retain(|e| e.next_attempt_at <= t);
+        }
+        if let Some((at, id)) = &q.after {
+            out.retain(|e| (e.next_attempt_at, &e.id) > (*at, id));
         }
         out.sort_by(|a, b| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
         out.truncate(q.limit);

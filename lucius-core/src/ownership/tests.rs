@@ -184,6 +184,7 @@ async fn a_paused_dispatcher_that_lost_its_lease_publishes_nothing() {
             status: Some(OutboxStatus::Sent),
             partition: Some(p.clone()),
             due_by: None,
+            after: None,
             limit: 10,
         })
         .await

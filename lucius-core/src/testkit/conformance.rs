@@ -485,6 +485,7 @@ async fn outbox_queries_filter_and_order(store: Arc<dyn Store>) {
         status: Some(OutboxStatus::Pending),
         partition: Some(p.clone()),
         due_by: due,
+        after: None,
         limit,
     };
     let ids = |v: Vec<crate::outbox::OutboxEntry>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
@@ -550,6 +551,7 @@ async fn outbox_queries_filter_and_order(store: Arc<dyn Store>) {
             status: Some(OutboxStatus::Dead),
             partition: Some(march.clone()),
             due_by: None,
+            after: None,
             limit: 100,
         })
         .await
@@ -564,6 +566,7 @@ async fn outbox_queries_filter_and_order(store: Arc<dyn Store>) {
             status: Some(OutboxStatus::Pending),
             partition: None,
             due_by: None,
+            after: None,
             limit: 100,
         })
         .await
@@ -582,6 +585,7 @@ async fn outbox_queries_filter_and_order(store: Arc<dyn Store>) {
             status: Some(OutboxStatus::Sent),
             partition: None,
             due_by: None,
+            after: None,
             limit: 100,
         })
         .await
@@ -702,6 +706,7 @@ async fn unknown_rows(store: Arc<dyn Store>) {
             status: Some(OutboxStatus::Pending),
             partition: Some(Partition::parse("nobody#202401").unwrap_or_else(|e| panic!("{e}"))),
             due_by: None,
+            after: None,
             limit: 10,
         })
         .await
