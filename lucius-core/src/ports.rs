@@ -27,6 +27,11 @@ pub enum StoreErrorKind {
     TooLarge,
     /// Not worth retrying (bad configuration, permissions, corrupt data).
     Permanent,
+    /// A store that cannot commit atomically applied a prefix of the writes in contract
+    /// order (steps, then outbox entries, then the job; see [`Changes`]) and then failed.
+    /// The first written group is durable: the caller's transition happened, and what is
+    /// missing is drift the sweeper repairs. Never returned when nothing was written.
+    Partial,
 }
 
 /// A store failure.
@@ -68,6 +73,14 @@ impl StoreError {
     pub fn too_large(message: impl Into<String>) -> StoreError {
         StoreError {
             kind: StoreErrorKind::TooLarge,
+            message: message.into(),
+        }
+    }
+
+    /// A commit applied in part (see [`StoreErrorKind::Partial`]).
+    pub fn partial(message: impl Into<String>) -> StoreError {
+        StoreError {
+            kind: StoreErrorKind::Partial,
             message: message.into(),
         }
     }

@@ -258,10 +258,33 @@ impl Engine {
                     return Ok(value);
                 }
                 Err(e) if e.kind == StoreErrorKind::Conflict => continue,
+                Err(e) if e.kind == StoreErrorKind::Partial => {
+                    // The steps are written, so the caller's transition happened; the rest
+                    // is drift of exactly the kind the sweeper repairs. Repair it now, best
+                    // effort: a failure here is left to the next sweep.
+                    self.repair_once(id).await;
+                    return Ok(value);
+                }
                 Err(e) => return Err(e.into()),
             }
         }
         Err(EngineError::Contention(id.clone()))
+    }
+
+    /// One sweep of a job after a commit that applied in part, ignoring failures (the
+    /// next sweep repairs whatever this one could not). The directives it writes are the
+    /// ones the interrupted commit meant to write, whose ids the caller already holds.
+    async fn repair_once(&self, id: &JobId) {
+        let Ok(Some(rec)) = self.store.load_job(id).await else {
+            return;
+        };
+        let now = self.clock.now();
+        let (changes, _) = sweep::plan_sweep(&rec, now, self.config.intake_grace);
+        if !changes.is_empty() {
+            if let Ok(written) = self.store.commit(changes).await {
+                observe::report(self.observer.as_ref(), &rec, &written);
+            }
+        }
     }
 }
 
