@@ -73,6 +73,9 @@ struct Faulty {
     inner: MemoryStore,
     bad_partitions: Arc<Mutex<HashSet<Partition>>>,
     bad_jobs: Arc<Mutex<HashSet<JobId>>>,
+    /// The next commit writes its steps only, then fails (`Partial`), as a Table-mode
+    /// commit whose later group conflicted.
+    tear_next: Arc<Mutex<bool>>,
 }
 
 #[async_trait]
@@ -87,6 +90,16 @@ impl Store for Faulty {
         self.inner.load_job(id).await
     }
     async fn commit(&self, changes: Changes) -> Result<Changes, StoreError> {
+        if std::mem::take(&mut *self.tear_next.lock().unwrap()) && !changes.steps.is_empty() {
+            let steps = Changes {
+                steps: changes.steps,
+                ..Changes::default()
+            };
+            self.inner.commit(steps).await?;
+            return Err(StoreError::partial(
+                "steps written; the outbox group conflicted",
+            ));
+        }
         self.inner.commit(changes).await
     }
     async fn outbox(&self, q: &OutboxQuery) -> Result<Vec<OutboxEntry>, StoreError> {
@@ -393,4 +406,41 @@ async fn entries_that_keep_failing_do_not_starve_the_rest_of_a_partition() {
     assert_eq!((report.errors, report.published), (2, 1));
     let e = first_entry(&r.engine, &subs[2].value.job_id).await;
     assert_eq!(e.status, OutboxStatus::Sent);
+}
+
+#[tokio::test]
+async fn a_commit_applied_in_part_is_a_transition_that_happened() {
+    // A retryable failure moves the step to attempt 2; the store writes the step, then
+    // fails on the outbox group. The worker is told it worked (not 409 for a step that
+    // moved), and the engine writes the missing directive at once.
+    let r = rig();
+    let sub = r.engine.submit(command("acme", "k", 0)).await.unwrap();
+    r.engine.publish_all(&sub.to_publish).await;
+    let job = sub.value.job_id.clone();
+    let call = WorkerCall {
+        job_id: &job,
+        step_id: "ocr",
+        attempt: 1,
+        worker_id: Some("w1"),
+    };
+    r.engine.ack(call.clone()).await.unwrap();
+    *r.store.tear_next.lock().unwrap() = true;
+    let failure = crate::step::Failure {
+        error: "flaky".into(),
+        retryable: true,
+    };
+    let out = r.engine.fail(call, failure).await.unwrap();
+    assert_eq!(
+        (out.value.status, out.value.attempt),
+        (StepStatus::Queued, 2)
+    );
+    let rec = r.engine.job(&job).await.unwrap();
+    let next = rec
+        .entry(&out.to_publish[0])
+        .expect("the repair wrote the directive");
+    assert_eq!((next.status, next.attempt), (OutboxStatus::Pending, 2));
+    assert_eq!(
+        r.engine.publish(&next.id).await.unwrap(),
+        PublishOutcome::Sent
+    );
 }
