@@ -703,6 +703,21 @@ mod tests {
             echo("-0").unwrap().request_hash,
             echo("0").unwrap().request_hash
         );
+        // A step payload of `null` is held as `null`: not the `{}` of a step given none.
+        let echo_steps = |steps: &str| {
+            let body = format!(
+                r#"{{"requestType":"demo.echo","tenantId":"t1","idempotencyKey":"k"{steps}}}"#
+            );
+            validate_command(&reg(), body.as_bytes(), None).unwrap()
+        };
+        let none = echo_steps("");
+        assert_eq!(
+            echo_steps(r#","steps":{"echo":{}}"#).request_hash,
+            none.request_hash
+        );
+        let null = echo_steps(r#","steps":{"echo":null}"#);
+        assert_eq!(null.step_payloads[0].as_str(), "null");
+        assert_ne!(null.request_hash, none.request_hash);
         assert_eq!(
             echo("-0.0").unwrap().payload.as_str(),
             r#"{"deep":[{"m":0}],"n":0}"#

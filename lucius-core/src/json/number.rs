@@ -27,8 +27,14 @@ pub(crate) struct InexactNumber {
     pub(crate) message: String,
 }
 
-/// The body with every number in its canonical spelling (borrowed when each already is), or
-/// the numbers that cannot be held exactly (at most `limit` of them).
+/// The body with every number respelled so that `serde_json` reads it as its canonical value
+/// (borrowed when none needs it), or the numbers that cannot be held exactly (at most
+/// `limit` of them).
+///
+/// Zero and integral values become integers (`serde_json` would read `1.0` as a float, and
+/// `9007199254740993.0` as the float `9007199254740992`). Other accepted numbers are left as
+/// written: they are exactly their float's shortest spelling, which `serde_json` reads back
+/// exactly (its `float_roundtrip` is on) and writes canonically.
 ///
 /// Only a JSON body is refused for its numbers: a body that is not JSON is returned as it
 /// is, for the parser to refuse. A rewritten body is JSON exactly when the body is.
@@ -53,7 +59,7 @@ pub(crate) fn canonical_body(
                     i += 1;
                 }
                 let token = &body[start..i];
-                if plain_integer(token) {
+                if plain_integer(token) || plain_fraction(token) {
                     continue;
                 }
                 // The token's bytes are ASCII.
@@ -61,7 +67,7 @@ pub(crate) fn canonical_body(
                     continue;
                 };
                 match canonical_literal(text) {
-                    Literal::Canonical | Literal::NotANumber => {}
+                    Literal::Keep | Literal::NotANumber => {}
                     Literal::Respelled(canonical) => {
                         let out = rewritten.get_or_insert_with(|| Vec::with_capacity(body.len()));
                         out.extend_from_slice(&body[copied..start]);
@@ -133,9 +139,9 @@ fn canonical_f64(f: f64) -> Number {
 /// What a number token is.
 #[derive(Debug, PartialEq, Eq)]
 enum Literal {
-    /// It is written canonically.
-    Canonical,
-    /// Its canonical spelling, which has exactly its value.
+    /// It is read as its canonical value as written.
+    Keep,
+    /// Its canonical spelling (an integer), which has exactly its value.
     Respelled(String),
     /// It cannot be held exactly: why.
     Inexact(String),
@@ -153,13 +159,40 @@ fn plain_integer(token: &[u8]) -> bool {
     }
 }
 
+/// `-?(0|[1-9][0-9]*)\.[0-9]+` with a fraction that is not zero, at most 15 significant
+/// digits, at most 24 bytes: read as written (see [`canonical_text`]), and checked here
+/// without building a [`Decimal`], as most fractions in payloads are.
+fn plain_fraction(token: &[u8]) -> bool {
+    if token.len() > 24 {
+        return false;
+    }
+    let unsigned = token.strip_prefix(b"-").unwrap_or(token);
+    let Some(dot) = unsigned.iter().position(|&b| b == b'.') else {
+        return false;
+    };
+    let (int, frac) = (&unsigned[..dot], &unsigned[dot + 1..]);
+    let grammar = !int.is_empty()
+        && !frac.is_empty()
+        && (int[0] != b'0' || int.len() == 1)
+        && int.iter().chain(frac).all(u8::is_ascii_digit);
+    if !grammar || frac.iter().all(|&d| d == b'0') {
+        return false;
+    }
+    let digits = || int.iter().chain(frac);
+    let first = digits().position(|&d| d != b'0');
+    // Counted from the end.
+    let last = digits().rev().position(|&d| d != b'0');
+    matches!((first, last), (Some(f), Some(l)) if int.len() + frac.len() - l - f <= 15)
+}
+
 fn canonical_literal(text: &str) -> Literal {
     let Some(value) = Decimal::parse(text) else {
         return Literal::NotANumber;
     };
     match canonical_text(&value, text) {
-        Ok(c) if c == text => Literal::Canonical,
-        Ok(c) => Literal::Respelled(c),
+        Ok(None) => Literal::Keep,
+        Ok(Some(c)) if c == text => Literal::Keep,
+        Ok(Some(c)) => Literal::Respelled(c),
         Err(why) => Literal::Inexact(why),
     }
 }
@@ -168,10 +201,12 @@ fn canonical_literal(text: &str) -> Literal {
 const LARGEST: &str = "1.7976931348623157e308";
 const SMALLEST: &str = "5e-324";
 
-/// The canonical spelling of `value` (written as `text`), or why it has none.
-fn canonical_text(value: &Decimal, text: &str) -> Result<String, String> {
+/// The integer spelling of `value` (written as `text`) if it is zero or integral and in the
+/// 64-bit range; `None` if it is exactly the shortest spelling of its float (then `text`
+/// reads as that float); or why it cannot be held.
+fn canonical_text(value: &Decimal, text: &str) -> Result<Option<String>, String> {
     if value.digits.is_empty() {
-        return Ok("0".to_owned());
+        return Ok(Some("0".to_owned()));
     }
     let len = i64::try_from(value.digits.len()).unwrap_or(i64::MAX);
     if value.exponent >= 0 && len + value.exponent <= 20 {
@@ -184,15 +219,21 @@ fn canonical_text(value: &Decimal, text: &str) -> Result<String, String> {
             magnitude *= 10;
         }
         if !value.negative && magnitude <= u128::from(u64::MAX) {
-            return Ok(magnitude.to_string());
+            return Ok(Some(magnitude.to_string()));
         }
         if value.negative && magnitude <= 1 << 63 {
-            return Ok(format!("-{magnitude}"));
+            return Ok(Some(format!("-{magnitude}")));
         }
     }
-    let shown = abbreviate(text);
     // The value lies in [10^order, 10^(order + 1)).
     let order = len.saturating_add(value.exponent) - 1;
+    // A fraction of at most 15 significant digits among the normal floats is the shortest
+    // spelling of its nearest float: two such decimals never share a float (15 digits
+    // survive a round trip through a float), so the shortest, no longer than it, is it.
+    if value.exponent < 0 && len <= 15 && (-307..=307).contains(&order) {
+        return Ok(None);
+    }
+    let shown = abbreviate(text);
     let too_large =
         || format!("{shown} is larger than the largest number a payload holds ({LARGEST})");
     let too_small = || {
@@ -220,7 +261,8 @@ fn canonical_text(value: &Decimal, text: &str) -> Result<String, String> {
     }
     let canonical = canonical_f64(f).to_string();
     if Decimal::parse(&canonical).as_ref() == Some(value) {
-        return Ok(canonical);
+        // Not an integer in range (that was spelled above), so `canonical` is the float's.
+        return Ok(None);
     }
     Err(format!(
         "{shown} cannot be held exactly: a payload holds integers from -9223372036854775808 \
@@ -438,13 +480,17 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The text a payload holding `text` stores: the literal as respelled, read by
+    /// `serde_json` and written back.
     fn canonical(text: &str) -> Result<String, String> {
-        match canonical_literal(text) {
-            Literal::Canonical => Ok(text.to_owned()),
-            Literal::Respelled(c) => Ok(c),
-            Literal::Inexact(why) => Err(why),
-            Literal::NotANumber => Err("not a number".to_owned()),
-        }
+        let read = match canonical_literal(text) {
+            Literal::Keep => text.to_owned(),
+            Literal::Respelled(c) => c,
+            Literal::Inexact(why) => return Err(why),
+            Literal::NotANumber => return Err("not a number".to_owned()),
+        };
+        let value: Value = serde_json::from_str(&read).map_err(|e| e.to_string())?;
+        Ok(value.to_string())
     }
 
     #[test]
@@ -514,6 +560,35 @@ mod tests {
         let long = "1".repeat(100);
         let e = canonical(&long).unwrap_err();
         assert!(e.starts_with(&format!("{}…", "1".repeat(40))), "{e}");
+    }
+
+    #[test]
+    fn the_fraction_shortcut_takes_only_plain_fractions() {
+        for kept in [
+            "0.5",
+            "-0.5",
+            "123.45",
+            "0.000123",
+            "99999999999999.9",
+            "1.50",
+        ] {
+            assert!(plain_fraction(kept.as_bytes()), "{kept}");
+        }
+        for other in [
+            "1.0",
+            "-0.00",
+            "1e5",
+            "1.5e3",
+            "01.5",
+            ".5",
+            "1.",
+            "9999999999999999.9",
+            "0.1234567890123456",
+            "0.00000000000000000000001",
+            "1.5.5",
+        ] {
+            assert!(!plain_fraction(other.as_bytes()), "{other}");
+        }
     }
 
     #[test]
@@ -615,6 +690,44 @@ mod tests {
             let padded = format!("{sign}{digits}{}E{}", "0".repeat(zeros), d.exponent - zeros as i64);
             prop_assert_eq!(canonical(&fraction), Ok(c.clone()));
             prop_assert_eq!(canonical(&padded), Ok(c));
+        }
+
+        /// The rule itself: what is accepted is stored with exactly the value sent, and
+        /// whatever is refused could not be (or has more than 15 digits or lies at the
+        /// edges of the float range, where some spellings cannot be).
+        #[test]
+        fn what_is_accepted_is_stored_exactly(
+            digits in "[1-9][0-9]{0,24}",
+            point in 0usize..26,
+            exponent in -340i64..340,
+            negative in any::<bool>(),
+        ) {
+            let (int, frac) = digits.split_at(point.min(digits.len()));
+            let literal = format!(
+                "{}{}{}{frac}e{exponent}",
+                if negative { "-" } else { "" },
+                if int.is_empty() { "0" } else { int },
+                if frac.is_empty() { "" } else { "." },
+            );
+            let sent = Decimal::parse(&literal).unwrap();
+            match canonical(&literal) {
+                Ok(stored) => prop_assert_eq!(Decimal::parse(&stored), Some(sent), "{}", literal),
+                Err(_) => {
+                    let order = i64::try_from(sent.digits.len()).unwrap() + sent.exponent - 1;
+                    prop_assert!(
+                        sent.digits.len() > 15 || !(-307..=307).contains(&order),
+                        "{} refused", literal
+                    );
+                }
+            }
+        }
+
+        /// The shortcut for plain fractions decides as the full rule.
+        #[test]
+        fn plain_fractions_are_kept(token in "-?(0|[1-9][0-9]{0,12})\\.[0-9]{1,14}") {
+            if plain_fraction(token.as_bytes()) {
+                prop_assert_eq!(canonical_literal(&token), Literal::Keep, "{}", token);
+            }
         }
 
         /// Integers in the 64-bit range keep their digits, however written.
