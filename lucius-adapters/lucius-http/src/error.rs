@@ -134,10 +134,13 @@ impl From<EngineError> for ApiError {
         let message = e.to_string();
         match e {
             EngineError::Invalid(inv) => {
-                let status = if inv.code == InvalidCode::MalformedJson {
-                    StatusCode::BAD_REQUEST
-                } else {
-                    StatusCode::UNPROCESSABLE_ENTITY
+                // Bodies the server cannot read as sent are 400; readable ones that break a
+                // rule are 422.
+                let status = match inv.code {
+                    InvalidCode::MalformedJson | InvalidCode::InexactNumber => {
+                        StatusCode::BAD_REQUEST
+                    }
+                    _ => StatusCode::UNPROCESSABLE_ENTITY,
                 };
                 ApiError::new(status, inv.code.as_str(), inv.message.clone())
                     .with_details(json!({ "errors": inv.errors }))
@@ -247,6 +250,31 @@ mod tests {
         for (e, status, code) in cases {
             let a = ApiError::from(e);
             assert_eq!((a.status.as_u16(), a.code), (status, code));
+        }
+    }
+
+    #[test]
+    fn refused_commands_map_to_400_or_422() {
+        use lucius_core::validation::{FieldError, InvalidCommand};
+        let invalid = |code| {
+            EngineError::Invalid(InvalidCommand {
+                code,
+                message: "m".into(),
+                errors: vec![FieldError {
+                    pointer: "/payload/n".into(),
+                    message: "e".into(),
+                }],
+            })
+        };
+        for (code, status) in [
+            (InvalidCode::MalformedJson, 400),
+            (InvalidCode::InexactNumber, 400),
+            (InvalidCode::SchemaViolation, 422),
+            (InvalidCode::UnknownStep, 422),
+        ] {
+            let a = ApiError::from(invalid(code));
+            assert_eq!((a.status.as_u16(), a.code), (status, code.as_str()));
+            assert_eq!(a.details["errors"][0]["pointer"], "/payload/n");
         }
     }
 
