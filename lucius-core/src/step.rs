@@ -200,7 +200,7 @@ impl Step {
     fn failed_by_worker_at(&self, attempt: u32) -> bool {
         let ended = match self.status {
             StepStatus::Failed => self.attempt == attempt,
-            _ => attempt < self.max_attempts && self.attempt == attempt + 1,
+            _ => attempt.checked_add(1) == Some(self.attempt),
         };
         let prefix = Self::failure_prefix(attempt, self.max_attempts) + " (";
         ended
@@ -711,6 +711,18 @@ pub(crate) mod tests {
             )
         );
         assert_eq!(last.on_fail(3, None, &gpu, t(12)), Ok(last.clone()));
+    }
+
+    #[test]
+    fn the_largest_attempt_number_is_stale_not_a_panic() {
+        let s = step(3).on_queue(t(0)).unwrap();
+        assert_eq!(
+            s.on_fail(u32::MAX, None, &failure("x", true), t(1)),
+            Err(TransitionError::StaleAttempt {
+                current: 1,
+                got: u32::MAX
+            })
+        );
     }
 
     #[test]
