@@ -6,6 +6,10 @@
 //! in which case it is `FAILED`. An ACK is also accepted in `QUEUED` (the directive
 //! evidently arrived before its publication was recorded). Every worker event names
 //! the attempt it acts on; an event for another attempt is [`TransitionError::StaleAttempt`].
+//! While a named worker's lease runs, only that worker may act on the step (another worker
+//! or a call naming none is [`TransitionError::LeaseHeldByOther`]). A repeated `complete` or
+//! `fail` of an attempt it ended is answered with the step unchanged when it says the same,
+//! and is [`TransitionError::AlreadyApplied`] when it does not.
 
 use std::sync::Arc;
 
