@@ -102,16 +102,21 @@ enum StepEv {
     Timeout,
     Cancel,
     Advance(u64),
+    /// Attempt delta, how long ago the directive died (ms).
+    DirectiveDead(i8, u64),
 }
+
+/// How long a dead directive's step waits before its attempt ends.
+const DEAD_BACKOFF: Millis = Millis(1_500);
 
 impl StepEv {
     /// Weights: queue 1, published 3, ack 3, heartbeat 2, complete 3, fail 3, timeout 2,
-    /// cancel 1, advance 4.
+    /// cancel 1, advance 4, directive-dead 2.
     fn decode(x: u32) -> StepEv {
-        const KINDS: [u8; 22] = [
-            0, 1, 1, 1, 2, 2, 2, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 7, 8, 8, 8, 8,
+        const KINDS: [u8; 24] = [
+            0, 1, 1, 1, 2, 2, 2, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 7, 8, 8, 8, 8, 9, 9,
         ];
-        let rest = x / 22;
+        let rest = x / 24;
         let d = delta_of(rest);
         let who = match rest / 9 % 3 {
             0 => None,
@@ -119,7 +124,10 @@ impl StepEv {
         };
         let variant = (rest / 27 % 2) as u8;
         let retryable = rest / 54 % 2 == 1;
-        match KINDS[(x % 22) as usize] {
+        let dead_ago =
+            [0, DEAD_BACKOFF.0 - 1, DEAD_BACKOFF.0, 2 * DEAD_BACKOFF.0][(rest / 108 % 4) as usize];
+        match KINDS[(x % 24) as usize] {
+            9 => StepEv::DirectiveDead(d, dead_ago),
             0 => StepEv::Queue,
             1 => StepEv::Published(d),
             2 => StepEv::Ack(d, who),
@@ -394,6 +402,23 @@ impl StepModel {
                     .retry_or_fail(),
                 ))
             }
+            StepEv::DirectiveDead(d, ago) => {
+                self.live_attempt(self.attempt_of(*d), Event::DirectiveDead)?;
+                if self.status != Queued {
+                    return Err(illegal("step", self.from(), Event::DirectiveDead));
+                }
+                let due = Timestamp(now.0 - *ago as i64).plus(DEAD_BACKOFF);
+                if now < due {
+                    return Err(TransitionError::NotDue { due_at: due, now });
+                }
+                Ok(Some(
+                    StepModel {
+                        failure: None,
+                        ..self.clone()
+                    }
+                    .retry_or_fail(),
+                ))
+            }
             StepEv::Cancel => {
                 if self.finished() {
                     return Err(illegal("step", self.from(), Event::Cancel));
@@ -440,6 +465,13 @@ fn run_step_event(s: &Step, ev: &StepEv, now: Timestamp) -> Result<Step, Transit
             now,
         ),
         StepEv::Timeout => s.on_timeout(now),
+        StepEv::DirectiveDead(d, ago) => s.on_directive_dead(
+            attempt(*d),
+            "401 unauthorized",
+            Timestamp(now.0 - *ago as i64),
+            DEAD_BACKOFF,
+            now,
+        ),
         StepEv::Cancel => s.on_cancel(now),
         StepEv::Advance(_) => Ok(s.clone()),
     }
@@ -866,11 +898,11 @@ fn predict_lease(
             expires_at: until,
             epoch: 1,
         })),
-        (LeaseEv::Acquire(w), Some(l)) if l.held_by(&worker_name(w), now) => Ok(Some(LeaseModel {
-            expires_at: until,
-            ..l.clone()
-        })),
-        (LeaseEv::Acquire(_), Some(l)) if l.owner.is_some() && now < l.expires_at => {
+        // A live lease held under the caller's own name is taken over with a new epoch:
+        // `acquire` is for a process that does not know the epoch (a restart).
+        (LeaseEv::Acquire(w), Some(l))
+            if l.owner.is_some() && now < l.expires_at && !l.held_by(&worker_name(w), now) =>
+        {
             Err(LeaseError::HeldByOther {
                 partition: partition(),
                 owner: l.owner.clone().unwrap_or_default(),

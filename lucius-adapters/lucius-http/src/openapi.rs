@@ -147,7 +147,7 @@ fn build() -> Value {
             &["jobId", "stepId"],
             Some(body(body_name, true)),
             with(vec![ok("200", "The step after the call", "StepView")],
-                 &[("401", "Missing or wrong X-Worker-Key"), ("409", "Illegal transition, stale attempt or lease held by another worker")]),
+                 &[("401", "Missing or wrong X-Worker-Key"), ("409", "Illegal transition, stale attempt, lease held by another worker (or the call names no worker while a named one holds it), or a repeated complete/fail whose body differs from the one applied")]),
             Some("workerKey"),
         ) })
     };
