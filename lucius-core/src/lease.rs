@@ -66,12 +66,15 @@ impl Lease {
     }
 
     /// Takes the lease of `partition` for `me`: a first lease is epoch 1; a takeover of a
-    /// free or expired lease raises the epoch. A lease still held under `me`'s own name is
-    /// taken over too, with a new epoch: whoever calls `acquire` does not know that
-    /// lease's epoch, so it is an earlier process with the same dispatcher id (a restart,
-    /// or two processes misconfigured with one id), and a shared epoch would disable
-    /// fencing between them. A holder that knows its epoch extends it with
-    /// [`Lease::renew`].
+    /// free or expired lease raises the epoch. A lease still held is refused, **even under
+    /// `me`'s own name**: whoever calls `acquire` does not know that lease's epoch, so the
+    /// holder is another process with the same dispatcher id (an earlier incarnation, or
+    /// a twin misconfigured with one id) that may still be publishing under its cached
+    /// fence. Renewing in place would share its epoch, and taking it over at once would
+    /// let it publish on until it next re-reads the row; waiting for the expiry fences it
+    /// like any other holder. A holder that knows its epoch extends it with
+    /// [`Lease::renew`]; a restarted process regains its partitions within one lease
+    /// period (at once after a graceful stop, which releases them).
     pub fn acquire(
         current: Option<&Lease>,
         partition: &Partition,
@@ -87,7 +90,7 @@ impl Lease {
                 epoch: 1,
                 revision: Revision::NEW,
             }),
-            Some(l) if l.is_held(now) && !l.is_held_by(me, now) => Err(LeaseError::HeldByOther {
+            Some(l) if l.is_held(now) => Err(LeaseError::HeldByOther {
                 partition: partition.clone(),
                 owner: l.owner.clone().unwrap_or_default(),
                 until: l.expires_at,
@@ -194,14 +197,18 @@ mod tests {
         );
         let a2 = a.renew("a", 1, D, Timestamp(5_000)).unwrap();
         assert_eq!((a2.epoch, a2.expires_at), (1, Timestamp(15_000)));
-        // A process with the same name that does not know the epoch takes over.
-        let restarted = Lease::acquire(Some(&a2), &p(), "a", D, Timestamp(6_000)).unwrap();
+        // A process with the same name that does not know the epoch waits for the expiry,
+        // then takes over with a new epoch.
+        assert!(matches!(
+            Lease::acquire(Some(&a2), &p(), "a", D, Timestamp(6_000)),
+            Err(LeaseError::HeldByOther { .. })
+        ));
+        let restarted = Lease::acquire(Some(&a2), &p(), "a", D, Timestamp(15_000)).unwrap();
         assert_eq!(
             (restarted.epoch, restarted.expires_at),
-            (2, Timestamp(16_000))
+            (2, Timestamp(25_000))
         );
-        assert!(a2.renew("a", 1, D, Timestamp(6_000)).is_ok());
-        assert!(restarted.renew("a", 1, D, Timestamp(7_000)).is_err());
+        assert!(restarted.renew("a", 1, D, Timestamp(16_000)).is_err());
         assert!(matches!(
             Lease::acquire(Some(&a2), &p(), "b", D, Timestamp(14_999)),
             Err(LeaseError::HeldByOther { .. })

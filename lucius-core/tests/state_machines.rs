@@ -898,11 +898,9 @@ fn predict_lease(
             expires_at: until,
             epoch: 1,
         })),
-        // A live lease held under the caller's own name is taken over with a new epoch:
-        // `acquire` is for a process that does not know the epoch (a restart).
-        (LeaseEv::Acquire(w), Some(l))
-            if l.owner.is_some() && now < l.expires_at && !l.held_by(&worker_name(w), now) =>
-        {
+        // A live lease is refused even under the caller's own name: `acquire` is for a
+        // process that does not know the epoch (a restart), which waits for the expiry.
+        (LeaseEv::Acquire(_), Some(l)) if l.owner.is_some() && now < l.expires_at => {
             Err(LeaseError::HeldByOther {
                 partition: partition(),
                 owner: l.owner.clone().unwrap_or_default(),
