@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::bus::SimBus;
 use crate::store::SimStore;
-use crate::world::{lock, sleep, ActiveFence, ActorClock, Kind, Shared};
+use crate::world::{lock, sleep, ActiveFence, ActorClock, Kind, Shared, SweepAllCall, World};
 
 pub(crate) type ActorFuture = Pin<Box<dyn Future<Output = ()>>>;
 
@@ -94,11 +94,17 @@ impl Proc {
 
 /// The engine of a run over its store, bus and clock (cheap to clone into each process).
 pub(crate) fn engine(sim: &Shared, store: &Arc<SimStore>) -> Engine {
+    // A small batch, so dispatch and sweep rounds page through their partitions.
+    let config = lucius::EngineConfig {
+        batch_size: 4,
+        ..lucius::EngineConfig::default()
+    };
     Engine::new(
         store.clone() as Arc<dyn Store>,
         Arc::new(SimBus { sim: sim.clone() }),
         Arc::new(ActorClock { sim: sim.clone() }),
     )
+    .with_config(config)
 }
 
 thread_local! {
@@ -292,7 +298,13 @@ async fn sweeper(mut p: Proc) {
         let wait = p.rng.random_range(3_000..15_000);
         sleep(&p.sim, Millis(wait)).await;
         let o = if p.rng.random_bool(0.5) {
-            p.engine.sweep_all().await
+            lock(&p.sim).actors[p.me].sweep_all = Some(SweepAllCall::default());
+            let o = p.engine.sweep_all().await;
+            let mut w = lock(&p.sim);
+            if let Some(call) = w.actors[p.me].sweep_all.take() {
+                check_sweep_all(&mut w, &call);
+            }
+            o
         } else {
             let parts = p.engine.store().partitions().await.unwrap_or_default();
             if parts.is_empty() {
@@ -308,6 +320,25 @@ async fn sweeper(mut p: Proc) {
             }
             Err(e) => p.note(format!("sweep failed: {e}")),
         }
+    }
+}
+
+/// One failing partition must not stop `sweep_all`: every partition it listed is visited.
+fn check_sweep_all(w: &mut World, call: &SweepAllCall) {
+    let Some(listed) = &call.listed else { return };
+    let skipped: Vec<String> = listed
+        .iter()
+        .filter(|p| !call.visited.contains(*p))
+        .map(ToString::to_string)
+        .collect();
+    if !call.failed.is_empty() && !skipped.is_empty() {
+        w.violation(format!(
+            "sweep_all stopped after partition(s) {:?} failed: {skipped:?} never swept",
+            call.failed
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        ));
     }
 }
 

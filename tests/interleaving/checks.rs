@@ -58,6 +58,12 @@ impl World {
             }
         }
         for e in &rec.outbox {
+            if e.partition != rec.job.partition {
+                self.violation(format!(
+                    "entry {} is in partition {} but its job {id} in {}",
+                    e.id, e.partition, rec.job.partition
+                ));
+            }
             if e.publish_attempts > max_publish_attempts {
                 self.violation(format!(
                     "entry {} has {} publish attempts (max {max_publish_attempts})",

@@ -121,6 +121,7 @@ impl Executor {
             skew,
             fence: None,
             worker_call: None,
+            sweep_all: None,
         });
         self.slots.push(Slot {
             fut: None,
@@ -139,6 +140,7 @@ impl Executor {
             a.process = self.next_process;
             a.fence = None;
             a.worker_call = None;
+            a.sweep_all = None;
             a.kind
         };
         self.next_process += 1;
@@ -297,6 +299,7 @@ impl Executor {
         w.note(format!("{} (process {}) crashes", a.name, a.process));
         w.actors[i].fence = None;
         w.actors[i].worker_call = None;
+        w.actors[i].sweep_all = None;
         if a.kind == Kind::BgPublisher {
             let lost = std::mem::take(&mut w.bg_queue);
             w.note(format!("background queue lost ({} directives)", lost.len()));

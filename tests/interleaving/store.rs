@@ -64,6 +64,12 @@ pub(crate) fn injected_failure(w: &mut World) -> Option<StoreError> {
     }
 }
 
+/// Under chaos, an occasional failed read (a partition whose query times out).
+fn injected_read_failure(w: &mut World) -> Option<StoreError> {
+    (w.chaos && w.rng.random_ratio(1, 25))
+        .then(|| StoreError::transient("injected: query timed out"))
+}
+
 /// The monitor's rules on a write about to be applied (`changes` against the stored
 /// rows): unfenced publishers never overwrite an entry a leased dispatcher stamped, and a
 /// worker call never writes a step another worker holds a live lease on.
@@ -178,12 +184,36 @@ impl Store for SimStore {
         limit: usize,
     ) -> Result<Vec<JobId>, StoreError> {
         self.round_trip().await;
+        {
+            let mut w = lock(&self.sim);
+            let failure = injected_read_failure(&mut w);
+            let cur = w.current;
+            if let Some(call) = w.actors.get_mut(cur).and_then(|a| a.sweep_all.as_mut()) {
+                call.visited.insert(partition.clone());
+                if failure.is_some() {
+                    call.failed.insert(partition.clone());
+                }
+            }
+            if let Some(e) = failure {
+                w.note(format!("active_jobs({partition}) fails: {e}"));
+                return Err(e);
+            }
+        }
         self.rows.active_jobs(partition, after, limit).await
     }
 
     async fn partitions(&self) -> Result<Vec<Partition>, StoreError> {
         self.round_trip().await;
-        self.rows.partitions().await
+        let out = self.rows.partitions().await;
+        let mut w = lock(&self.sim);
+        let cur = w.current;
+        if let (Ok(list), Some(call)) = (
+            &out,
+            w.actors.get_mut(cur).and_then(|a| a.sweep_all.as_mut()),
+        ) {
+            call.listed.get_or_insert_with(|| list.clone());
+        }
+        out
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use lucius::memory::MemoryStore;
+use lucius::memory::{Fault, MemoryStore};
 use lucius::{
     Changes, CreateOutcome, NewJob, OutboxEntry, OutboxId, OutboxQuery, OutboxStatus, Partition,
     Store, StoreError, Timestamp,
@@ -82,11 +82,44 @@ impl TableModel {
     }
 
     /// Intake: the rows (claim, job, steps, first directive), then — after a round trip —
-    /// the index rows of the job's pending entries (a replay rewrites them).
+    /// the index rows of the job's pending entries (a replay rewrites them). Under chaos a
+    /// fresh intake is sometimes written in two groups — claim and job (and perhaps the
+    /// steps) first, the rest after a round trip — so a crash or failure in between leaves
+    /// a torn intake for a replay (or the sweeper) to complete.
     pub(crate) async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError> {
         let id = new.job.id.clone();
         let hash = new.claim.request_hash;
-        let out = self.rows.create_job(new).await?;
+        let fresh = matches!(now_or_never(self.rows.load_job(&id)), Some(Ok(None)));
+        let tear = {
+            let mut w = lock(&self.sim);
+            (fresh && w.chaos && w.rng.random_ratio(1, 6)).then(|| {
+                2 + if w.rng.random_bool(0.5) {
+                    new.steps.len()
+                } else {
+                    0
+                }
+            })
+        };
+        if let Some(n) = tear {
+            // Claim and job (and steps) land; the fault is consumed by this very call (a
+            // fresh intake always reaches the write), which then fails as a crash would.
+            self.rows.inject(Fault::Tear(n));
+            let first = self.rows.create_job(new.clone()).await;
+            lock(&self.sim).note(format!("intake of {id} torn after {n} rows: {first:?}"));
+            yield_now(&self.sim).await;
+            if let Some(e) = injected_failure(&mut lock(&self.sim)) {
+                return Err(e);
+            }
+        }
+        let out = match self.rows.create_job(new).await? {
+            // The rest of our own torn intake: the claim is ours.
+            CreateOutcome::Existing(c)
+                if tear.is_some() && c.request_hash == hash && c.job_id == id =>
+            {
+                CreateOutcome::Created
+            }
+            other => other,
+        };
         let same = match &out {
             CreateOutcome::Created => true,
             CreateOutcome::Existing(c) => c.request_hash == hash && c.job_id == id,

@@ -53,6 +53,17 @@ pub(crate) struct ActorInfo {
     pub(crate) fence: Option<ActiveFence>,
     /// `Some(worker_id)` while the actor makes a worker call (`Some(None)`: anonymous).
     pub(crate) worker_call: Option<Option<String>>,
+    /// While the actor runs `sweep_all`: the partitions listed and those whose jobs were
+    /// read (or failed to be).
+    pub(crate) sweep_all: Option<SweepAllCall>,
+}
+
+/// What one `sweep_all` call read.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SweepAllCall {
+    pub(crate) listed: Option<Vec<Partition>>,
+    pub(crate) visited: BTreeSet<Partition>,
+    pub(crate) failed: BTreeSet<Partition>,
 }
 
 /// The bus: what was delivered, and every publish call that failed (by start tick).
