@@ -165,7 +165,7 @@ async fn round(
             Ok(d) => {
                 tracing::info!(
                     partition = %fence.partition, epoch = fence.epoch, due = d.due, published = d.published,
-                    retrying = d.retrying, dead = d.dead, skipped = d.skipped, errors = d.errors, "dispatch round"
+                    retrying = d.retrying, dead = d.dead, skipped = d.skipped, errors = d.errors, deferred = d.deferred, "dispatch round"
                 );
                 d.due > 0
             }

@@ -65,8 +65,13 @@ impl Lease {
         self.owner.as_deref() == Some(me) && now < self.expires_at
     }
 
-    /// Takes (or renews) the lease of `partition` for `me`: a first lease is epoch 1; a
-    /// takeover of a free or expired lease raises the epoch; the holder renews in place.
+    /// Takes the lease of `partition` for `me`: a first lease is epoch 1; a takeover of a
+    /// free or expired lease raises the epoch. A lease still held under `me`'s own name is
+    /// taken over too, with a new epoch: whoever calls `acquire` does not know that
+    /// lease's epoch, so it is an earlier process with the same dispatcher id (a restart,
+    /// or two processes misconfigured with one id), and a shared epoch would disable
+    /// fencing between them. A holder that knows its epoch extends it with
+    /// [`Lease::renew`].
     pub fn acquire(
         current: Option<&Lease>,
         partition: &Partition,
@@ -82,11 +87,7 @@ impl Lease {
                 epoch: 1,
                 revision: Revision::NEW,
             }),
-            Some(l) if l.is_held_by(me, now) => Ok(Lease {
-                expires_at: now.plus(duration),
-                ..l.clone()
-            }),
-            Some(l) if l.is_held(now) => Err(LeaseError::HeldByOther {
+            Some(l) if l.is_held(now) && !l.is_held_by(me, now) => Err(LeaseError::HeldByOther {
                 partition: partition.clone(),
                 owner: l.owner.clone().unwrap_or_default(),
                 until: l.expires_at,
@@ -150,9 +151,28 @@ pub struct Fence {
     /// The epoch of its lease.
     pub epoch: u64,
     /// Until when the holder may act without reading the lease again: its expiry less a
-    /// margin for clock skew between machines. Past it, the lease is checked before each
-    /// publication.
+    /// margin for clock skew between machines. A publication starts only if it will have
+    /// ended (the publish timeout) before this time; otherwise the lease is read again.
     pub valid_until: Timestamp,
+    /// The skew margin taken off the lease's expiry to get `valid_until`, applied again
+    /// when the lease is re-read.
+    pub skew_margin: Millis,
+}
+
+impl Fence {
+    /// Takes a freshly read lease row into account: the fence stays valid while the row
+    /// is held by this owner at this epoch, until the row's expiry less the skew margin.
+    /// Returns whether the lease is still this fence's.
+    pub fn refresh(&mut self, row: Option<&Lease>, now: Timestamp) -> bool {
+        match row {
+            Some(l) if l.epoch == self.epoch && l.is_held_by(&self.owner, now) => {
+                self.valid_until =
+                    Timestamp(l.expires_at.0.saturating_sub(self.skew_margin.0 as i64));
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -172,8 +192,16 @@ mod tests {
             (a.epoch, a.owner.as_deref(), a.expires_at),
             (1, Some("a"), Timestamp(10_000))
         );
-        let a2 = Lease::acquire(Some(&a), &p(), "a", D, Timestamp(5_000)).unwrap();
+        let a2 = a.renew("a", 1, D, Timestamp(5_000)).unwrap();
         assert_eq!((a2.epoch, a2.expires_at), (1, Timestamp(15_000)));
+        // A process with the same name that does not know the epoch takes over.
+        let restarted = Lease::acquire(Some(&a2), &p(), "a", D, Timestamp(6_000)).unwrap();
+        assert_eq!(
+            (restarted.epoch, restarted.expires_at),
+            (2, Timestamp(16_000))
+        );
+        assert!(a2.renew("a", 1, D, Timestamp(6_000)).is_ok());
+        assert!(restarted.renew("a", 1, D, Timestamp(7_000)).is_err());
         assert!(matches!(
             Lease::acquire(Some(&a2), &p(), "b", D, Timestamp(14_999)),
             Err(LeaseError::HeldByOther { .. })

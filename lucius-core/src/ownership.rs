@@ -107,6 +107,7 @@ impl PartitionOwner {
                     .0
                     .saturating_sub(self.config.skew_margin.0 as i64),
             ),
+            skew_margin: self.config.skew_margin,
         }
     }
 

@@ -320,6 +320,35 @@ impl Step {
         }
     }
 
+    /// The directive of `attempt` could not be published: its outbox entry went `DEAD`
+    /// at `dead_at` with `error`. Once `backoff` has passed (during which an admin may
+    /// still revive the entry), the attempt ends the way a missed ACK does: `QUEUED →`
+    /// `QUEUED` at `attempt + 1`, or `FAILED` with the publication error at `maxAttempts`.
+    pub fn on_directive_dead(
+        &self,
+        attempt: u32,
+        error: &str,
+        dead_at: Timestamp,
+        backoff: Millis,
+        now: Timestamp,
+    ) -> Result<Step, TransitionError> {
+        self.check_live(attempt, Event::DirectiveDead)?;
+        if self.status != StepStatus::Queued {
+            return Err(self.illegal(Event::DirectiveDead));
+        }
+        let due = dead_at.plus(backoff);
+        if now < due {
+            return Err(TransitionError::NotDue { due_at: due, now });
+        }
+        Ok(self.retry_or_fail(
+            format!(
+                "attempt {}: its directive could not be published: {error}",
+                self.attempt
+            ),
+            now,
+        ))
+    }
+
     fn retry_or_fail(&self, error: String, now: Timestamp) -> Step {
         if self.attempt >= self.max_attempts {
             return self.failed(
@@ -485,6 +514,44 @@ pub(crate) mod tests {
         assert!(s.on_ack(1, Some("b"), t(10)).is_err());
         let taken = s.on_ack(1, Some("b"), t(1000)).unwrap();
         assert_eq!(taken.worker_id.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn a_dead_directive_ends_its_attempt_after_the_backoff() {
+        let s = step(2).on_queue(t(0)).unwrap();
+        assert_eq!(
+            s.on_directive_dead(1, "401", t(10), Millis(30), t(39)),
+            Err(TransitionError::NotDue {
+                due_at: t(40),
+                now: t(39)
+            })
+        );
+        let r = s
+            .on_directive_dead(1, "401", t(10), Millis(30), t(40))
+            .unwrap();
+        assert_eq!((r.status, r.attempt), (StepStatus::Queued, 2));
+        assert!(r.error.as_deref().unwrap().contains("401"), "{:?}", r.error);
+        assert_eq!(
+            r.on_directive_dead(1, "401", t(10), Millis(30), t(99)),
+            Err(TransitionError::StaleAttempt { current: 2, got: 1 })
+        );
+        let f = r
+            .on_directive_dead(2, "503", t(50), Millis(30), t(80))
+            .unwrap();
+        assert_eq!(f.status, StepStatus::Failed);
+        assert!(f.error.as_deref().unwrap().contains("503"), "{:?}", f.error);
+        let running = step(2)
+            .on_queue(t(0))
+            .unwrap()
+            .on_ack(1, Some("w"), t(1))
+            .unwrap();
+        assert!(matches!(
+            running.on_directive_dead(1, "x", t(0), Millis(0), t(5)),
+            Err(TransitionError::Illegal {
+                from: "RUNNING",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub enum Event {
     AdminRetry,
     /// An outbox entry's step no longer waits for it.
     Supersede,
+    /// A step's directive could not be published (its outbox entry is `DEAD`).
+    DirectiveDead,
 }
 
 impl fmt::Display for Event {
@@ -52,6 +54,7 @@ impl fmt::Display for Event {
             Event::PublishFailed => "publish-failed",
             Event::AdminRetry => "admin-retry",
             Event::Supersede => "supersede",
+            Event::DirectiveDead => "directive-dead",
         };
         f.write_str(s)
     }

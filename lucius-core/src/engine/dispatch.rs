@@ -5,7 +5,7 @@ use crate::lease::Fence;
 use crate::outbox::OutboxStatus;
 use crate::ports::{LeaseStore, OutboxQuery};
 
-use super::publish::PublishOutcome;
+use super::publish::{Holder, PublishOutcome};
 use super::{Engine, EngineError};
 
 /// What a dispatch round did.
@@ -23,6 +23,9 @@ pub struct DispatchReport {
     pub skipped: usize,
     /// Entries whose publication could not be recorded (store errors, contention).
     pub errors: usize,
+    /// Set when the round stopped because the lease would not outlive one more
+    /// publication (it is renewed by the owner's next round).
+    pub deferred: usize,
 }
 
 impl Engine {
@@ -51,9 +54,12 @@ impl Engine {
         .await
     }
 
-    /// Dispatches `fence.partition` as the holder of its lease. Past `fence.valid_until`
-    /// the lease is read again before each publication; if it was lost, the round stops
-    /// with [`EngineError::Fenced`] and nothing more is published or written.
+    /// Dispatches `fence.partition` as the holder of its lease. A publication starts only
+    /// while the lease will outlive it (publish timeout plus skew margin; the lease row is
+    /// read again when the fence does not say so), and the lease is checked again before
+    /// its result is recorded. A lease found lost stops the round with
+    /// [`EngineError::Fenced`]; a lease still held but too close to its expiry stops it
+    /// quietly ([`DispatchReport::deferred`]) until the owner renews it.
     pub async fn dispatch_fenced(
         &self,
         fence: &Fence,
@@ -66,52 +72,69 @@ impl Engine {
             after: None,
             limit: self.config.batch_size,
         };
-        self.dispatch_entries(q, Some((fence, leases))).await
+        let mut holder = Holder {
+            fence: fence.clone(),
+            leases,
+        };
+        self.dispatch_entries(q, Some(&mut holder)).await
     }
 
     async fn dispatch_query(&self, q: OutboxQuery) -> Result<DispatchReport, EngineError> {
         self.dispatch_entries(q, None).await
     }
 
+    /// Publishes the entries `q` finds, page after page, until `batch_size` of them were
+    /// acted on (published, failed, settled) or [`MAX_PAGES`] pages were read: entries
+    /// that keep erroring, or that belong to someone else, do not hide the ones behind them.
     async fn dispatch_entries(
         &self,
-        q: OutboxQuery,
-        fence: Option<(&Fence, &dyn LeaseStore)>,
+        mut q: OutboxQuery,
+        mut holder: Option<&mut Holder<'_>>,
     ) -> Result<DispatchReport, EngineError> {
-        let entries = self.store.outbox(&q).await?;
-        let mut r = DispatchReport {
-            due: entries.len(),
-            ..DispatchReport::default()
-        };
-        for e in entries {
-            if let Some((f, leases)) = fence {
-                if self.clock.now() >= f.valid_until {
-                    let lease = leases.lease(&f.partition).await?;
-                    let held = lease.is_some_and(|l| {
-                        l.epoch == f.epoch && l.is_held_by(&f.owner, self.clock.now())
-                    });
-                    if !held {
-                        return Err(EngineError::Fenced {
-                            partition: f.partition.clone(),
-                            owner: f.owner.clone(),
-                            epoch: f.epoch,
-                        });
+        let budget = q.limit.max(1);
+        q.limit = budget;
+        let mut r = DispatchReport::default();
+        let mut acted = 0;
+        for _ in 0..MAX_PAGES {
+            let entries = self.store.outbox(&q).await?;
+            let full = entries.len() >= q.limit;
+            q.after = entries.last().map(|e| (e.next_attempt_at, e.id.clone()));
+            r.due += entries.len();
+            for e in entries {
+                if acted >= budget {
+                    return Ok(r);
+                }
+                match self.publish_as(&e.id, holder.as_deref_mut()).await {
+                    Err(fenced @ EngineError::Fenced { .. }) => return Err(fenced),
+                    Ok(PublishOutcome::Deferred) => {
+                        r.deferred += 1;
+                        return Ok(r);
+                    }
+                    Ok(PublishOutcome::Sent) => r.published += 1,
+                    Ok(PublishOutcome::Retrying) => r.retrying += 1,
+                    Ok(PublishOutcome::Dead) => r.dead += 1,
+                    Ok(PublishOutcome::Superseded) => r.skipped += 1,
+                    Ok(
+                        PublishOutcome::NotPending | PublishOutcome::NotDue | PublishOutcome::Owned,
+                    ) => {
+                        r.skipped += 1;
+                        continue;
+                    }
+                    Err(_) => {
+                        r.errors += 1;
+                        continue;
                     }
                 }
+                acted += 1;
             }
-            let published = match fence {
-                Some((f, _)) => self.publish_fenced(&e.id, Some(f)).await,
-                None => self.publish(&e.id).await,
-            };
-            match published {
-                Err(fenced @ EngineError::Fenced { .. }) => return Err(fenced),
-                Ok(PublishOutcome::Sent) => r.published += 1,
-                Ok(PublishOutcome::Retrying) => r.retrying += 1,
-                Ok(PublishOutcome::Dead) => r.dead += 1,
-                Ok(PublishOutcome::NotPending | PublishOutcome::Superseded) => r.skipped += 1,
-                Err(_) => r.errors += 1,
+            if !full || acted >= budget {
+                break;
             }
         }
         Ok(r)
     }
 }
+
+/// Pages one dispatch round reads at most, so a partition full of entries that cannot be
+/// acted on costs a bounded round.
+const MAX_PAGES: usize = 10;

@@ -12,7 +12,7 @@ mod consequences;
 mod dispatch;
 mod intake;
 mod observe;
-mod publish;
+pub(crate) mod publish;
 mod sweep;
 mod worker;
 
@@ -279,7 +279,7 @@ impl Engine {
             return;
         };
         let now = self.clock.now();
-        let (changes, _) = sweep::plan_sweep(&rec, now, self.config.intake_grace);
+        let (changes, _) = sweep::plan_sweep(&rec, now, &self.config);
         if !changes.is_empty() {
             if let Ok(written) = self.store.commit(changes).await {
                 observe::report(self.observer.as_ref(), &rec, &written);
@@ -288,5 +288,7 @@ impl Engine {
     }
 }
 
+#[cfg(test)]
+mod liveness_tests;
 #[cfg(test)]
 mod tests;

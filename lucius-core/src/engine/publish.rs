@@ -8,7 +8,7 @@ use std::task::Poll;
 use crate::ids::OutboxId;
 use crate::lease::Fence;
 use crate::outbox::OutboxStatus;
-use crate::ports::PublishError;
+use crate::ports::{LeaseStore, PublishError};
 use crate::record::{Changes, JobRecord};
 use crate::step::StepStatus;
 use crate::time::Timestamp;
@@ -24,25 +24,46 @@ pub enum PublishOutcome {
     Retrying,
     /// Publication failed for good; the entry is `DEAD`.
     Dead,
-    /// The entry was not `PENDING` (already sent, dead, or settled by someone else).
+    /// The entry was not `PENDING` (already sent, dead, or settled by someone else), or
+    /// another publisher recorded its own attempt first.
     NotPending,
+    /// The entry is `PENDING` but not due yet (a failure backed it off).
+    NotDue,
+    /// A partition-owning dispatcher has written the entry: only the partition's owner
+    /// publishes it now, so an unfenced publisher leaves it alone.
+    Owned,
+    /// The dispatcher's lease would not outlive the publication (publish timeout plus
+    /// skew margin); nothing was published. The round stops until the lease is renewed.
+    Deferred,
     /// Its step no longer waits for it; it was settled without publishing.
     Superseded,
 }
 
+/// A dispatcher's right to publish a partition: its fence and where to re-read it.
+pub(crate) struct Holder<'a> {
+    /// The fence, refreshed whenever the lease row is read again.
+    pub(crate) fence: Fence,
+    /// The lease rows.
+    pub(crate) leases: &'a dyn LeaseStore,
+}
+
 impl Engine {
-    /// Publishes one `PENDING` outbox entry and records the result.
+    /// Publishes one `PENDING`, due outbox entry and records the result. An entry a
+    /// partition-owning dispatcher has written ([`PublishOutcome::Owned`]) is left to it.
     pub async fn publish(&self, id: &OutboxId) -> Result<PublishOutcome, EngineError> {
-        self.publish_fenced(id, None).await
+        self.publish_as(id, None).await
     }
 
-    /// Publishes one entry as the holder of `fence`: the entry is stamped with the fence's
-    /// epoch, and an entry already stamped by a newer epoch is refused with
+    /// Publishes one entry, as the holder of a partition lease when `holder` is given:
+    /// the publication starts only while the lease will outlive it (publish timeout plus
+    /// skew margin, re-reading the lease row when the fence does not say so), the lease is
+    /// checked again before the result is recorded, the entry is stamped with the fence's
+    /// epoch, and an entry stamped by a newer epoch is refused with
     /// [`EngineError::Fenced`].
-    pub(crate) async fn publish_fenced(
+    pub(crate) async fn publish_as(
         &self,
         id: &OutboxId,
-        fence: Option<&Fence>,
+        mut holder: Option<&mut Holder<'_>>,
     ) -> Result<PublishOutcome, EngineError> {
         let job_id = id.job_id();
         let rec = self.job(&job_id).await?;
@@ -52,28 +73,77 @@ impl Engine {
         if entry.status != OutboxStatus::Pending {
             return Ok(PublishOutcome::NotPending);
         }
-        if let Some(f) = fence {
-            check_fence(entry, f)?;
+        match holder.as_deref() {
+            Some(h) => check_fence(entry, &h.fence)?,
+            None if entry.fence > 0 => return Ok(PublishOutcome::Owned),
+            None => {}
         }
+        let fence = holder.as_deref().map(|h| h.fence.clone());
         if !awaits(&rec, id) {
             return self
                 .update_job_from(&job_id, Some(rec), |rec, now| {
-                    fenced(rec, id, fence, || settle_superseded(rec, id, now))
+                    fenced(rec, id, fence.as_ref(), || settle_superseded(rec, id, now))
                 })
                 .await;
         }
+        if !entry.is_due(self.clock.now()) {
+            return Ok(PublishOutcome::NotDue);
+        }
+        let loaded_failures = entry.publish_attempts;
+        let directive = entry.directive.clone();
+        if let Some(h) = holder.as_deref_mut() {
+            if !self.lease_outlives_publication(h).await? {
+                return Ok(PublishOutcome::Deferred);
+            }
+        }
+        // No await between the lease check above and the send: the publication starts
+        // within the validity the check saw.
         let started = self.clock.now();
-        let result = self.publish_bounded(&entry.directive).await;
+        let result = self.publish_bounded(&directive).await;
         let latency = self.clock.now().since(started);
         self.observer.published(result.is_ok(), latency);
+        if let Some(h) = holder.as_deref_mut() {
+            // Checked again before recording: a dispatcher paused past its lease records
+            // nothing (the publication itself started while the lease was valid).
+            let now = self.clock.now();
+            if now >= h.fence.valid_until {
+                let row = h.leases.lease(&h.fence.partition).await?;
+                if !h.fence.refresh(row.as_ref(), self.clock.now()) {
+                    return Err(fenced_error(&h.fence));
+                }
+            }
+        }
+        let fence = holder.as_deref().map(|h| h.fence.clone());
+        let policy = self.config.publish_retry;
         // The record read above plans the write: if anything changed it meanwhile (a fast
-        // worker's ACK, a sweeper), the commit conflicts and the next attempt reloads.
+        // worker's ACK, a sweeper, another publisher), the commit conflicts and the next
+        // attempt reloads and re-checks on the row it commits against.
         self.update_job_from(&job_id, Some(rec), |rec, now| {
-            fenced(rec, id, fence, || {
-                record_publication(rec, id, &result, self.config.publish_retry, now)
+            fenced(rec, id, fence.as_ref(), || {
+                let attempt = Attempt {
+                    failures_seen: loaded_failures,
+                    started,
+                };
+                record_publication(rec, id, &result, attempt, policy, now)
             })
         })
         .await
+    }
+
+    /// Whether `h`'s lease stays valid for a whole publication from now (publish timeout
+    /// plus skew margin): first by its fence, else by the lease row read again. A lease
+    /// found lost is [`EngineError::Fenced`].
+    async fn lease_outlives_publication(&self, h: &mut Holder<'_>) -> Result<bool, EngineError> {
+        let timeout = self.config.publish_timeout;
+        if self.clock.now().plus(timeout) < h.fence.valid_until {
+            return Ok(true);
+        }
+        let row = h.leases.lease(&h.fence.partition).await?;
+        let now = self.clock.now();
+        if !h.fence.refresh(row.as_ref(), now) {
+            return Err(fenced_error(&h.fence));
+        }
+        Ok(now.plus(timeout) < h.fence.valid_until)
     }
 
     /// Publishes every entry in `ids`, ignoring individual failures (they stay `PENDING` for
@@ -109,7 +179,13 @@ fn fenced(
     fence: Option<&Fence>,
     plan: impl FnOnce() -> (Changes, PublishOutcome),
 ) -> Result<(Changes, PublishOutcome), EngineError> {
-    let Some(f) = fence else { return Ok(plan()) };
+    let Some(f) = fence else {
+        // An unfenced publisher never writes an entry a dispatcher has stamped.
+        if rec.entry(id).is_some_and(|e| e.fence > 0) {
+            return Ok((Changes::default(), PublishOutcome::Owned));
+        }
+        return Ok(plan());
+    };
     if let Some(e) = rec.entry(id) {
         check_fence(e, f)?;
     }
@@ -123,13 +199,26 @@ fn fenced(
 /// Refuses a write by a dispatcher whose epoch is older than the entry's stamp.
 fn check_fence(entry: &crate::outbox::OutboxEntry, f: &Fence) -> Result<(), EngineError> {
     if entry.fence > f.epoch {
-        return Err(EngineError::Fenced {
-            partition: f.partition.clone(),
-            owner: f.owner.clone(),
-            epoch: f.epoch,
-        });
+        return Err(fenced_error(f));
     }
     Ok(())
+}
+
+pub(super) fn fenced_error(f: &Fence) -> EngineError {
+    EngineError::Fenced {
+        partition: f.partition.clone(),
+        owner: f.owner.clone(),
+        epoch: f.epoch,
+    }
+}
+
+/// What a publisher saw of its entry when it decided to publish.
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    /// The entry's `publishAttempts` when loaded.
+    failures_seen: u32,
+    /// When the publication started.
+    started: Timestamp,
 }
 
 /// Polls `work` first, then `timer`; `None` if the timer finished first.
@@ -185,10 +274,15 @@ fn settle_superseded(rec: &JobRecord, id: &OutboxId, now: Timestamp) -> (Changes
     (c, PublishOutcome::Superseded)
 }
 
+/// The writes that record a publication's result on `rec`. A failure is recorded only if
+/// the entry is, on this row, still `PENDING`, was due when the publication started, and
+/// no other publisher recorded a failure since it was loaded: concurrent publishers of
+/// one entry count at most one failure per attempt.
 fn record_publication(
     rec: &JobRecord,
     id: &OutboxId,
     result: &Result<(), PublishError>,
+    attempt: Attempt,
     policy: crate::outbox::PublishRetryPolicy,
     now: Timestamp,
 ) -> (Changes, PublishOutcome) {
@@ -214,6 +308,12 @@ fn record_publication(
                 }
             }
             (c, PublishOutcome::Sent)
+        }
+        Err(_)
+            if e.publish_attempts != attempt.failures_seen
+                || e.next_attempt_at > attempt.started =>
+        {
+            (c, PublishOutcome::NotPending)
         }
         Err(err) => {
             let permanent = matches!(err, PublishError::Permanent(_));

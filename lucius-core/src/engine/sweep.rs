@@ -5,6 +5,9 @@
 //! outbox, then job):
 //! 1. a `QUEUED` step with no directive for its attempt → write the directive;
 //! 2. a `QUEUED` step whose directive is `SENT` → `INITIATED` (ACK due from `sentAt`);
+//!    one whose directive is `DEAD` (it could not be published) → once the publish retry
+//!    delay has passed since it died, the attempt ends as if its ACK had not come: retry
+//!    with a new directive, or `FAILED` with the publication error;
 //! 3. a `SUCCEEDED` step whose successor is still `PENDING` → queue the successor;
 //! 4. a job whose status differs from the one its steps imply → move it there (a terminal
 //!    job instead cancels any step still live).
@@ -14,11 +17,11 @@ use crate::job::JobStatus;
 use crate::outbox::OutboxStatus;
 use crate::record::{Changes, JobRecord};
 use crate::step::StepStatus;
-use crate::time::{Millis, Timestamp};
+use crate::time::Timestamp;
 
 use super::consequences::{apply_step, end_job, previous_result};
 use super::intake::directive_entry;
-use super::{Engine, EngineError, Outcome};
+use super::{Engine, EngineConfig, EngineError, Outcome};
 
 /// What a sweep did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -69,8 +72,7 @@ pub fn derived_status(rec: &JobRecord) -> JobStatus {
 impl Engine {
     /// Sweeps one job at the clock's time.
     pub async fn sweep_job(&self, id: &JobId) -> Result<Outcome<SweepReport>, EngineError> {
-        let grace = self.config.intake_grace;
-        self.update_job(id, |rec, now| Ok(plan_sweep(rec, now, grace)))
+        self.update_job(id, |rec, now| Ok(plan_sweep(rec, now, &self.config)))
             .await
     }
 
@@ -106,16 +108,21 @@ impl Engine {
         }
     }
 
-    /// Sweeps every partition.
+    /// Sweeps every partition. A partition that cannot be read counts one error and the
+    /// sweep goes on with the next: one failing partition never stops the others.
     pub async fn sweep_all(&self) -> Result<Outcome<SweepReport>, EngineError> {
         let mut total = Outcome {
             value: SweepReport::default(),
             to_publish: Vec::new(),
         };
         for p in self.store.partitions().await? {
-            let o = self.sweep_partition(&p).await?;
-            total.value.add(o.value);
-            total.to_publish.extend(o.to_publish);
+            match self.sweep_partition(&p).await {
+                Ok(o) => {
+                    total.value.add(o.value);
+                    total.to_publish.extend(o.to_publish);
+                }
+                Err(_) => total.value.errors += 1,
+            }
         }
         Ok(total)
     }
@@ -125,8 +132,9 @@ impl Engine {
 pub(super) fn plan_sweep(
     rec: &JobRecord,
     now: Timestamp,
-    intake_grace: Millis,
+    config: &EngineConfig,
 ) -> (Changes, Outcome<SweepReport>) {
+    let intake_grace = config.intake_grace;
     let mut c = Changes::default();
     let mut report = SweepReport {
         jobs: 1,
@@ -222,6 +230,29 @@ pub(super) fn plan_sweep(
                     if let Ok(x) = s.on_published(s.attempt, e.sent_at.unwrap_or(now)) {
                         to_publish.extend(apply_step(rec, &mut c, x, now));
                         report.repaired += 1;
+                    }
+                }
+                Some(e) if e.status == OutboxStatus::Dead => {
+                    let error = e.last_error.as_deref().unwrap_or("no error recorded");
+                    let backoff = config.publish_retry.delay;
+                    if let Ok(next) =
+                        s.on_directive_dead(s.attempt, error, e.updated_at, backoff, now)
+                    {
+                        if next.status == StepStatus::Failed {
+                            report.failed += 1;
+                        } else {
+                            report.retried += 1;
+                        }
+                        to_publish.extend(apply_step(rec, &mut c, next, now));
+                        if c.job.as_ref().is_some_and(|j| j.status.is_terminal()) {
+                            return (
+                                c,
+                                Outcome {
+                                    value: report,
+                                    to_publish,
+                                },
+                            );
+                        }
                     }
                 }
                 Some(_) => {}

@@ -177,7 +177,11 @@ async fn publish_failures_are_counted_then_dead_and_permanent_is_dead_at_once() 
     let sub = engine.submit(command("acme", "k", 0)).await.unwrap();
     let id = sub.to_publish[0].clone();
     assert_eq!(engine.publish(&id).await.unwrap(), PublishOutcome::Retrying);
+    // Backed off: not published again before it is due (the mock allows three calls).
+    assert_eq!(engine.publish(&id).await.unwrap(), PublishOutcome::NotDue);
+    clock.advance(Millis::from_secs(37));
     assert_eq!(engine.publish(&id).await.unwrap(), PublishOutcome::Retrying);
+    clock.advance(Millis::from_secs(37));
     assert_eq!(engine.publish(&id).await.unwrap(), PublishOutcome::Dead);
     assert_eq!(
         engine.publish(&id).await.unwrap(),

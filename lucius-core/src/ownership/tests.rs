@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::*;
+use crate::engine::publish::Holder;
 use crate::engine::EngineError;
 use crate::memory::{ManualClock, MemoryPublisher, MemoryStore};
 use crate::outbox::OutboxStatus;
@@ -226,12 +227,44 @@ async fn a_stale_fence_cannot_write_an_entry_a_newer_epoch_stamped() {
         owner: "old".into(),
         epoch: 4,
         valid_until: Timestamp(i64::MAX),
+        skew_margin: Millis(0),
     };
-    let err = engine.publish_fenced(&id, Some(&old)).await.unwrap_err();
+    let mut h = Holder {
+        fence: old.clone(),
+        leases: &store,
+    };
+    let err = engine.publish_as(&id, Some(&mut h)).await.unwrap_err();
     assert!(matches!(err, EngineError::Fenced { epoch: 4, .. }));
-    let newer = Fence { epoch: 5, ..old };
+    let mut h = Holder {
+        fence: Fence { epoch: 5, ..old },
+        leases: &store,
+    };
     assert_eq!(
-        engine.publish_fenced(&id, Some(&newer)).await.unwrap(),
+        engine.publish_as(&id, Some(&mut h)).await.unwrap(),
         PublishOutcome::Sent
     );
+}
+
+#[tokio::test]
+async fn a_restarted_process_with_the_same_id_gets_a_new_epoch() {
+    // Two processes named "d" (a pod restarted under the same name, or pid 1 in two
+    // containers): the second must not share the first's epoch, or fencing between them
+    // would be disabled.
+    let store = MemoryStore::new();
+    let clock = ManualClock::new(T0);
+    let p = parts(1);
+    let mut first = owner("d", &store, &clock);
+    first.rebalance(&p).await.unwrap();
+    assert_eq!(first.fences()[0].epoch, 1);
+    clock.advance(Millis(1_000));
+    let mut second = owner("d", &store, &clock);
+    let r = second.rebalance(&p).await.unwrap();
+    assert_eq!(r.acquired, p);
+    assert_eq!(second.fences()[0].epoch, 2);
+    // The first process finds its lease lost at its next round and holds nothing under
+    // the old epoch.
+    clock.advance(Millis(1_000));
+    let r = first.rebalance(&p).await.unwrap();
+    assert!(r.lost.contains(&p[0]), "{r:?}");
+    assert!(first.fences().iter().all(|f| f.epoch != 1));
 }

@@ -1,0 +1,446 @@
+//! Engine tests for liveness and publication under concurrency: a `DEAD` directive ends
+//! its step's attempt, concurrent publishers count one failure per failure, fenced
+//! dispatchers never start a publication their lease would not outlive nor record one
+//! after losing it, unfenced publishers leave owned entries alone, and one failing
+//! partition or entry never stops the others.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use super::publish::PublishOutcome;
+use super::*;
+use crate::directive::Directive;
+use crate::ids::Partition;
+use crate::job::JobStatus;
+use crate::memory::{ManualClock, MemoryStore};
+use crate::outbox::{OutboxEntry, OutboxStatus};
+use crate::ownership::{OwnershipConfig, PartitionOwner};
+use crate::ports::{CreateOutcome, LeaseStore, OutboxQuery, PublishError, Publisher, Store};
+use crate::record::NewJob;
+use crate::step::StepStatus;
+use crate::testkit::command;
+use crate::time::Millis;
+
+const T0: Timestamp = Timestamp(1_709_596_800_000);
+
+type Reply = Pin<Box<dyn Future<Output = Result<(), PublishError>> + Send>>;
+type Hook = Arc<dyn Fn(Directive, usize) -> Reply + Send + Sync>;
+
+/// A publisher whose every call runs a hook (given the call's number, from 1).
+#[derive(Clone, Default)]
+struct HookPub {
+    hook: Arc<Mutex<Option<Hook>>>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl HookPub {
+    fn set(&self, hook: impl Fn(Directive, usize) -> Reply + Send + Sync + 'static) {
+        *self.hook.lock().unwrap() = Some(Arc::new(hook));
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Publisher for HookPub {
+    async fn publish(&self, d: &Directive) -> Result<(), PublishError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let hook = self.hook.lock().unwrap().clone();
+        match hook {
+            Some(h) => h(d.clone(), n).await,
+            None => Ok(()),
+        }
+    }
+}
+
+fn fails_with(e: PublishError) -> impl Fn(Directive, usize) -> Reply + Send + Sync {
+    move |_, _| {
+        let e = e.clone();
+        Box::pin(async move { Err(e) })
+    }
+}
+
+/// A memory store that fails reads of chosen partitions and jobs.
+#[derive(Clone, Default)]
+struct Faulty {
+    inner: MemoryStore,
+    bad_partitions: Arc<Mutex<HashSet<Partition>>>,
+    bad_jobs: Arc<Mutex<HashSet<JobId>>>,
+    /// The next commit writes its steps only, then fails (`Partial`), as a Table-mode
+    /// commit whose later group conflicted.
+    tear_next: Arc<Mutex<bool>>,
+}
+
+#[async_trait]
+impl Store for Faulty {
+    async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError> {
+        self.inner.create_job(new).await
+    }
+    async fn load_job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
+        if self.bad_jobs.lock().unwrap().contains(id) {
+            return Err(StoreError::transient(format!("cannot read job {id}")));
+        }
+        self.inner.load_job(id).await
+    }
+    async fn commit(&self, changes: Changes) -> Result<Changes, StoreError> {
+        if std::mem::take(&mut *self.tear_next.lock().unwrap()) && !changes.steps.is_empty() {
+            let steps = Changes {
+                steps: changes.steps,
+                ..Changes::default()
+            };
+            self.inner.commit(steps).await?;
+            return Err(StoreError::partial(
+                "steps written; the outbox group conflicted",
+            ));
+        }
+        self.inner.commit(changes).await
+    }
+    async fn outbox(&self, q: &OutboxQuery) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.inner.outbox(q).await
+    }
+    async fn active_jobs(
+        &self,
+        p: &Partition,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<JobId>, StoreError> {
+        if self.bad_partitions.lock().unwrap().contains(p) {
+            return Err(StoreError::transient(format!("cannot read partition {p}")));
+        }
+        self.inner.active_jobs(p, after, limit).await
+    }
+    async fn partitions(&self) -> Result<Vec<Partition>, StoreError> {
+        self.inner.partitions().await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+struct Rig {
+    engine: Engine,
+    store: Faulty,
+    bus: HookPub,
+    clock: ManualClock,
+}
+
+fn rig() -> Rig {
+    let store = Faulty::default();
+    let bus = HookPub::default();
+    let clock = ManualClock::new(T0);
+    let engine = Engine::new(
+        Arc::new(store.clone()),
+        Arc::new(bus.clone()),
+        Arc::new(clock.clone()),
+    );
+    Rig {
+        engine,
+        store,
+        bus,
+        clock,
+    }
+}
+
+async fn first_entry(engine: &Engine, job: &JobId) -> OutboxEntry {
+    engine.job(job).await.unwrap().outbox[0].clone()
+}
+
+#[tokio::test]
+async fn a_dead_directive_ends_its_attempt_and_at_last_the_job_without_an_operator() {
+    let r = rig();
+    r.bus.set(fails_with(PublishError::Permanent(
+        "401 unauthorized".into(),
+    )));
+    let delay = r.engine.config().publish_retry.delay;
+    let sub = r.engine.submit(command("acme", "k", 0)).await.unwrap();
+    let job = sub.value.job_id.clone();
+    let mut ids = sub.to_publish;
+    for attempt in 1..=3u32 {
+        assert_eq!(ids.len(), 1, "attempt {attempt}: one directive to publish");
+        assert_eq!(
+            r.engine.publish(&ids[0]).await.unwrap(),
+            PublishOutcome::Dead
+        );
+        // Within the backoff the step still waits on its dead directive, and an admin
+        // may still revive it.
+        let out = r.engine.sweep_job(&job).await.unwrap();
+        assert_eq!((out.value.retried, out.value.failed), (0, 0));
+        let rec = r.engine.job(&job).await.unwrap();
+        assert_eq!(
+            (rec.steps[0].status, rec.steps[0].attempt),
+            (StepStatus::Queued, attempt)
+        );
+        r.clock.advance(delay);
+        let out = r.engine.sweep_job(&job).await.unwrap();
+        ids = out.to_publish;
+        if attempt < 3 {
+            assert_eq!(out.value.retried, 1, "attempt {attempt}");
+            let rec = r.engine.job(&job).await.unwrap();
+            assert_eq!(rec.steps[0].attempt, attempt + 1);
+            let next = rec.entry(&ids[0]).unwrap();
+            assert_eq!(
+                (next.status, next.attempt),
+                (OutboxStatus::Pending, attempt + 1)
+            );
+        } else {
+            assert_eq!(out.value.failed, 1);
+        }
+    }
+    let rec = r.engine.job(&job).await.unwrap();
+    assert_eq!(rec.job.status, JobStatus::Failed);
+    assert_eq!(rec.steps[0].status, StepStatus::Failed);
+    let reason = rec.steps[0].error.as_deref().unwrap();
+    assert!(reason.contains("401 unauthorized"), "{reason}");
+    assert!(rec.outbox.iter().all(|e| e.status != OutboxStatus::Pending));
+    assert_eq!(r.bus.calls(), 3);
+}
+
+#[tokio::test]
+async fn an_admin_may_revive_a_dead_directive_while_its_step_waits() {
+    let mut r = rig();
+    let mut config = EngineConfig::default();
+    config.publish_retry.delay = Millis::from_secs(10);
+    r.engine = r.engine.with_config(config);
+    r.bus.set(fails_with(PublishError::Permanent(
+        "404 no such queue".into(),
+    )));
+    let sub = r.engine.submit(command("acme", "k", 0)).await.unwrap();
+    let id = sub.to_publish[0].clone();
+    assert_eq!(r.engine.publish(&id).await.unwrap(), PublishOutcome::Dead);
+    r.bus.set(|_, _| Box::pin(async { Ok(()) }));
+    let revived = r.engine.retry_outbox(&id).await.unwrap();
+    assert_eq!(
+        r.engine.publish(&revived.to_publish[0]).await.unwrap(),
+        PublishOutcome::Sent
+    );
+    r.clock.advance(Millis::from_secs(15));
+    // Past the dead directive's backoff, within the ACK timeout: the entry is SENT now,
+    // so the sweeper does not end the attempt it belongs to.
+    let out = r.engine.sweep_job(&sub.value.job_id).await.unwrap();
+    assert_eq!(out.value.retried, 0);
+    let rec = r.engine.job(&sub.value.job_id).await.unwrap();
+    assert_eq!(rec.steps[0].status, StepStatus::Initiated);
+}
+
+#[tokio::test]
+async fn concurrent_publishers_of_one_entry_record_one_failure() {
+    // The first publication's call runs a second publisher of the same entry to its end
+    // (it loads the entry as the first one did, fails and records); then the first one
+    // fails too. One outage, one failure.
+    let r = rig();
+    let sub = r.engine.submit(command("acme", "k", 0)).await.unwrap();
+    let id = sub.to_publish[0].clone();
+    let other = r.engine.clone();
+    let inner = Arc::new(Mutex::new(None));
+    let seen = inner.clone();
+    r.bus.set(move |d, n| {
+        let other = other.clone();
+        let seen = seen.clone();
+        Box::pin(async move {
+            if n == 1 {
+                let id = OutboxId::parse(&d.directive_id).unwrap().0;
+                let outcome = other.publish(&id).await;
+                *seen.lock().unwrap() = Some(outcome);
+            }
+            Err(PublishError::Transient("503 server busy".into()))
+        })
+    });
+    let outer = r.engine.publish(&id).await.unwrap();
+    assert_eq!(
+        inner.lock().unwrap().clone(),
+        Some(Ok(PublishOutcome::Retrying))
+    );
+    assert_eq!(outer, PublishOutcome::NotPending);
+    let e = first_entry(&r.engine, &sub.value.job_id).await;
+    assert_eq!((e.status, e.publish_attempts), (OutboxStatus::Pending, 1));
+}
+
+fn owned_rig(r: &Rig, me: &str) -> PartitionOwner {
+    PartitionOwner::new(
+        me,
+        Arc::new(r.store.inner.clone()),
+        Arc::new(r.clock.clone()),
+        OwnershipConfig::default(),
+    )
+}
+
+#[tokio::test]
+async fn a_dispatcher_does_not_start_a_publication_its_lease_would_not_outlive() {
+    let r = rig();
+    let sub = r.engine.submit(command("acme", "k", 0)).await.unwrap();
+    let p = sub.value.partition.clone();
+    let mut owner = owned_rig(&r, "d1");
+    owner.rebalance(std::slice::from_ref(&p)).await.unwrap();
+    let fence = owner.fences().remove(0);
+    let lease = r.store.inner.lease(&p).await.unwrap().unwrap();
+    // 3.5 s before expiry: inside the 2 s skew margin plus the 2 s publish timeout.
+    r.clock.set(Timestamp(lease.expires_at.0 - 3_500));
+    let report = r
+        .engine
+        .dispatch_fenced(&fence, &r.store.inner)
+        .await
+        .unwrap();
+    assert_eq!((report.deferred, report.published), (1, 0));
+    assert_eq!(r.bus.calls(), 0);
+    // Renewed, the same dispatcher publishes.
+    owner.rebalance(std::slice::from_ref(&p)).await.unwrap();
+    let fence = owner.fences().remove(0);
+    let report = r
+        .engine
+        .dispatch_fenced(&fence, &r.store.inner)
+        .await
+        .unwrap();
+    assert_eq!((report.deferred, report.published), (0, 1));
+}
+
+#[tokio::test]
+async fn a_dispatcher_paused_past_its_lease_records_nothing() {
+    let r = rig();
+    let sub = r.engine.submit(command("acme", "k", 0)).await.unwrap();
+    let p = sub.value.partition.clone();
+    let mut owner = owned_rig(&r, "d1");
+    owner.rebalance(std::slice::from_ref(&p)).await.unwrap();
+    let fence = owner.fences().remove(0);
+    // The process pauses in the middle of the publication; meanwhile its lease expires
+    // and another dispatcher takes the partition over.
+    let successor = Arc::new(Mutex::new(Some(owned_rig(&r, "d2"))));
+    let (clock, next, part) = (r.clock.clone(), successor.clone(), p.clone());
+    r.bus.set(move |_, _| {
+        let (clock, next, part) = (clock.clone(), next.clone(), part.clone());
+        Box::pin(async move {
+            clock.advance(Millis::from_secs(60));
+            let mut d2 = next.lock().unwrap().take().expect("one publication");
+            d2.rebalance(&[part]).await.unwrap();
+            Ok(())
+        })
+    });
+    let err = r
+        .engine
+        .dispatch_fenced(&fence, &r.store.inner)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Fenced { epoch: 1, .. }), "{err}");
+    let e = first_entry(&r.engine, &sub.value.job_id).await;
+    assert_eq!((e.status, e.fence), (OutboxStatus::Pending, 0));
+    let lease = r.store.inner.lease(&p).await.unwrap().unwrap();
+    assert_eq!((lease.epoch, lease.owner.as_deref()), (2, Some("d2")));
+}
+
+#[tokio::test]
+async fn unfenced_publishers_leave_entries_a_dispatcher_has_written() {
+    let r = rig();
+    let sub = r.engine.submit(command("acme", "k", 0)).await.unwrap();
+    let mut e = first_entry(&r.engine, &sub.value.job_id).await;
+    e.fence = 3;
+    r.store
+        .commit(Changes {
+            outbox: vec![e],
+            ..Changes::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        r.engine.publish(&sub.to_publish[0]).await.unwrap(),
+        PublishOutcome::Owned
+    );
+    let report = r.engine.retry_pending().await.unwrap();
+    assert_eq!((report.published, report.skipped), (0, 1));
+    assert_eq!(r.bus.calls(), 0);
+}
+
+#[tokio::test]
+async fn one_failing_partition_does_not_stop_the_sweep_of_the_others() {
+    let r = rig();
+    let mut jobs = Vec::new();
+    for tenant in ["acme", "globex"] {
+        let sub = r.engine.submit(command(tenant, "k", 0)).await.unwrap();
+        r.engine.publish_all(&sub.to_publish).await;
+        jobs.push(sub.value);
+    }
+    // The first partition in the store's order fails to list its jobs.
+    let first = r.store.partitions().await.unwrap()[0].clone();
+    r.store.bad_partitions.lock().unwrap().insert(first.clone());
+    r.clock.advance(Millis::from_secs(31));
+    let out = r.engine.sweep_all().await.unwrap();
+    assert_eq!((out.value.retried, out.value.errors), (1, 1));
+    for j in &jobs {
+        let rec = r.engine.job(&j.job_id).await.unwrap();
+        let expect = if j.partition == first { 1 } else { 2 };
+        assert_eq!(rec.steps[0].attempt, expect, "{}", j.partition);
+    }
+}
+
+#[tokio::test]
+async fn entries_that_keep_failing_do_not_starve_the_rest_of_a_partition() {
+    let mut r = rig();
+    r.engine = r.engine.with_config(EngineConfig {
+        batch_size: 2,
+        ..EngineConfig::default()
+    });
+    let mut subs = Vec::new();
+    for k in 0..3 {
+        subs.push(
+            r.engine
+                .submit(command("acme", &format!("k{k}"), 0))
+                .await
+                .unwrap(),
+        );
+        r.clock.advance(Millis(1));
+    }
+    // The two oldest entries cannot be loaded, round after round.
+    for s in &subs[..2] {
+        r.store
+            .bad_jobs
+            .lock()
+            .unwrap()
+            .insert(s.value.job_id.clone());
+    }
+    let report = r.engine.dispatch(&subs[0].value.partition).await.unwrap();
+    assert_eq!((report.errors, report.published), (2, 1));
+    let e = first_entry(&r.engine, &subs[2].value.job_id).await;
+    assert_eq!(e.status, OutboxStatus::Sent);
+}
+
+#[tokio::test]
+async fn a_commit_applied_in_part_is_a_transition_that_happened() {
+    // A retryable failure moves the step to attempt 2; the store writes the step, then
+    // fails on the outbox group. The worker is told it worked (not 409 for a step that
+    // moved), and the engine writes the missing directive at once.
+    let r = rig();
+    let sub = r.engine.submit(command("acme", "k", 0)).await.unwrap();
+    r.engine.publish_all(&sub.to_publish).await;
+    let job = sub.value.job_id.clone();
+    let call = WorkerCall {
+        job_id: &job,
+        step_id: "ocr",
+        attempt: 1,
+        worker_id: Some("w1"),
+    };
+    r.engine.ack(call.clone()).await.unwrap();
+    *r.store.tear_next.lock().unwrap() = true;
+    let failure = crate::step::Failure {
+        error: "flaky".into(),
+        retryable: true,
+    };
+    let out = r.engine.fail(call, failure).await.unwrap();
+    assert_eq!(
+        (out.value.status, out.value.attempt),
+        (StepStatus::Queued, 2)
+    );
+    let rec = r.engine.job(&job).await.unwrap();
+    let next = rec
+        .entry(&out.to_publish[0])
+        .expect("the repair wrote the directive");
+    assert_eq!((next.status, next.attempt), (OutboxStatus::Pending, 2));
+    assert_eq!(
+        r.engine.publish(&next.id).await.unwrap(),
+        PublishOutcome::Sent
+    );
+}
