@@ -236,7 +236,19 @@ impl LeaseStore for SimStore {
 
     async fn put_lease(&self, lease: Lease) -> Result<Lease, StoreError> {
         self.round_trip().await;
-        self.rows.put_lease(lease).await
+        let what = format!(
+            "put_lease {} owner {:?} epoch {} expiring at t+{}ms",
+            lease.partition,
+            lease.owner,
+            lease.epoch,
+            lease.expires_at.0 - lock(&self.sim).start.0
+        );
+        let out = self.rows.put_lease(lease).await;
+        lock(&self.sim).note(format!(
+            "{what}: {}",
+            if out.is_ok() { "ok" } else { "conflict" }
+        ));
+        out
     }
 
     async fn announce(&self, member: &str, until: Timestamp) -> Result<(), StoreError> {
