@@ -20,8 +20,7 @@ use lucius::memory::{Fault, ManualClock, MemoryStore};
 use lucius::testkit::command;
 use lucius::{
     Directive, Engine, EngineError, Failure, JobId, JobRecord, JobStatus, Millis, OutboxId,
-    OutboxQuery, OutboxStatus, PublishError, Publisher, StepStatus, Store, StoreErrorKind,
-    Timestamp,
+    OutboxStatus, PublishError, Publisher, StepStatus, Store, StoreErrorKind, Timestamp,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};

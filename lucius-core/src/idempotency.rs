@@ -1,9 +1,21 @@
 //! Idempotency: a stable hash of what a request asks for. Same tenant + key + hash → the
 //! same job; same tenant + key with another hash → a conflict.
 //!
-//! The hash covers `requestType`, `payload` and `steps`, serialised canonically (object
-//! keys sorted, no whitespace) so key order and formatting do not matter. It leaves out the
-//! tenant and key (they select the claim) and the correlation id (tracing metadata).
+//! The hash covers what the job will hold: `requestType`, `payload` and each step's
+//! payload, serialised canonically so that two requests the job cannot tell apart hash the
+//! same:
+//! - object keys sorted, no whitespace, strings escaped as `serde_json` escapes them;
+//! - numbers by value, in their canonical spelling (`1`, `1.0` and `1e0` are `1`; `-0` is
+//!   `0`). Intake refuses a number it cannot hold exactly, so two different numbers never
+//!   hash alike (rules in `json/number.rs` and `docs/http.md`);
+//! - a step whose payload is `{}` is left out, as is a step given no payload: intake stores
+//!   `{}` for both (absent `steps`, `"steps": {}` and `"steps": {"ocr": {}}` are one
+//!   request).
+//!
+//! The canonical text is `{"payload":…,"requestType":…,"steps":{…}}`, steps sorted by id;
+//! a request with no numbers to respell and no `{}` step payload hashes exactly as it did
+//! before these rules. It leaves out the tenant and key (they select the claim) and the
+//! correlation id (tracing metadata).
 
 use std::fmt;
 use std::io;
@@ -75,6 +87,8 @@ impl<'de> Deserialize<'de> for RequestHash {
 
 /// The request hash: hex SHA-256 of the canonical request.
 ///
+/// Each number is taken as the `Value` holds it and written canonically. `steps` may
+/// name every step of the protocol or only those given; a `{}` payload counts as none.
 /// The canonical text is streamed into the hasher as it is written: no intermediate
 /// string.
 pub fn request_hash<'a>(
@@ -83,30 +97,38 @@ pub fn request_hash<'a>(
     steps: impl IntoIterator<Item = (&'a String, &'a serde_json::Value)>,
 ) -> RequestHash {
     let steps = steps.into_iter().map(|(k, v)| (k.as_str(), v)).collect();
-    hash_request(request_type, payload, steps, canonical)
+    let empty = |v: &serde_json::Value| v.as_object().is_some_and(serde_json::Map::is_empty);
+    hash_request(request_type, payload, steps, empty, canonical)
 }
 
 /// [`request_hash`] from compact texts already written: `payload` and each step's text
-/// as [`Json`](crate::json::Json) holds them (serde_json's compact form, which is the
-/// canonical form). Intake has those texts anyway, so the values are not walked again.
-/// `steps` are the steps the client gave, each id once, in any order.
+/// as [`Json`](crate::json::Json) holds them after validation (serde_json's compact form
+/// of values whose numbers are canonical, which is the canonical form). Intake has those
+/// texts anyway, so the values are not walked again. `steps` are the protocol's steps, or
+/// only those given, each id once, in any order; a `{}` payload counts as none.
 pub fn request_hash_of_texts<'a>(
     request_type: &str,
     payload: &str,
     steps: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> RequestHash {
     let steps = steps.into_iter().collect();
-    hash_request(request_type, payload, steps, |text: &str, h| {
-        h.put(text.as_bytes())
-    })
+    hash_request(
+        request_type,
+        payload,
+        steps,
+        |text: &str| text == "{}",
+        |text: &str, h| h.put(text.as_bytes()),
+    )
 }
 
 /// The canonical request, `write` rendering each value (a payload or a step's), streamed
-/// into SHA-256: `{"payload":…,"requestType":…,"steps":{…}}` with the steps sorted by id.
+/// into SHA-256: `{"payload":…,"requestType":…,"steps":{…}}` with the steps sorted by id,
+/// less those whose payload is `empty` (`{}`).
 fn hash_request<T: ?Sized>(
     request_type: &str,
     payload: &T,
     mut steps: Vec<(&str, &T)>,
+    empty: impl Fn(&T) -> bool,
     write: impl Fn(&T, &mut HashWriter),
 ) -> RequestHash {
     let mut h = HashWriter(Sha256::new());
@@ -115,6 +137,7 @@ fn hash_request<T: ?Sized>(
     h.put(b",\"requestType\":");
     h.string(request_type);
     h.put(b",\"steps\":{");
+    steps.retain(|(_, v)| !empty(v));
     steps.sort_unstable_by(|a, b| a.0.cmp(b.0));
     for (i, (k, v)) in steps.into_iter().enumerate() {
         if i > 0 {
@@ -165,7 +188,8 @@ impl HashWriter {
     }
 }
 
-/// Writes `v` as canonical JSON: object keys sorted, no insignificant whitespace.
+/// Writes `v` as canonical JSON: object keys sorted, no insignificant whitespace, numbers
+/// in their canonical form.
 fn canonical(v: &serde_json::Value, out: &mut HashWriter) {
     match v {
         serde_json::Value::Object(m) => {
@@ -204,7 +228,13 @@ fn canonical(v: &serde_json::Value, out: &mut HashWriter) {
             }
             out.put(b"]");
         }
-        // Leaves: exactly serde_json's compact rendering. Writing to a hasher cannot fail.
+        serde_json::Value::Number(n) => {
+            let canonical = crate::json::number::canonical_number(n);
+            // Writing to a hasher cannot fail.
+            let _ = serde_json::to_writer(&mut *out, canonical.as_ref().unwrap_or(n));
+        }
+        // Other leaves: exactly serde_json's compact rendering. Writing to a hasher cannot
+        // fail.
         leaf => {
             let _ = serde_json::to_writer(&mut *out, leaf);
         }
@@ -233,9 +263,62 @@ mod tests {
         );
         let c = json!({"a": 1, "b": {"c": 2, "d": [2, 1]}});
         assert_ne!(request_hash("r", &a, &steps), request_hash("r", &c, &steps));
+        // A step given `{}` is a step given nothing (intake stores `{}` for both); a step
+        // with a payload is another request.
         let mut s2 = BTreeMap::new();
         s2.insert("ocr".to_owned(), json!({}));
+        assert_eq!(request_hash("r", &a, &steps), request_hash("r", &a, &s2));
+        s2.insert("embed".to_owned(), json!({"m": 1}));
         assert_ne!(request_hash("r", &a, &steps), request_hash("r", &a, &s2));
+        assert_eq!(
+            request_hash_of_texts("r", "null", [("ocr", "{}"), ("index", "{}")]),
+            request_hash_of_texts("r", "null", [])
+        );
+        assert_ne!(
+            request_hash_of_texts("r", "null", [("ocr", "{\"a\":{}}")]),
+            request_hash_of_texts("r", "null", [])
+        );
+    }
+
+    /// Numbers hash by value: every spelling of one value alike, other values apart, at
+    /// any depth, in the payload and in the steps.
+    #[test]
+    fn numbers_hash_by_value() {
+        let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+        let hash = |n: &str| {
+            let payload = parse(&format!(r#"{{"n":{n},"a":[{{"m":[{n}]}}]}}"#));
+            let mut steps = BTreeMap::new();
+            steps.insert("s".to_owned(), parse(&format!(r#"{{"x":{n}}}"#)));
+            request_hash("r", &payload, &steps)
+        };
+        for (a, b) in [
+            ("1", "1.0"),
+            ("1", "1e0"),
+            ("1", "10e-1"),
+            ("0", "-0"),
+            ("0", "-0.0"),
+            ("1000", "1e3"),
+            ("-7", "-7.0"),
+            ("0.5", "5e-1"),
+            ("1e300", "1.0e300"),
+        ] {
+            assert_eq!(hash(a), hash(b), "{a} / {b}");
+        }
+        for (a, b) in [
+            ("1", "2"),
+            ("1", "1.5"),
+            ("0.1", "0.2"),
+            ("1", "-1"),
+            ("1", "\"1\""),
+        ] {
+            assert_ne!(hash(a), hash(b), "{a} / {b}");
+        }
+        // The canonical text is the integer's: sha256 of
+        // {"payload":{"x":1},"requestType":"r","steps":{}}, as `hash_is_pinned`.
+        assert_eq!(
+            request_hash("r", &json!({"x": 1.0}), &BTreeMap::new()).to_string(),
+            "6063748a2b6cbaf274712ee15362446d60f7dc7cfb4e6a8f28418877c1f61f6a"
+        );
     }
 
     /// The canonical text as first written: built in a `String`, keys sorted explicitly.
@@ -270,6 +353,14 @@ mod tests {
                     }
                     out.push(']');
                 }
+                // Integral floats as integers, zero as `0` (the test values stay far
+                // inside the 64-bit range).
+                serde_json::Value::Number(n) => match n.as_f64() {
+                    Some(f) if n.is_f64() && f.fract() == 0.0 => {
+                        out.push_str(&format!("{}", f as i64));
+                    }
+                    _ => out.push_str(&n.to_string()),
+                },
                 other => out.push_str(&other.to_string()),
             }
         }
@@ -278,7 +369,11 @@ mod tests {
         s.push_str(",\"requestType\":");
         canon(&serde_json::Value::String(request_type.to_owned()), &mut s);
         s.push_str(",\"steps\":");
-        canon(&serde_json::to_value(steps).unwrap(), &mut s);
+        let given: BTreeMap<&String, &serde_json::Value> = steps
+            .iter()
+            .filter(|(_, v)| **v != serde_json::json!({}))
+            .collect();
+        canon(&serde_json::to_value(given).unwrap(), &mut s);
         s.push('}');
         RequestHash(Sha256::digest(s.as_bytes()).into())
     }
@@ -289,6 +384,8 @@ mod tests {
             any::<bool>().prop_map(serde_json::Value::from),
             any::<i64>().prop_map(serde_json::Value::from),
             (-1e6f64..1e6).prop_map(serde_json::Value::from),
+            (-1e6f64..1e6).prop_map(|f| serde_json::Value::from(f.trunc())),
+            Just(serde_json::Value::from(-0.0)),
             "[a-z\\\\\"\\n\\u{1}é€]{0,8}".prop_map(serde_json::Value::from),
         ];
         leaf.prop_recursive(4, 32, 6, |inner| {
@@ -316,9 +413,15 @@ mod tests {
             payload in json_value(),
             steps in prop::collection::btree_map("[a-z\\\\\"é/~]{0,6}", json_value(), 0..4),
         ) {
-            let payload_text = crate::json::Json::from_value(&payload);
+            // The texts of a validated command: its numbers are canonical.
+            let text = |v: &serde_json::Value| {
+                let mut v = v.clone();
+                crate::json::number::canonicalize(&mut v);
+                crate::json::Json::from_value(&v)
+            };
+            let payload_text = text(&payload);
             let texts: Vec<(&String, crate::json::Json)> =
-                steps.iter().map(|(k, v)| (k, crate::json::Json::from_value(v))).collect();
+                steps.iter().map(|(k, v)| (k, text(v))).collect();
             // In reverse: the function sorts the steps itself.
             let of_texts = request_hash_of_texts(
                 &rt,

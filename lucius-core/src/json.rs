@@ -13,6 +13,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
+pub(crate) mod number;
+
 /// An immutable JSON value, stored as compact JSON text.
 ///
 /// Two `Json`s are equal when their texts are: every constructor writes the compact form

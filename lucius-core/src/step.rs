@@ -6,6 +6,10 @@
 //! in which case it is `FAILED`. An ACK is also accepted in `QUEUED` (the directive
 //! evidently arrived before its publication was recorded). Every worker event names
 //! the attempt it acts on; an event for another attempt is [`TransitionError::StaleAttempt`].
+//! While a named worker's lease runs, only that worker may act on the step (another worker
+//! or a call naming none is [`TransitionError::LeaseHeldByOther`]). A repeated `complete` or
+//! `fail` of an attempt it ended is answered with the step unchanged when it says the same,
+//! and is [`TransitionError::AlreadyApplied`] when it does not.
 
 use std::sync::Arc;
 
@@ -154,19 +158,73 @@ impl Step {
         Ok(())
     }
 
-    /// Checks the caller may act on a running step's lease.
+    /// Checks the caller may act on a running step's lease. While the lease runs, a step
+    /// leased to a named worker answers only that worker: another worker, and a call that
+    /// names none, are refused. A step acked anonymously (no holder named) or whose lease
+    /// has expired answers anyone.
     fn check_holder(&self, worker: Option<&str>, now: Timestamp) -> Result<(), TransitionError> {
-        match (&self.worker_id, worker) {
-            (Some(holder), Some(caller))
-                if **holder != *caller && self.lease_expires_at.is_some_and(|t| now < t) =>
-            {
-                Err(TransitionError::LeaseHeldByOther {
-                    holder: holder.to_string(),
-                    caller: caller.to_owned(),
-                })
-            }
-            _ => Ok(()),
+        let (Some(holder), Some(until)) = (&self.worker_id, self.lease_expires_at) else {
+            return Ok(());
+        };
+        if now >= until || worker == Some(&**holder) {
+            return Ok(());
         }
+        Err(TransitionError::LeaseHeldByOther {
+            step: self.step_id.to_string(),
+            holder: holder.to_string(),
+            caller: worker.map(str::to_owned),
+            until,
+        })
+    }
+
+    /// What a worker's `fail` of `attempt` records as the step's `error`: the worker's text
+    /// verbatim after a prefix naming the attempt and whether it may be retried. Each
+    /// (attempt, flag, text) gives another record, and none looks like a timeout's
+    /// (`attempt n: …`), so a repeated `fail` can be recognised exactly.
+    fn failure_record(&self, attempt: u32, failure: &Failure) -> String {
+        let kind = match (failure.retryable, attempt >= self.max_attempts) {
+            (false, _) => "not retryable",
+            (true, false) => "retryable",
+            (true, true) => "retryable, no attempts left",
+        };
+        format!(
+            "{} ({kind}): {}",
+            Self::failure_prefix(attempt, self.max_attempts),
+            failure.error
+        )
+    }
+
+    fn failure_prefix(attempt: u32, max_attempts: u32) -> String {
+        format!("worker failed attempt {attempt} of {max_attempts}")
+    }
+
+    /// Whether attempt `attempt` ended with a worker's `fail` whose record is still the
+    /// step's `error`: the step is `FAILED` at that attempt, or was retried into the next one
+    /// and nothing has ended that one yet.
+    fn failed_by_worker_at(&self, attempt: u32) -> bool {
+        let ended = match self.status {
+            StepStatus::Failed => self.attempt == attempt,
+            _ => attempt.checked_add(1) == Some(self.attempt),
+        };
+        let prefix = Self::failure_prefix(attempt, self.max_attempts) + " (";
+        ended
+            && self
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(&prefix))
+    }
+
+    /// A `complete` or `fail` for an attempt that already ended: the step as it is when
+    /// `same` says the call repeats what ended it, else [`TransitionError::AlreadyApplied`].
+    fn repeat(&self, event: Event, attempt: u32, same: bool) -> Result<Step, TransitionError> {
+        if same {
+            return Ok(self.clone());
+        }
+        Err(TransitionError::AlreadyApplied {
+            step: self.step_id.to_string(),
+            event,
+            attempt,
+        })
     }
 
     fn base(&self, status: StepStatus, now: Timestamp) -> Step {
@@ -201,8 +259,8 @@ impl Step {
     }
 
     /// A worker acknowledged: `QUEUED | INITIATED → RUNNING` with a lease. A repeated ACK
-    /// from the lease holder renews the lease; another worker may take over only once the
-    /// lease has expired.
+    /// from the lease holder renews the lease; another worker, or a call naming none, may
+    /// take over a named holder's lease only once it has expired.
     pub fn on_ack(
         &self,
         attempt: u32,
@@ -218,7 +276,10 @@ impl Step {
                 Ok(Step {
                     ack_deadline: None,
                     lease_expires_at: Some(now.plus(self.lease_duration)),
-                    worker_id: worker.map(Arc::from).or_else(|| self.worker_id.clone()),
+                    // The caller holds the lease now; an anonymous ACK leaves no holder named
+                    // (one that takes over an expired lease must not keep the old name, or its
+                    // own later calls would be refused).
+                    worker_id: worker.map(Arc::from),
                     ..self.base(StepStatus::Running, now)
                 })
             }
@@ -244,7 +305,9 @@ impl Step {
         })
     }
 
-    /// The worker finished: `RUNNING → SUCCEEDED` with its result.
+    /// The worker finished: `RUNNING → SUCCEEDED` with its result. Repeating the completion
+    /// of an attempt that succeeded returns the step as it is when the result is the same
+    /// (whoever repeats it), and is [`TransitionError::AlreadyApplied`] when it differs.
     pub fn on_complete(
         &self,
         attempt: u32,
@@ -252,6 +315,10 @@ impl Step {
         result: Json,
         now: Timestamp,
     ) -> Result<Step, TransitionError> {
+        if self.status == StepStatus::Succeeded && self.attempt == attempt {
+            let same = self.result.as_ref() == Some(&result);
+            return self.repeat(Event::Complete, attempt, same);
+        }
         self.check_live(attempt, Event::Complete)?;
         if self.status != StepStatus::Running {
             return Err(self.illegal(Event::Complete));
@@ -265,7 +332,10 @@ impl Step {
     }
 
     /// The worker failed: `QUEUED | INITIATED | RUNNING →` retry (`QUEUED`, attempt + 1) if
-    /// retryable and attempts remain, else `FAILED`.
+    /// retryable and attempts remain, else `FAILED`. The step's `error` records the failure
+    /// (see `failure_record`), so repeating the `fail` of an attempt it ended returns the
+    /// step as it is when the error text and retryable flag are the same, and is
+    /// [`TransitionError::AlreadyApplied`] when they differ.
     pub fn on_fail(
         &self,
         attempt: u32,
@@ -273,14 +343,20 @@ impl Step {
         failure: &Failure,
         now: Timestamp,
     ) -> Result<Step, TransitionError> {
+        if self.failed_by_worker_at(attempt) {
+            let record = self.failure_record(attempt, failure);
+            let same = self.error.as_deref() == Some(record.as_str());
+            return self.repeat(Event::Fail, attempt, same);
+        }
         self.check_live(attempt, Event::Fail)?;
         if self.status == StepStatus::Running {
             self.check_holder(worker, now)?;
         }
-        if failure.retryable {
-            Ok(self.retry_or_fail(failure.error.clone(), now))
+        let record = self.failure_record(attempt, failure);
+        if failure.retryable && attempt < self.max_attempts {
+            Ok(self.retry_or_fail(record, now))
         } else {
-            Ok(self.failed(failure.error.clone(), now))
+            Ok(self.failed(record, now))
         }
     }
 
@@ -485,6 +561,10 @@ pub(crate) mod tests {
         assert_eq!((s.status, s.attempt), (StepStatus::Queued, 2));
         s = s.on_fail(2, None, &f, t(2)).unwrap();
         assert_eq!((s.status, s.attempt), (StepStatus::Failed, 2));
+        assert_eq!(
+            s.error.as_deref(),
+            Some("worker failed attempt 2 of 2 (retryable, no attempts left): x")
+        );
     }
 
     #[test]
@@ -514,6 +594,184 @@ pub(crate) mod tests {
         assert!(s.on_ack(1, Some("b"), t(10)).is_err());
         let taken = s.on_ack(1, Some("b"), t(1000)).unwrap();
         assert_eq!(taken.worker_id.as_deref(), Some("b"));
+    }
+
+    fn held_by_w1() -> Step {
+        step(3)
+            .on_queue(t(0))
+            .unwrap()
+            .on_ack(1, Some("w1"), t(0))
+            .unwrap()
+    }
+
+    fn failure(error: &str, retryable: bool) -> Failure {
+        Failure {
+            error: error.into(),
+            retryable,
+        }
+    }
+
+    #[test]
+    fn a_call_naming_no_worker_cannot_act_on_a_named_lease() {
+        let s = held_by_w1();
+        let refused = Err(TransitionError::LeaseHeldByOther {
+            step: "ocr".into(),
+            holder: "w1".into(),
+            caller: None,
+            until: t(1000),
+        });
+        assert_eq!(s.on_ack(1, None, t(999)), refused);
+        assert_eq!(s.on_heartbeat(1, None, t(999)), refused);
+        assert_eq!(s.on_complete(1, None, Json::null(), t(999)), refused);
+        assert_eq!(s.on_fail(1, None, &failure("x", false), t(999)), refused);
+        // The holder itself still may.
+        assert!(s.on_heartbeat(1, Some("w1"), t(999)).is_ok());
+    }
+
+    #[test]
+    fn an_anonymous_takeover_of_an_expired_lease_names_no_holder() {
+        let taken = held_by_w1().on_ack(1, None, t(1000)).unwrap();
+        assert_eq!(
+            (taken.worker_id.as_deref(), taken.lease_expires_at),
+            (None, Some(t(2000)))
+        );
+        // So the taker's own calls are accepted, and so are the old holder's: the step is
+        // held by nobody named, as after any anonymous ACK.
+        assert!(taken.on_heartbeat(1, None, t(1001)).is_ok());
+        assert!(taken.on_complete(1, None, Json::null(), t(1001)).is_ok());
+        assert!(taken
+            .on_complete(1, Some("w1"), Json::null(), t(1001))
+            .is_ok());
+    }
+
+    #[test]
+    fn a_step_acked_anonymously_answers_anyone() {
+        let s = step(3)
+            .on_queue(t(0))
+            .unwrap()
+            .on_ack(1, None, t(0))
+            .unwrap();
+        assert!(s.on_heartbeat(1, Some("w2"), t(10)).is_ok());
+        assert!(s.on_complete(1, None, Json::null(), t(10)).is_ok());
+        assert_eq!(
+            s.on_ack(1, Some("w2"), t(10)).unwrap().worker_id.as_deref(),
+            Some("w2")
+        );
+    }
+
+    #[test]
+    fn a_repeated_complete_is_answered_when_the_result_is_the_same() {
+        let result = |v| Json::from(serde_json::json!({ "pages": v }));
+        let done = held_by_w1()
+            .on_complete(1, Some("w1"), result(3), t(5))
+            .unwrap();
+        // Same result, from the holder, another worker or none: the step as it is.
+        for who in [Some("w1"), Some("w2"), None] {
+            assert_eq!(done.on_complete(1, who, result(3), t(6)), Ok(done.clone()));
+        }
+        assert_eq!(
+            done.on_complete(1, Some("w1"), result(4), t(6)),
+            Err(TransitionError::AlreadyApplied {
+                step: "ocr".into(),
+                event: Event::Complete,
+                attempt: 1,
+            })
+        );
+        // Another attempt is still another attempt.
+        assert!(matches!(
+            done.on_complete(2, Some("w1"), result(3), t(6)),
+            Err(TransitionError::Illegal { .. })
+        ));
+    }
+
+    #[test]
+    fn a_repeated_final_fail_is_answered_when_error_and_flag_are_the_same() {
+        let failed = held_by_w1()
+            .on_fail(1, Some("w1"), &failure("corrupt pdf", false), t(5))
+            .unwrap();
+        assert_eq!(failed.status, StepStatus::Failed);
+        assert_eq!(
+            failed.error.as_deref(),
+            Some("worker failed attempt 1 of 3 (not retryable): corrupt pdf")
+        );
+        let again = |f: &Failure| failed.on_fail(1, None, f, t(6));
+        assert_eq!(again(&failure("corrupt pdf", false)), Ok(failed.clone()));
+        let refused = Err(TransitionError::AlreadyApplied {
+            step: "ocr".into(),
+            event: Event::Fail,
+            attempt: 1,
+        });
+        assert_eq!(again(&failure("corrupt", false)), refused);
+        assert_eq!(again(&failure("corrupt pdf", true)), refused);
+    }
+
+    #[test]
+    fn a_repeated_retryable_fail_is_answered_while_its_record_stands() {
+        let gpu = failure("gpu busy", true);
+        let retried = held_by_w1().on_fail(1, Some("w1"), &gpu, t(5)).unwrap();
+        assert_eq!((retried.status, retried.attempt), (StepStatus::Queued, 2));
+        assert_eq!(
+            retried.on_fail(1, Some("w1"), &gpu, t(6)),
+            Ok(retried.clone())
+        );
+        assert_eq!(
+            retried.on_fail(1, Some("w1"), &failure("gpu busy", false), t(6)),
+            Err(TransitionError::AlreadyApplied {
+                step: "ocr".into(),
+                event: Event::Fail,
+                attempt: 1,
+            })
+        );
+        // Attempt 2 runs under another worker: the repeat changes nothing and is answered.
+        let running = retried.on_ack(2, Some("w2"), t(7)).unwrap();
+        assert_eq!(
+            running.on_fail(1, Some("w1"), &gpu, t(8)),
+            Ok(running.clone())
+        );
+        // Once attempt 2 has ended too, attempt 1 is simply stale.
+        let third = running.on_fail(2, Some("w2"), &gpu, t(9)).unwrap();
+        assert_eq!(
+            third.on_fail(1, Some("w1"), &gpu, t(10)),
+            Err(TransitionError::StaleAttempt { current: 3, got: 1 })
+        );
+        // The last attempt: retryable, but nothing left.
+        let last = third.on_fail(3, None, &gpu, t(11)).unwrap();
+        assert_eq!(
+            (last.status, last.error.as_deref()),
+            (
+                StepStatus::Failed,
+                Some("worker failed attempt 3 of 3 (retryable, no attempts left): gpu busy")
+            )
+        );
+        assert_eq!(last.on_fail(3, None, &gpu, t(12)), Ok(last.clone()));
+    }
+
+    #[test]
+    fn the_largest_attempt_number_is_stale_not_a_panic() {
+        let s = step(3).on_queue(t(0)).unwrap();
+        assert_eq!(
+            s.on_fail(u32::MAX, None, &failure("x", true), t(1)),
+            Err(TransitionError::StaleAttempt {
+                current: 1,
+                got: u32::MAX
+            })
+        );
+    }
+
+    #[test]
+    fn a_timeout_is_not_taken_for_a_worker_failure() {
+        let s = step(3)
+            .on_queue(t(0))
+            .unwrap()
+            .on_published(1, t(0))
+            .unwrap()
+            .on_timeout(t(100))
+            .unwrap();
+        let f = failure(s.error.as_deref().unwrap(), true);
+        assert_eq!(
+            s.on_fail(1, None, &f, t(101)),
+            Err(TransitionError::StaleAttempt { current: 2, got: 1 })
+        );
     }
 
     #[test]

@@ -82,13 +82,35 @@ pub enum TransitionError {
         /// The attempt the event named.
         got: u32,
     },
-    /// Another worker holds the step's lease.
-    #[error("the step's lease is held by worker {holder:?}, not {caller:?}")]
+    /// A named worker holds the step's lease and the call comes from another worker, or
+    /// names none.
+    #[error(
+        "step {step} is leased to worker {holder} until {until}; {}",
+        caller_text(.caller.as_deref())
+    )]
     LeaseHeldByOther {
+        /// The step id.
+        step: String,
         /// The lease holder.
         holder: String,
-        /// The caller.
-        caller: String,
+        /// The caller's worker id, `None` when the call names no worker.
+        caller: Option<String>,
+        /// When the lease ends unless renewed.
+        until: Timestamp,
+    },
+    /// A `complete` or `fail` repeats one that already ended the attempt, with another
+    /// body: the first one stays applied.
+    #[error(
+        "step {step} attempt {attempt} {}",
+        already_text(*.event)
+    )]
+    AlreadyApplied {
+        /// The step id.
+        step: String,
+        /// The repeated event (`complete` or `fail`).
+        event: Event,
+        /// The attempt it ended.
+        attempt: u32,
     },
     /// A timeout was applied before its deadline.
     #[error("not due: the deadline is {due_at}, now is {now}")]
@@ -98,4 +120,58 @@ pub enum TransitionError {
         /// The time given.
         now: Timestamp,
     },
+}
+
+fn caller_text(caller: Option<&str>) -> String {
+    match caller {
+        Some(c) => format!("this call names worker {c}"),
+        None => "this call names no worker".to_owned(),
+    }
+}
+
+fn already_text(event: Event) -> &'static str {
+    match event {
+        Event::Complete => "already completed with a different result",
+        Event::Fail => "already failed with a different error or retryable flag",
+        _ => "already ended with a different outcome",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_refusals_say_who_holds_it_and_who_asked() {
+        let e = |caller: Option<&str>| TransitionError::LeaseHeldByOther {
+            step: "ocr".into(),
+            holder: "w1".into(),
+            caller: caller.map(str::to_owned),
+            until: Timestamp(1_000),
+        };
+        assert_eq!(
+            e(None).to_string(),
+            "step ocr is leased to worker w1 until 1970-01-01T00:00:01.000Z; this call names no worker"
+        );
+        assert!(e(Some("w2"))
+            .to_string()
+            .ends_with("this call names worker w2"));
+    }
+
+    #[test]
+    fn repeats_with_another_body_name_the_attempt() {
+        let e = |event| TransitionError::AlreadyApplied {
+            step: "ocr".into(),
+            event,
+            attempt: 1,
+        };
+        assert_eq!(
+            e(Event::Complete).to_string(),
+            "step ocr attempt 1 already completed with a different result"
+        );
+        assert_eq!(
+            e(Event::Fail).to_string(),
+            "step ocr attempt 1 already failed with a different error or retryable flag"
+        );
+    }
 }

@@ -4,6 +4,11 @@
 //!
 //! The envelope's JSON Schema is derived with `schemars` from [`Envelope`] and compiled
 //! once per process; protocol schemas are compiled once when the registry is loaded.
+//!
+//! Numbers are read exactly: each takes its canonical spelling (`1.0` is `1`) before
+//! anything else reads the body, and one that a payload cannot hold exactly is refused
+//! (rules in `json/number.rs` and `docs/http.md`), so the stored payloads and the hash see
+//! the same values.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -14,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::idempotency::request_hash_of_texts;
 use crate::ids::TenantId;
+use crate::json::number;
 use crate::json::Json;
 use crate::protocol::{Protocol, ProtocolRegistry};
 
@@ -65,7 +71,8 @@ pub struct ValidatedCommand {
     pub payload: Json,
     /// Step payloads in protocol order (`{}` where none was given).
     pub step_payloads: Vec<Json>,
-    /// Stable hash of the request (see [`request_hash`](crate::idempotency::request_hash)).
+    /// Stable hash of the request type and the payloads above, so of what the job will
+    /// hold (see [`request_hash`](crate::idempotency::request_hash)).
     pub request_hash: crate::idempotency::RequestHash,
 }
 
@@ -86,6 +93,8 @@ pub enum InvalidCode {
     MissingIdempotencyKey,
     /// Body and header carry different idempotency keys.
     IdempotencyKeyMismatch,
+    /// A number that a payload cannot hold exactly (it would be rounded).
+    InexactNumber,
 }
 
 impl InvalidCode {
@@ -98,6 +107,7 @@ impl InvalidCode {
             InvalidCode::UnknownStep => "UNKNOWN_STEP",
             InvalidCode::MissingIdempotencyKey => "MISSING_IDEMPOTENCY_KEY",
             InvalidCode::IdempotencyKeyMismatch => "IDEMPOTENCY_KEY_MISMATCH",
+            InvalidCode::InexactNumber => "INEXACT_NUMBER",
         }
     }
 }
@@ -166,39 +176,67 @@ fn collect(
     }
 }
 
-fn escape_pointer(token: &str) -> String {
+pub(crate) fn escape_pointer(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
 }
 
 /// Parses and validates a command body. `header_key` is the `Idempotency-Key` header.
 ///
-/// A well-formed envelope is read straight into borrowed fields and checked by hand
-/// (`fast`); anything else takes the general path, which reports every error.
+/// Its numbers are first given their canonical spelling, or refused
+/// ([`InvalidCode::InexactNumber`]). Then a well-formed envelope is read straight into
+/// borrowed fields and checked by hand (`fast`); anything else takes the general path, which
+/// reports every error.
 pub fn validate_command(
     registry: &ProtocolRegistry,
     body: &[u8],
     header_key: Option<&str>,
 ) -> Result<ValidatedCommand, InvalidCommand> {
-    match fast(registry, body, header_key) {
+    let canonical = canonical_numbers(body)?;
+    match fast(registry, &canonical, header_key) {
         Some(result) => result,
-        None => validate_slow(registry, body, header_key),
+        None => validate_slow(registry, &canonical, body, header_key),
     }
 }
 
-/// The general path: the body as a `Value`, the envelope checked by its JSON Schema.
+/// `body` with its numbers spelled canonically, or the refusal of those that cannot be held
+/// exactly.
+fn canonical_numbers(body: &[u8]) -> Result<Cow<'_, [u8]>, InvalidCommand> {
+    number::canonical_body(body, MAX_REPORTED_ERRORS).map_err(|refused| InvalidCommand {
+        code: InvalidCode::InexactNumber,
+        message: format!(
+            "the body holds {} number(s) that cannot be held exactly (they would be rounded)",
+            refused.len()
+        ),
+        errors: refused
+            .into_iter()
+            .map(|r| FieldError {
+                pointer: r.pointer,
+                message: r.message,
+            })
+            .collect(),
+    })
+}
+
+/// The general path: the body (numbers canonical) as a `Value`, the envelope checked by its
+/// JSON Schema. A body that is not JSON is reported as the client sent it (`original`).
 fn validate_slow(
     registry: &ProtocolRegistry,
     body: &[u8],
+    original: &[u8],
     header_key: Option<&str>,
 ) -> Result<ValidatedCommand, InvalidCommand> {
     let raw: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        let e = match serde_json::from_slice::<serde_json::Value>(original) {
+            Err(theirs) if body != original => theirs,
+            _ => e,
+        };
         InvalidCommand::one(
             InvalidCode::MalformedJson,
             "",
             format!("body is not valid JSON: {e}"),
         )
     })?;
-    validate_value(registry, raw, header_key)
+    validate_parsed(registry, raw, header_key)
 }
 
 /// The envelope read in place: strings borrowed from the body where they have no escapes,
@@ -308,8 +346,19 @@ fn fast(
     ))
 }
 
-/// Validates an already parsed command body.
+/// Validates an already parsed command body. Its numbers are taken as the `Value` holds
+/// them (a float is exact: no text is left to refuse) and given their canonical form.
 pub fn validate_value(
+    registry: &ProtocolRegistry,
+    mut raw: serde_json::Value,
+    header_key: Option<&str>,
+) -> Result<ValidatedCommand, InvalidCommand> {
+    number::canonicalize(&mut raw);
+    validate_parsed(registry, raw, header_key)
+}
+
+/// Validates a parsed body whose numbers are canonical.
+fn validate_parsed(
     registry: &ProtocolRegistry,
     raw: serde_json::Value,
     header_key: Option<&str>,
@@ -413,7 +462,7 @@ fn finish(
     let mut unknown = Vec::new();
     for &(k, v) in env.steps {
         match protocol.step_index(k) {
-            Some(i) => given.push((k, i, v)),
+            Some(i) => given.push((i, v)),
             None => unknown.push(FieldError {
                 pointer: format!("/steps/{}", escape_pointer(k)),
                 message: format!(
@@ -449,7 +498,7 @@ fn finish(
     let empty = serde_json::Value::Object(serde_json::Map::new());
     let mut step_payloads = Vec::with_capacity(protocol.steps.len());
     for (i, s) in protocol.steps.iter().enumerate() {
-        let given = given.iter().find(|g| g.1 == i).map(|g| g.2);
+        let given = given.iter().find(|g| g.0 == i).map(|g| g.1);
         let v = given.unwrap_or(&empty);
         if !s.validator.is_valid(v) {
             collect(
@@ -478,13 +527,18 @@ fn finish(
         InvalidCommand::one(InvalidCode::SchemaViolation, "/tenantId", e.to_string())
     })?;
     let payload = Json::from_value(env.payload);
-    // The compact texts are the canonical form: hash them rather than walk the values again.
+    // The hash is over what the job will hold: the payload and every step's payload, `{}`
+    // where none was given (so giving `{}` is the same request as giving nothing). The
+    // compact texts are the canonical form (numbers included: the body's were respelled):
+    // hash them rather than walk the values again.
     let request_hash = request_hash_of_texts(
         env.request_type,
         payload.as_str(),
-        given
+        protocol
+            .steps
             .iter()
-            .map(|&(k, i, _)| (k, step_payloads[i].as_str())),
+            .zip(&step_payloads)
+            .map(|(s, p)| (s.step_id.as_str(), p.as_str())),
     );
     Ok(ValidatedCommand {
         protocol,
@@ -579,6 +633,160 @@ mod tests {
         assert_eq!(&*c.idempotency_key, "k1");
     }
 
+    /// The hash is over what the job holds: a step given `{}` is a step given nothing.
+    #[test]
+    fn an_empty_step_payload_is_the_same_request_as_none() {
+        let hash = |steps: Option<serde_json::Value>| {
+            let mut v = good();
+            match steps {
+                Some(s) => v["steps"] = s,
+                None => {
+                    v.as_object_mut().unwrap().remove("steps");
+                }
+            }
+            check(v).unwrap().request_hash
+        };
+        let none = hash(None);
+        for same in [
+            json!({}),
+            json!({"ocr": {}}),
+            json!({"index": {}, "ocr": {}}),
+            json!({"ocr": {}, "embed": {}, "index": {}}),
+        ] {
+            assert_eq!(hash(Some(same.clone())), none, "{same}");
+        }
+        for other in [
+            json!({"ocr": {"dpi": 300}}),
+            json!({"ocr": {}, "embed": {"model": "m"}}),
+        ] {
+            assert_ne!(hash(Some(other.clone())), none, "{other}");
+        }
+        assert_ne!(
+            hash(Some(json!({"ocr": {"dpi": 300}}))),
+            hash(Some(json!({"ocr": {"dpi": 301}})))
+        );
+        // Unchanged by the rule: sha256 of
+        // {"payload":{"documentUrl":"https://x/y.pdf"},"requestType":"document.process","steps":{}}
+        assert_eq!(
+            none.to_string(),
+            "46abea3f5a2e5e3faa390e40b1e6dfd4573a454b1af71e85775d2bfc108071cf"
+        );
+    }
+
+    fn echo(number: &str) -> Result<ValidatedCommand, InvalidCommand> {
+        let body = format!(
+            r#"{{"requestType":"demo.echo","tenantId":"t1","idempotencyKey":"k",
+                "payload":{{"n":{number},"deep":[{{"m":{number}}}]}},"steps":{{"echo":{{"x":{number}}}}}}}"#
+        );
+        validate_command(&reg(), body.as_bytes(), None)
+    }
+
+    /// Numbers are one request by value, and the job holds the spelling the hash saw.
+    #[test]
+    fn numbers_are_the_same_request_by_value() {
+        let one = echo("1").unwrap();
+        for same in ["1.0", "1e0", "10e-1", "0.1e1", "100E-2", "1.000"] {
+            let c = echo(same).unwrap();
+            assert_eq!(c.request_hash, one.request_hash, "{same}");
+            assert_eq!(c.payload.as_str(), r#"{"deep":[{"m":1}],"n":1}"#, "{same}");
+            assert_eq!(c.step_payloads[0].as_str(), r#"{"x":1}"#, "{same}");
+        }
+        for other in ["2", "1.5", "0.1", "-1", "1e20", "\"1\""] {
+            assert_ne!(
+                echo(other).unwrap().request_hash,
+                one.request_hash,
+                "{other}"
+            );
+        }
+        // -0 is 0.
+        assert_eq!(
+            echo("-0").unwrap().request_hash,
+            echo("0").unwrap().request_hash
+        );
+        // A step payload of `null` is held as `null`: not the `{}` of a step given none.
+        let echo_steps = |steps: &str| {
+            let body = format!(
+                r#"{{"requestType":"demo.echo","tenantId":"t1","idempotencyKey":"k"{steps}}}"#
+            );
+            validate_command(&reg(), body.as_bytes(), None).unwrap()
+        };
+        let none = echo_steps("");
+        assert_eq!(
+            echo_steps(r#","steps":{"echo":{}}"#).request_hash,
+            none.request_hash
+        );
+        let null = echo_steps(r#","steps":{"echo":null}"#);
+        assert_eq!(null.step_payloads[0].as_str(), "null");
+        assert_ne!(null.request_hash, none.request_hash);
+        assert_eq!(
+            echo("-0.0").unwrap().payload.as_str(),
+            r#"{"deep":[{"m":0}],"n":0}"#
+        );
+        // The nearest double of 0.1 is held and shown as 0.1.
+        assert_eq!(
+            echo("0.1").unwrap().payload.as_str(),
+            r#"{"deep":[{"m":0.1}],"n":0.1}"#
+        );
+        // An integer is kept exactly even where a float would round it.
+        let c = echo("9007199254740993.0").unwrap();
+        assert_eq!(
+            c.payload.as_str(),
+            r#"{"deep":[{"m":9007199254740993}],"n":9007199254740993}"#
+        );
+        assert_ne!(
+            c.request_hash,
+            echo("9007199254740992").unwrap().request_hash
+        );
+        // A step payload of the document protocol: `300.0` is the integer 300 for its schema
+        // and for the job.
+        let mut v = good();
+        let plain = check(v.clone()).unwrap();
+        v["steps"]["ocr"]["dpi"] = json!(300.0);
+        let c = check(v).unwrap();
+        assert_eq!(c.step_payloads[0].as_str(), r#"{"dpi":300}"#);
+        assert_eq!(c.request_hash, plain.request_hash);
+    }
+
+    #[test]
+    fn numbers_that_cannot_be_held_exactly_are_refused_with_their_pointers() {
+        for number in [
+            "123456789012345678901234567890",
+            "18446744073709551616",
+            "1e400",
+        ] {
+            let e = echo(number).unwrap_err();
+            assert_eq!(e.code, InvalidCode::InexactNumber, "{number}");
+            let ptrs: Vec<_> = e.errors.iter().map(|f| f.pointer.as_str()).collect();
+            assert_eq!(
+                ptrs,
+                ["/payload/n", "/payload/deep/0/m", "/steps/echo/x"],
+                "{number}"
+            );
+            assert!(e.errors[0].message.starts_with(number), "{e:?}");
+            assert!(e.message.contains("3 number(s)"), "{}", e.message);
+        }
+        // Through `validate_value` too: a Value has no text left, its floats are exact.
+        let mut v = good();
+        v["steps"]["ocr"]["dpi"] = json!(300.0);
+        let c = validate_value(&reg(), v, None).unwrap();
+        assert_eq!(c.step_payloads[0].as_str(), r#"{"dpi":300}"#);
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_stays_malformed_whatever_its_numbers() {
+        for body in [
+            &br#"{"requestType":"demo.echo","payload":1e400"#[..],
+            br#"{"requestType":"demo.echo","payload":123456789012345678901234567890,}"#,
+        ] {
+            let e = validate_command(&reg(), body, None).unwrap_err();
+            assert_eq!(e.code, InvalidCode::MalformedJson);
+        }
+        // The message points into the body as sent, not as respelled.
+        let e = validate_command(&reg(), br#"{"a":1.000,}"#, None).unwrap_err();
+        assert_eq!(e.code, InvalidCode::MalformedJson);
+        assert!(e.message.contains("column 12"), "{}", e.message);
+    }
+
     #[test]
     fn malformed_json_is_its_own_code() {
         let e = validate_command(&reg(), b"{not json", None).unwrap_err();
@@ -660,7 +868,7 @@ mod tests {
             Some(Ok(c)) => c,
             other => panic!("the general path decided: {other:?}"),
         };
-        let slow = validate_slow(&reg(), body.as_bytes(), None).unwrap();
+        let slow = validate_slow(&reg(), body.as_bytes(), body.as_bytes(), None).unwrap();
         assert_eq!(c.step_payloads, slow.step_payloads);
         // The hash of the texts is the hash of the values.
         let v = good();
@@ -850,6 +1058,9 @@ mod tests {
             r#"{"documentUrl":"d","language":"english"}"#,
             r#"{"documentUrl":""}"#,
             r#"{"z":{"b":1,"a":[true,null,1.50,-0,1e3]},"documentUrl":"x"}"#,
+            r#"{"documentUrl":"x","n":[1.0,10e-1,0.1,-0.0,1e20,9007199254740993.0]}"#,
+            r#"{"documentUrl":"x","n":18446744073709551616}"#,
+            r#"{"documentUrl":"x","n":{"m":[1e400]}}"#,
             r#"{"x": 1}"#,
             "{}",
             "null",
@@ -869,12 +1080,17 @@ mod tests {
             r#"{"embed":{"model":"m"}, "ocr":{"dpi":300}, "index":{"indexName":"i"}}"#,
             r#"{"ocr":{"dpi":300},"ocr":{"dpi":72}}"#,
             r#"{"\u006fcr":{"dpi":300},"embed":{}}"#,
+            r#"{"ocr":{}}"#,
+            r#"{"ocr":{},"embed":{},"index":{}}"#,
+            r#"{"ocr":{"dpi":3e2}}"#,
+            r#"{"ocr":{"dpi":300.0}, "index":{}}"#,
         ]);
         let other = prop::sample::select(vec![
             r#"{"ocr":{"dpi":5}}"#,
             r#"{"a/b":{},"ocr":{}}"#,
             r#"{"index":{"indexName":"i"},"embed":null}"#,
             r#"{"echo":{"x":[1,{"b":2,"a":1}]}}"#,
+            r#"{"ocr":{"dpi":123456789012345678901234567890}}"#,
             "null",
             "[]",
             "5",
@@ -975,14 +1191,22 @@ mod tests {
             ],
         ) {
             let registry = reg();
-            let slow = validate_slow(&registry, body.as_bytes(), header);
-            if let Some(fast) = fast(&registry, body.as_bytes(), header) {
+            let command = validate_command(&registry, body.as_bytes(), header);
+            let canonical = match canonical_numbers(body.as_bytes()) {
+                Ok(canonical) => canonical,
+                Err(refusal) => {
+                    prop_assert_eq!(command.unwrap_err(), refusal);
+                    return Ok(());
+                }
+            };
+            let slow = validate_slow(&registry, &canonical, body.as_bytes(), header);
+            if let Some(fast) = fast(&registry, &canonical, header) {
                 same(&fast, &slow)?;
             }
-            same(&validate_command(&registry, body.as_bytes(), header), &slow)?;
+            same(&command, &slow)?;
             // The hash of the texts is the hash of the values as the body gave them.
             if let Ok(c) = &slow {
-                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                let v: serde_json::Value = serde_json::from_slice(&canonical).unwrap();
                 let steps: BTreeMap<String, serde_json::Value> = match v.get("steps") {
                     Some(serde_json::Value::Object(m)) => m.clone().into_iter().collect(),
                     _ => BTreeMap::new(),

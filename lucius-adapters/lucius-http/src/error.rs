@@ -134,10 +134,13 @@ impl From<EngineError> for ApiError {
         let message = e.to_string();
         match e {
             EngineError::Invalid(inv) => {
-                let status = if inv.code == InvalidCode::MalformedJson {
-                    StatusCode::BAD_REQUEST
-                } else {
-                    StatusCode::UNPROCESSABLE_ENTITY
+                // Bodies the server cannot read as sent are 400; readable ones that break a
+                // rule are 422.
+                let status = match inv.code {
+                    InvalidCode::MalformedJson | InvalidCode::InexactNumber => {
+                        StatusCode::BAD_REQUEST
+                    }
+                    _ => StatusCode::UNPROCESSABLE_ENTITY,
                 };
                 ApiError::new(status, inv.code.as_str(), inv.message.clone())
                     .with_details(json!({ "errors": inv.errors }))
@@ -203,8 +206,21 @@ fn transition(t: TransitionError, message: String) -> ApiError {
         })),
         TransitionError::StaleAttempt { current, got } => conflict("STALE_ATTEMPT")
             .with_details(json!({ "currentAttempt": current, "givenAttempt": got })),
-        TransitionError::LeaseHeldByOther { holder, caller } => conflict("LEASE_HELD_BY_OTHER")
-            .with_details(json!({ "holder": holder, "caller": caller })),
+        TransitionError::LeaseHeldByOther {
+            step,
+            holder,
+            caller,
+            until,
+        } => conflict("LEASE_HELD_BY_OTHER").with_details(json!({
+            "stepId": step, "holder": holder, "caller": caller, "leaseExpiresAt": until.to_rfc3339()
+        })),
+        TransitionError::AlreadyApplied {
+            step,
+            event,
+            attempt,
+        } => conflict("ALREADY_APPLIED").with_details(json!({
+            "stepId": step, "event": event.to_string(), "attempt": attempt
+        })),
         TransitionError::NotDue { due_at, now } => conflict("NOT_DUE").with_details(json!({
             "dueAt": due_at.to_rfc3339(), "now": now.to_rfc3339()
         })),
@@ -248,6 +264,62 @@ mod tests {
             let a = ApiError::from(e);
             assert_eq!((a.status.as_u16(), a.code), (status, code));
         }
+    }
+
+    #[test]
+    fn refused_commands_map_to_400_or_422() {
+        use lucius_core::validation::{FieldError, InvalidCommand};
+        let invalid = |code| {
+            EngineError::Invalid(InvalidCommand {
+                code,
+                message: "m".into(),
+                errors: vec![FieldError {
+                    pointer: "/payload/n".into(),
+                    message: "e".into(),
+                }],
+            })
+        };
+        for (code, status) in [
+            (InvalidCode::MalformedJson, 400),
+            (InvalidCode::InexactNumber, 400),
+            (InvalidCode::SchemaViolation, 422),
+            (InvalidCode::UnknownStep, 422),
+        ] {
+            let a = ApiError::from(invalid(code));
+            assert_eq!((a.status.as_u16(), a.code), (status, code.as_str()));
+            assert_eq!(a.details["errors"][0]["pointer"], "/payload/n");
+        }
+    }
+
+    #[test]
+    fn worker_refusals_name_the_holder_and_the_repeated_attempt() {
+        let a = ApiError::from(EngineError::Transition(TransitionError::LeaseHeldByOther {
+            step: "ocr".into(),
+            holder: "w1".into(),
+            caller: None,
+            until: lucius_core::Timestamp(1_000),
+        }));
+        assert_eq!((a.status.as_u16(), a.code), (409, "LEASE_HELD_BY_OTHER"));
+        assert_eq!(
+            a.details,
+            json!({"stepId": "ocr", "holder": "w1", "caller": null,
+                   "leaseExpiresAt": "1970-01-01T00:00:01.000Z"})
+        );
+        assert!(
+            a.message.contains("this call names no worker"),
+            "{}",
+            a.message
+        );
+        let a = ApiError::from(EngineError::Transition(TransitionError::AlreadyApplied {
+            step: "ocr".into(),
+            event: lucius_core::Event::Complete,
+            attempt: 1,
+        }));
+        assert_eq!((a.status.as_u16(), a.code), (409, "ALREADY_APPLIED"));
+        assert_eq!(
+            a.details,
+            json!({"stepId": "ocr", "event": "complete", "attempt": 1})
+        );
     }
 
     #[test]

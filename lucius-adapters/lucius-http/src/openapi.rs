@@ -166,7 +166,8 @@ fn build() -> Value {
                 &["idempotencyKey"],
                 Some(body("Envelope", true)),
                 with(vec![ok("202", "Accepted; Location names the job", "SubmitResponse")],
-                     &[("409", "Idempotency key used for a different request")]),
+                     &[("400", "Malformed JSON (MALFORMED_JSON), or a number that cannot be held exactly (INEXACT_NUMBER: storing it would round it, e.g. an integer beyond 64 bits or 1e400; details.errors[] name each pointer)"),
+                       ("409", "Idempotency key used for a different request")]),
                 None,
             ) },
             "/v1/jobs/{jobId}": { "get": op("A job and its steps", &["jobId"], None,
@@ -245,6 +246,20 @@ mod tests {
         for name in ["Envelope", "Directive", "JobView", "ErrorBody"] {
             assert!(doc["components"]["schemas"][name].is_object(), "{name}");
         }
+    }
+
+    #[test]
+    fn intake_names_its_400_codes() {
+        let doc = document();
+        let commands = &doc["paths"]["/v1/commands"]["post"]["responses"]["400"]["description"];
+        let text = commands.as_str().unwrap();
+        assert!(
+            text.contains("MALFORMED_JSON") && text.contains("INEXACT_NUMBER"),
+            "{text}"
+        );
+        // Other routes keep the common description.
+        let jobs = &doc["paths"]["/v1/jobs/{jobId}"]["get"]["responses"]["400"]["description"];
+        assert_eq!(jobs, "Malformed JSON or bad query parameter");
     }
 
     fn collect_refs(v: &Value, out: &mut Vec<String>) {

@@ -255,6 +255,33 @@ async fn hostile_inputs_are_refused_and_change_nothing() {
             &[JSON],
             r#"{"requestType":"demo.echo","tenantId":"t1","idempotencyKey":"h","payload":1e400}"#,
             400,
+            "INEXACT_NUMBER",
+        ),
+        case(
+            "integer beyond 64 bits",
+            post.clone(),
+            cmd,
+            &[JSON],
+            r#"{"requestType":"demo.echo","tenantId":"t1","idempotencyKey":"h","payload":{"n":18446744073709551616}}"#,
+            400,
+            "INEXACT_NUMBER",
+        ),
+        case(
+            "integer beyond 64 bits in a step",
+            post.clone(),
+            cmd,
+            &[JSON],
+            r#"{"requestType":"demo.echo","tenantId":"t1","idempotencyKey":"h","steps":{"echo":[123456789012345678901234567890]}}"#,
+            400,
+            "INEXACT_NUMBER",
+        ),
+        case(
+            "huge number in a body that is not JSON",
+            post.clone(),
+            cmd,
+            &[JSON],
+            r#"{"requestType":"demo.echo","payload":1e400"#,
+            400,
             "MALFORMED_JSON",
         ),
         case(
@@ -911,6 +938,132 @@ async fn schema_errors_list_every_pointer() {
         .collect();
     assert_eq!(ptrs, ["/attempt", "/error", "/retryable"]);
     assert_eq!(server.store.job_count(), 0);
+    server.stop().await.unwrap();
+}
+
+/// Posts a raw command body.
+async fn submit_raw(server: &Server, body: String) -> common::Resp {
+    server
+        .send(Method::POST, "/v1/commands", &[JSON], body)
+        .await
+}
+
+/// The same key with the same request is the same job, whatever the spelling: no step
+/// payload is `{}` given, and numbers are equal by value. Another value is `409`.
+#[tokio::test]
+async fn one_request_whatever_its_spelling_is_one_job() {
+    let server = Server::start(keyed_config()).await;
+    let doc = |steps: &str| {
+        format!(
+            r#"{{"requestType":"document.process","tenantId":"t1","idempotencyKey":"same",
+                "payload":{{"documentUrl":"https://example.invalid/a.pdf"}}{steps}}}"#
+        )
+    };
+    let first = submit_raw(&server, doc("")).await;
+    assert_eq!(first.status, 202, "{:?}", first.body);
+    let job = first.json()["jobId"].as_str().unwrap().to_owned();
+    for steps in [
+        r#","steps":{}"#,
+        r#","steps":{"ocr":{}}"#,
+        r#","steps":{"ocr":{},"embed":{},"index":{}}"#,
+    ] {
+        let r = submit_raw(&server, doc(steps)).await;
+        assert_eq!(r.status, 202, "{steps}: {:?}", r.body);
+        assert_eq!(r.json()["jobId"], job.as_str(), "{steps}");
+        assert_eq!(r.headers["idempotent-replayed"], "true", "{steps}");
+    }
+    let r = submit_raw(&server, doc(r#","steps":{"ocr":{"dpi":300}}"#)).await;
+    assert_eq!(
+        (r.status.as_u16(), r.code().as_str()),
+        (409, "IDEMPOTENCY_CONFLICT")
+    );
+
+    let echo = |n: &str| {
+        format!(
+            r#"{{"requestType":"demo.echo","tenantId":"t1","idempotencyKey":"num",
+                "payload":{{"n":{n},"deep":[{{"m":{n}}}]}},"steps":{{"echo":{{"x":{n}}}}}}}"#
+        )
+    };
+    let first = submit_raw(&server, echo("1")).await;
+    assert_eq!(first.status, 202, "{:?}", first.body);
+    let numbers = first.json()["jobId"].as_str().unwrap().to_owned();
+    assert_ne!(numbers, job);
+    for n in ["1.0", "1e0", "10e-1", "100E-2"] {
+        let r = submit_raw(&server, echo(n)).await;
+        assert_eq!(r.status, 202, "{n}: {:?}", r.body);
+        assert_eq!(r.json()["jobId"], numbers.as_str(), "{n}");
+    }
+    for n in ["1.5", "2", "-1"] {
+        let r = submit_raw(&server, echo(n)).await;
+        assert_eq!(
+            (r.status.as_u16(), r.code().as_str()),
+            (409, "IDEMPOTENCY_CONFLICT"),
+            "{n}"
+        );
+    }
+    assert_eq!(server.store.job_count(), 2);
+
+    // A job submitted as 1.0 holds, and hands its worker, the 1 the hash saw.
+    let r = submit_raw(&server, echo("1.0").replace("\"num\"", "\"spelled\"")).await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let spelled = r.json()["jobId"].as_str().unwrap().to_owned();
+    let record = server.job(&spelled).await;
+    assert_eq!(record.job.payload.as_str(), r#"{"deep":[{"m":1}],"n":1}"#);
+    assert_eq!(record.steps[0].payload.as_str(), r#"{"x":1}"#);
+    server.settle().await;
+    let directive = server
+        .publisher
+        .inner
+        .drain()
+        .into_iter()
+        .find(|d| *d.job_id == *spelled)
+        .expect("the job's first directive was published");
+    assert_eq!(directive.command.as_str(), r#"{"deep":[{"m":1}],"n":1}"#);
+    assert_eq!(directive.payload.as_str(), r#"{"x":1}"#);
+    server.stop().await.unwrap();
+}
+
+/// A number that would be rounded is refused, with its pointer, and stores nothing: before,
+/// 18446744073709551616 and 18446744073709551617 were one job holding a rounded number.
+#[tokio::test]
+async fn numbers_that_cannot_be_held_exactly_are_refused() {
+    let server = Server::start(keyed_config()).await;
+    for n in [
+        "18446744073709551616",
+        "18446744073709551617",
+        "123456789012345678901234567890",
+        "1e400",
+    ] {
+        let body = format!(
+            r#"{{"requestType":"demo.echo","tenantId":"t1","idempotencyKey":"big",
+                "payload":{{"amounts":[1,{{"total":{n}}}]}}}}"#
+        );
+        let r = submit_raw(&server, body).await;
+        assert_eq!(
+            (r.status.as_u16(), r.code().as_str()),
+            (400, "INEXACT_NUMBER"),
+            "{n}"
+        );
+        let v = r.json();
+        let errors = v["error"]["details"]["errors"].as_array().unwrap();
+        assert_eq!(errors.len(), 1, "{v}");
+        assert_eq!(errors[0]["pointer"], "/payload/amounts/1/total", "{v}");
+        let message = errors[0]["message"].as_str().unwrap();
+        assert!(message.starts_with(n), "{v}");
+    }
+    assert_eq!(server.store.job_count(), 0);
+    assert!(server.outbox(None).await.is_empty());
+    // 0.1 is its double's shortest spelling: it is held, and shown, as 0.1.
+    let r = submit_raw(
+        &server,
+        r#"{"requestType":"demo.echo","tenantId":"t1","idempotencyKey":"small","payload":{"p":0.1}}"#
+            .to_owned(),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let job = r.json()["jobId"].as_str().unwrap().to_owned();
+    let view = server.get(&format!("/v1/jobs/{job}")).await.json();
+    assert_eq!(view["payload"], json!({"p": 0.1}));
     server.stop().await.unwrap();
 }
 

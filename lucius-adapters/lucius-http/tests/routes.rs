@@ -272,6 +272,136 @@ async fn a_non_retryable_failure_fails_the_job() {
 }
 
 #[tokio::test]
+async fn a_call_naming_no_worker_cannot_act_on_a_step_leased_to_one() {
+    let server = Server::start(keyed_config()).await;
+    let id = server.submit("anon").await;
+    server.settle().await;
+    let r = server
+        .worker(&id, "ocr", "ack", &json!({"attempt": 1, "workerId": "w1"}))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    for (op, body) in [
+        ("ack", json!({"attempt": 1})),
+        ("heartbeat", json!({"attempt": 1})),
+        ("complete", json!({"attempt": 1, "result": {"pages": 1}})),
+        ("fail", json!({"attempt": 1, "error": "duplicate delivery"})),
+    ] {
+        let r = server.worker(&id, "ocr", op, &body).await;
+        assert_eq!(
+            (r.status.as_u16(), r.code().as_str()),
+            (409, "LEASE_HELD_BY_OTHER"),
+            "{op}: {:?}",
+            r.body
+        );
+        let details = &r.json()["error"]["details"];
+        assert_eq!(
+            (&details["holder"], &details["caller"], &details["stepId"]),
+            (&json!("w1"), &json!(null), &json!("ocr")),
+            "{op}"
+        );
+        assert!(r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("leased to worker w1"));
+    }
+    let step = &server.job(&id).await.steps[0];
+    assert_eq!(
+        (step.status, step.worker_id.as_deref()),
+        (StepStatus::Running, Some("w1"))
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_repeated_complete_is_200_with_the_same_result_and_409_with_another() {
+    let server = Server::start(keyed_config()).await;
+    let id = server.submit("again").await;
+    server.settle().await;
+    server
+        .worker(&id, "ocr", "ack", &json!({"attempt": 1, "workerId": "w1"}))
+        .await;
+    let path = format!("/v1/jobs/{id}/steps/ocr/complete");
+    let headers: [(&str, &[u8]); 2] = [
+        ("content-type", b"application/json"),
+        ("x-worker-key", WORKER_KEY.as_bytes()),
+    ];
+    let complete = |body: &'static str| server.send(Method::POST, &path, &headers, body);
+    let first = complete(r#"{"attempt": 1, "workerId": "w1", "result": {"b": 2, "a": 1}}"#).await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    server.settle().await;
+    // The same result by value (members in another order), from another worker: 200.
+    let again = complete(r#"{"attempt": 1, "workerId": "w2", "result": {"a": 1, "b": 2}}"#).await;
+    assert_eq!(again.status, 200, "{:?}", again.body);
+    assert_eq!(again.json(), first.json());
+    let other = complete(r#"{"attempt": 1, "workerId": "w1", "result": {"a": 1}}"#).await;
+    assert_eq!(
+        (other.status.as_u16(), other.code().as_str()),
+        (409, "ALREADY_APPLIED"),
+        "{:?}",
+        other.body
+    );
+    assert_eq!(
+        other.json()["error"]["details"],
+        json!({"stepId": "ocr", "event": "complete", "attempt": 1})
+    );
+    let job = server.job(&id).await;
+    assert_eq!(
+        job.steps[0].result.as_ref().map(|r| r.to_value()),
+        Some(json!({"a": 1, "b": 2}))
+    );
+    // embed got exactly one directive.
+    assert_eq!(job.outbox.iter().filter(|e| e.step_index == 1).count(), 1);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_repeated_fail_is_200_with_the_same_body_and_409_with_another() {
+    let server = Server::start(keyed_config()).await;
+    let id = server.submit("fail-again").await;
+    server.settle().await;
+    let gpu = json!({"attempt": 1, "workerId": "w1", "error": "gpu busy", "retryable": true});
+    let first = server.worker(&id, "ocr", "fail", &gpu).await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    assert_eq!(
+        (&first.json()["status"], &first.json()["attempt"]),
+        (&json!("QUEUED"), &json!(2))
+    );
+    server.settle().await;
+    let again = server.worker(&id, "ocr", "fail", &gpu).await;
+    assert_eq!(again.status, 200, "{:?}", again.body);
+    assert_eq!(again.json()["attempt"], 2);
+    for other in [
+        json!({"attempt": 1, "workerId": "w1", "error": "gpu on fire", "retryable": true}),
+        json!({"attempt": 1, "workerId": "w1", "error": "gpu busy"}),
+    ] {
+        let r = server.worker(&id, "ocr", "fail", &other).await;
+        assert_eq!(
+            (r.status.as_u16(), r.code().as_str()),
+            (409, "ALREADY_APPLIED"),
+            "{other}: {:?}",
+            r.body
+        );
+    }
+    // Attempt 2 fails for good; repeating that is 200 too, and the job stays FAILED once.
+    let fatal = json!({"attempt": 2, "workerId": "w1", "error": "corrupt pdf"});
+    assert_eq!(server.worker(&id, "ocr", "fail", &fatal).await.status, 200);
+    let r = server.worker(&id, "ocr", "fail", &fatal).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.json()["status"], "FAILED");
+    let r = server
+        .worker(&id, "ocr", "fail", &json!({"attempt": 2, "error": "other"}))
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.code().as_str()),
+        (409, "ALREADY_APPLIED")
+    );
+    let job = server.job(&id).await;
+    assert_eq!(job.job.status, JobStatus::Failed);
+    assert_eq!(job.outbox.len(), 2, "one directive per attempt");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn worker_routes_are_open_when_no_worker_key_is_configured() {
     let server = Server::start(HttpConfig::default()).await;
     let id = server.submit("open").await;
