@@ -32,17 +32,12 @@ pub(super) fn apply_step(
             }
         }
         StepStatus::Running | StepStatus::Initiated => {
-            if let Some(e) = rec
-                .entry(&new.outbox_id())
-                .filter(|e| e.status == OutboxStatus::Pending)
-            {
-                if let Ok(sent) = e.on_sent(now) {
-                    c.put_outbox(sent);
-                }
-            }
+            mark_delivered(rec, c, &new, now);
             start_job(rec, c, now);
         }
         StepStatus::Succeeded => {
+            // Normally settled by the ACK; not if a non-atomic store lost that write.
+            mark_delivered(rec, c, &new, now);
             start_job(rec, c, now);
             match rec.steps.iter().find(|s| s.index == new.index + 1) {
                 Some(next) if next.status == StepStatus::Pending => {
@@ -61,6 +56,20 @@ pub(super) fn apply_step(
                     let job = c.job.clone().unwrap_or_else(|| rec.job.clone());
                     if let Ok(j) = job.on_succeeded(now) {
                         c.job = Some(j);
+                        // A finished job leaves no directive pending: whatever is still
+                        // PENDING (of an earlier attempt) is superseded.
+                        let stale: Vec<_> = rec
+                            .outbox
+                            .iter()
+                            .filter(|e| {
+                                e.status == OutboxStatus::Pending
+                                    && !c.outbox.iter().any(|x| x.id == e.id)
+                            })
+                            .filter_map(|e| e.on_superseded("job succeeded", now).ok())
+                            .collect();
+                        for x in stale {
+                            c.put_outbox(x);
+                        }
                     }
                 }
             }
@@ -116,6 +125,22 @@ pub(super) fn end_job(
     };
     if let Ok(j) = next {
         c.job = Some(j);
+    }
+}
+
+/// The step evidently got its directive (it was acknowledged or published): its entry for
+/// the step's attempt, if still `PENDING`, is `SENT`.
+pub(super) fn mark_delivered(rec: &JobRecord, c: &mut Changes, step: &Step, now: Timestamp) {
+    let id = step.outbox_id();
+    let pending = c
+        .outbox
+        .iter()
+        .find(|e| e.id == id)
+        .or_else(|| rec.entry(&id))
+        .filter(|e| e.status == OutboxStatus::Pending)
+        .cloned();
+    if let Some(sent) = pending.and_then(|e| e.on_sent(now).ok()) {
+        c.put_outbox(sent);
     }
 }
 

@@ -226,16 +226,33 @@ impl Engine {
         F: Fn(&JobRecord, Timestamp) -> Result<(Changes, T), EngineError> + Send + Sync,
         T: Send,
     {
-        self.update_job_from(id, None, plan).await
+        self.commit_planned(id, None, OnPartial::Repair, plan).await
     }
 
-    /// [`update_job`](Engine::update_job), planning the first attempt on `loaded` (a record
-    /// the caller just read) instead of reading it again. A stale record costs nothing
-    /// but a retry: its commit conflicts and the next attempt reloads.
+    /// A publisher's [`update_job`](Engine::update_job), planning the first attempt on
+    /// `loaded` (a record the caller just read) instead of reading it again: a stale record
+    /// costs nothing but a retry (its commit conflicts and the next attempt reloads). A
+    /// commit applied in part is left to the sweeper: a publisher writes only the entries
+    /// it may (see `docs/operations.md`), and a repair may have to write others.
     async fn update_job_from<T, F>(
         &self,
         id: &JobId,
+        loaded: Option<JobRecord>,
+        plan: F,
+    ) -> Result<T, EngineError>
+    where
+        F: Fn(&JobRecord, Timestamp) -> Result<(Changes, T), EngineError> + Send + Sync,
+        T: Send,
+    {
+        self.commit_planned(id, loaded, OnPartial::LeaveToSweeper, plan)
+            .await
+    }
+
+    async fn commit_planned<T, F>(
+        &self,
+        id: &JobId,
         mut loaded: Option<JobRecord>,
+        on_partial: OnPartial,
         plan: F,
     ) -> Result<T, EngineError>
     where
@@ -262,7 +279,9 @@ impl Engine {
                     // The steps are written, so the caller's transition happened; the rest
                     // is drift of exactly the kind the sweeper repairs. Repair it now, best
                     // effort: a failure here is left to the next sweep.
-                    self.repair_once(id).await;
+                    if on_partial == OnPartial::Repair {
+                        self.repair_once(id).await;
+                    }
                     return Ok(value);
                 }
                 Err(e) => return Err(e.into()),
@@ -290,5 +309,14 @@ impl Engine {
 
 #[cfg(test)]
 mod liveness_tests;
+/// What to do after a commit that applied in part ([`StoreErrorKind::Partial`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnPartial {
+    /// Sweep the job once at once.
+    Repair,
+    /// Leave it to the next sweep.
+    LeaveToSweeper,
+}
+
 #[cfg(test)]
 mod tests;

@@ -19,7 +19,7 @@ use crate::record::{Changes, JobRecord};
 use crate::step::StepStatus;
 use crate::time::Timestamp;
 
-use super::consequences::{apply_step, end_job, previous_result};
+use super::consequences::{apply_step, end_job, mark_delivered, previous_result};
 use super::intake::directive_entry;
 use super::{Engine, EngineConfig, EngineError, Outcome};
 
@@ -257,7 +257,24 @@ pub(super) fn plan_sweep(
                 }
                 Some(_) => {}
             },
+            // A step past its directive whose entry is still PENDING: the write that
+            // settles it was lost (a commit applied in part). It evidently arrived.
+            StepStatus::Initiated | StepStatus::Running
+                if rec
+                    .entry(&s.outbox_id())
+                    .is_some_and(|e| e.status == OutboxStatus::Pending) =>
+            {
+                mark_delivered(rec, &mut c, s, now);
+                report.repaired += 1;
+            }
             StepStatus::Succeeded => {
+                if rec
+                    .entry(&s.outbox_id())
+                    .is_some_and(|e| e.status == OutboxStatus::Pending)
+                {
+                    mark_delivered(rec, &mut c, s, now);
+                    report.repaired += 1;
+                }
                 let next = rec.steps.iter().find(|n| n.index == s.index + 1);
                 if next.is_some_and(|n| n.status == StepStatus::Pending) {
                     // Re-applying the success writes the successor's directive.
