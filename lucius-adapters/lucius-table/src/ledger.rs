@@ -213,8 +213,14 @@ impl TableStore {
             return Ok(CreateOutcome::Existing(claim));
         }
         // Complete what an earlier attempt left out (possible only for a NewJob written
-        // without some rows: the ledger batch itself is all-or-nothing).
-        let job = loaded.job.clone().unwrap_or_else(|| new.job.clone());
+        // without some rows: the ledger batch itself is all-or-nothing), as that attempt
+        // wrote it, not as of this replay.
+        let first_step = loaded
+            .steps
+            .iter()
+            .find(|s| s.index == new.outbox.step_index);
+        let new = intake_of(new, &claim, loaded.job.as_ref(), first_step);
+        let job = new.job.clone();
         let mut ops = Vec::new();
         if loaded.job.is_none() {
             ops.push(BatchOp::Insert(job_row(pk, JOB, &new.job)?));
@@ -232,8 +238,7 @@ impl TableStore {
         }
         let mut outbox = loaded.outbox.clone();
         if !loaded.outbox.iter().any(|e| e.id == new.outbox.id) {
-            let mut e = new.outbox.clone();
-            e.partition = job.partition.clone();
+            let e = new.outbox.clone();
             ops.push(BatchOp::Insert(outbox_row(
                 pk,
                 &outbox_rk(e.id.as_str()),

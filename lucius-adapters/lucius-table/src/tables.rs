@@ -133,39 +133,33 @@ impl TableStore {
             return Ok(CreateOutcome::Existing(claim));
         }
         let stored = self.client.get(&self.config.jobs_table, id, JOB).await?;
-        let job = match stored {
-            Some(row) => read_job(&row)?,
-            None => {
-                let row = job_row(id, JOB, &new.job)?;
-                tolerate_conflict(self.client.insert(&self.config.jobs_table, &row).await)?;
-                new.job.clone()
-            }
-        };
-        if job.status.is_terminal() {
+        let stored = stored.as_ref().map(read_job).transpose()?;
+        if stored.as_ref().is_some_and(|j| j.status.is_terminal()) {
             return Ok(CreateOutcome::Existing(claim));
         }
         let have = self.steps_of(&new.job.id).await?;
+        // The rows as the interrupted intake wrote them, not as of this replay.
+        let first_step = have.iter().find(|s| s.index == new.outbox.step_index);
+        let new = intake_of(new, &claim, stored.as_ref(), first_step);
+        if stored.is_none() {
+            let row = job_row(id, JOB, &new.job)?;
+            tolerate_conflict(self.client.insert(&self.config.jobs_table, &row).await)?;
+        }
         let missing: Vec<&Step> = new
             .steps
             .iter()
             .filter(|s| !have.iter().any(|x| x.index == s.index))
             .collect();
         self.insert_steps(&missing).await?;
-        let index = JobIndexEntry {
-            partition: job.partition.clone(),
-            ..new.index.clone()
-        };
-        self.write_index(&index, true).await?;
-        let pk = partition_key(&job.partition);
+        self.write_index(&new.index, true).await?;
+        let pk = partition_key(&new.outbox.partition);
         if self
             .client
             .get(&self.config.outbox_table, &pk, new.outbox.id.as_str())
             .await?
             .is_none()
         {
-            let mut e = new.outbox.clone();
-            e.partition = job.partition.clone();
-            let row = outbox_row(&pk, e.id.as_str(), &e)?;
+            let row = outbox_row(&pk, new.outbox.id.as_str(), &new.outbox)?;
             tolerate_conflict(self.client.insert(&self.config.outbox_table, &row).await)?;
         }
         Ok(CreateOutcome::Existing(claim))

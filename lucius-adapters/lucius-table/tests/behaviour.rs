@@ -294,3 +294,52 @@ async fn a_stale_ledger_index_row_is_verified_and_removed() {
     let c = store.request_counts().since(&before);
     assert_eq!((c.query, c.get, c.delete), (1, 0, 0), "{c:?}");
 }
+
+/// Table mode writes the claim alone first: a crash right after it leaves no job, and the
+/// client's retry a month later writes the job as of the claim (the intake's time), in the
+/// partition the claim's month names, not the retry's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_after_a_crash_past_the_claim_writes_the_job_as_of_the_claim() {
+    let store = support::store(Mode::Table).await;
+    let new = new_job("acme", "claim-only", 0, T0);
+    store.crash_after_writes(Some(1));
+    store.create_job(new.clone()).await.unwrap_err();
+    store.crash_after_writes(None);
+    assert_eq!(store.load_job(&new.job.id).await.unwrap(), None);
+    let again = new_job(
+        "acme",
+        "claim-only",
+        0,
+        T0.plus(Millis::from_secs(40 * 86_400)),
+    );
+    assert_ne!(again.job.partition, new.job.partition);
+    match store.create_job(again).await.unwrap() {
+        CreateOutcome::Existing(claim) => assert_eq!(claim, new.claim),
+        other => panic!("the replay should find the claim, gave {other:?}"),
+    }
+    let mut rec = store.load_job(&new.job.id).await.unwrap().unwrap();
+    rec.job.revision = Revision::NEW;
+    rec.steps
+        .iter_mut()
+        .for_each(|s| s.revision = Revision::NEW);
+    rec.outbox
+        .iter_mut()
+        .for_each(|e| e.revision = Revision::NEW);
+    assert_eq!(
+        rec.job, new.job,
+        "the job as the intake would have written it"
+    );
+    assert_eq!(rec.steps, new.steps);
+    assert_eq!(rec.outbox, vec![new.outbox.clone()]);
+    let active = store
+        .active_jobs(&new.job.partition, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        active,
+        vec![new.job.id.clone()],
+        "indexed in the claim's month"
+    );
+    let partitions = store.partitions().await.unwrap();
+    assert_eq!(partitions, vec![new.job.partition.clone()]);
+}

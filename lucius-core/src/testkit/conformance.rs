@@ -1,13 +1,23 @@
 //! The store conformance suite: one set of checks, written against the [`Store`] port, that
-//! every backend passes. Adapters call [`run_all`] with a factory of fresh stores.
+//! every backend passes. Adapters call [`run_all`] with a factory of fresh [`Subject`]s: a
+//! store, and how to interrupt its intake the way a crash would.
 //!
 //! ```ignore
-//! lucius_core::testkit::conformance::run_all(|| async { Arc::new(MyStore::new()) as Arc<dyn Store> },
-//!     Capabilities { atomic_commit: true }).await;
+//! lucius_core::testkit::conformance::run_all(
+//!     || async {
+//!         let store = MyStore::new();
+//!         let crashing = store.clone();
+//!         Subject::new(Arc::new(store), move |new| {
+//!             let store = crashing.clone();
+//!             async move { store.crash_before_first_directive(); let _ = store.create_job(new).await; }
+//!         })
+//!     },
+//!     Capabilities { atomic_commit: true },
+//! ).await;
 //! ```
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -22,7 +32,7 @@ use crate::revision::Revision;
 use crate::step::StepStatus;
 use crate::time::{Millis, Timestamp};
 
-use super::fixtures::new_job;
+use super::fixtures::{new_job, new_job_with_correlation};
 
 /// What a backend promises beyond the port's baseline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +40,35 @@ pub struct Capabilities {
     /// `commit` applies all of its writes or none (memory, ledger); when false, it applies
     /// them in the documented order and stops at the first failure (table).
     pub atomic_commit: bool,
+}
+
+/// A store under test, with the one crash the suite cannot play through the port.
+pub struct Subject {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    interrupted_intake: InterruptedIntake,
+}
+
+/// See [`Subject::new`].
+type InterruptedIntake =
+    Box<dyn Fn(NewJob) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+impl Subject {
+    /// `store`, and `interrupted_intake`: calls `store.create_job(new)` as a process that
+    /// dies after the job and its steps are durable and before its first directive can be
+    /// found by a dispatcher (a torn intake: the outbox row, or in a layout that writes it
+    /// with the job, the row that makes it visible, was never written). What that call
+    /// returns is ignored; the suite checks the rows it left.
+    pub fn new<F, Fut>(store: Arc<dyn Store>, interrupted_intake: F) -> Subject
+    where
+        F: Fn(NewJob) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Subject {
+            store,
+            interrupted_intake: Box::new(move |new| Box::pin(interrupted_intake(new))),
+        }
+    }
 }
 
 /// 2024-03-05T00:00:00Z.
@@ -43,6 +82,7 @@ pub const CHECKS: &[&str] = &[
     "concurrent_creates_make_one_job",
     "create_completes_a_torn_intake",
     "replay_leaves_a_terminal_torn_job_alone",
+    "replay_repairs_the_first_directive_in_the_jobs_partition",
     "commit_is_guarded_by_revisions",
     "insert_of_existing_row_conflicts",
     "failed_commit_leaves_rows_as_the_contract_says",
@@ -51,20 +91,21 @@ pub const CHECKS: &[&str] = &[
     "unknown_rows",
 ];
 
-/// Runs every check, each on a fresh store from `make`. Panics naming the failing check.
+/// Runs every check, each on a fresh subject from `make`. Panics naming the failing check.
 pub async fn run_all<F, Fut>(make: F, caps: Capabilities)
 where
     F: Fn() -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
+    Fut: Future<Output = Subject>,
 {
     for name in CHECKS {
-        let store = make().await;
-        run_one(name, store, caps).await;
+        let subject = make().await;
+        run_one(name, subject, caps).await;
     }
 }
 
-/// Runs one named check (see [`CHECKS`]) on `store`.
-pub async fn run_one(name: &str, store: Arc<dyn Store>, caps: Capabilities) {
+/// Runs one named check (see [`CHECKS`]) on `subject`.
+pub async fn run_one(name: &str, subject: Subject, caps: Capabilities) {
+    let store = Arc::clone(&subject.store);
     match name {
         "create_then_load_round_trips" => create_then_load_round_trips(store).await,
         "replayed_create_returns_the_claim" => replayed_create_returns_the_claim(store).await,
@@ -75,6 +116,9 @@ pub async fn run_one(name: &str, store: Arc<dyn Store>, caps: Capabilities) {
         "create_completes_a_torn_intake" => create_completes_a_torn_intake(store).await,
         "replay_leaves_a_terminal_torn_job_alone" => {
             replay_leaves_a_terminal_torn_job_alone(store).await
+        }
+        "replay_repairs_the_first_directive_in_the_jobs_partition" => {
+            replay_repairs_the_first_directive_in_the_jobs_partition(&subject).await
         }
         "commit_is_guarded_by_revisions" => commit_is_guarded_by_revisions(store).await,
         "insert_of_existing_row_conflicts" => insert_of_existing_row_conflicts(store).await,
@@ -313,6 +357,94 @@ async fn replay_leaves_a_terminal_torn_job_alone(store: Arc<dyn Store>) {
         "{c}: rows were added under a terminal job"
     );
     assert_eq!(rec.job.status, JobStatus::Failed, "{c}");
+}
+
+/// Pending entries of `p`, all of them.
+fn pending_in(p: &Partition, due_by: Option<Timestamp>) -> OutboxQuery {
+    OutboxQuery {
+        status: Some(OutboxStatus::Pending),
+        partition: Some(p.clone()),
+        due_by,
+        after: None,
+        limit: 100,
+    }
+}
+
+async fn replay_repairs_the_first_directive_in_the_jobs_partition(subject: &Subject) {
+    let c = "replay_repairs_the_first_directive_in_the_jobs_partition";
+    let store = subject.store.as_ref();
+    let new = new_job("acme", "k-torn-directive", 0, T0);
+    let march = new.job.partition.clone();
+    (subject.interrupted_intake)(new.clone()).await;
+    let torn = load(store, &new.job.id, c).await;
+    assert_eq!(
+        torn.steps.len(),
+        new.steps.len(),
+        "{c}: the interrupted intake should have written every step, wrote {}",
+        torn.steps.len()
+    );
+    let visible = store
+        .outbox(&pending_in(&march, None))
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    assert!(
+        visible.is_empty(),
+        "{c}: the interrupted intake should leave no findable directive, found {visible:?}"
+    );
+    // The client retries in April (with another correlation id, which is tracing metadata
+    // and not part of the request hash).
+    let later = T0.plus(Millis::from_secs(40 * 86_400));
+    let again = new_job_with_correlation("acme", "k-torn-directive", 0, "corr-retry", later);
+    assert_eq!(again.claim.request_hash, new.claim.request_hash, "{c}");
+    let april = again.job.partition.clone();
+    assert_ne!(april, march, "{c}");
+    match store.create_job(again).await {
+        Ok(CreateOutcome::Existing(claim)) => assert_eq!(
+            claim, new.claim,
+            "{c}: the claim returned is not the stored one"
+        ),
+        other => panic!("{c}: the replay should find the claim, gave {other:?}"),
+    }
+    // The dispatcher of the job's partition, in April, finds the repaired directive.
+    let found = store
+        .outbox(&pending_in(&march, Some(later)))
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    let ids: Vec<_> = found.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(
+        ids,
+        vec![new.outbox.id.clone()],
+        "{c}: pending entries of the stored job's partition {march}"
+    );
+    assert_eq!(
+        found[0].partition, march,
+        "{c}: the repaired entry's partition"
+    );
+    let mut entry = found[0].clone();
+    entry.revision = Revision::NEW;
+    assert_eq!(
+        entry, new.outbox,
+        "{c}: the repaired directive should be the one the original intake wrote \
+         (its partition, times and job fields)"
+    );
+    let stray = store
+        .outbox(&pending_in(&april, None))
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    assert!(
+        stray.is_empty(),
+        "{c}: the replay's partition {april} should hold nothing, holds {stray:?}"
+    );
+    let rec = strip(load(store, &new.job.id, c).await);
+    assert_eq!(rec, expected(&new), "{c}: rows after the repair");
+    let parts: Vec<String> = store
+        .partitions()
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"))
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(parts, [march.to_string()], "{c}: partitions");
 }
 
 async fn commit_is_guarded_by_revisions(store: Arc<dyn Store>) {
