@@ -355,6 +355,7 @@ impl TableStore {
                 if let Some(t) = q.due_by {
                     f.push(format!("NextAttemptAt le {}", literal(&time_key(t))));
                 }
+                f.extend(cursor_filter(q));
                 let rows = self
                     .client
                     .query(self.ledger(), &f.join(" and "), None)
@@ -364,6 +365,7 @@ impl TableStore {
                     .map(read_outbox)
                     .collect::<Result<Vec<_>, _>>()?;
                 sort_entries(&mut v);
+                past_cursor(&mut v, q);
                 v.truncate(q.limit);
                 Ok(v)
             }

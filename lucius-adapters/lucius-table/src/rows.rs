@@ -92,6 +92,17 @@ pub(crate) fn sort_entries(v: &mut [OutboxEntry]) {
     v.sort_by(|a, b| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
 }
 
+/// The part of the query's `after` cursor a filter can say: entries due at or after the
+/// cursor's time (the exact `(nextAttemptAt, id)` cut is [`past_cursor`]'s).
+pub(crate) fn cursor_filter(q: &lucius_core::OutboxQuery) -> Option<String> {
+    q.after.as_ref().map(|(at, _)| {
+        format!(
+            "NextAttemptAt ge {}",
+            crate::entity::literal(&time_key(*at))
+        )
+    })
+}
+
 /// Keeps the entries past the query's `after` cursor, in `(nextAttemptAt, id)` order.
 pub(crate) fn past_cursor(v: &mut Vec<OutboxEntry>, q: &lucius_core::OutboxQuery) {
     if let Some((at, id)) = &q.after {

@@ -307,6 +307,7 @@ impl TableStore {
         if let Some(t) = q.due_by {
             f.push(format!("NextAttemptAt le {}", literal(&time_key(t))));
         }
+        f.extend(cursor_filter(q));
         if f.is_empty() {
             f.push("Kind eq 'OUTBOX'".into());
         }

@@ -87,6 +87,7 @@ pub const CHECKS: &[&str] = &[
     "insert_of_existing_row_conflicts",
     "failed_commit_leaves_rows_as_the_contract_says",
     "outbox_queries_filter_and_order",
+    "outbox_cursor_pages_in_order",
     "active_jobs_and_partitions",
     "unknown_rows",
 ];
@@ -126,6 +127,7 @@ pub async fn run_one(name: &str, subject: Subject, caps: Capabilities) {
             failed_commit_leaves_rows_as_the_contract_says(store, caps).await
         }
         "outbox_queries_filter_and_order" => outbox_queries_filter_and_order(store).await,
+        "outbox_cursor_pages_in_order" => outbox_cursor_pages_in_order(store).await,
         "active_jobs_and_partitions" => active_jobs_and_partitions(store).await,
         "unknown_rows" => unknown_rows(store).await,
         other => panic!("conformance: no check named {other:?}"),
@@ -726,6 +728,131 @@ async fn outbox_queries_filter_and_order(store: Arc<dyn Store>) {
         ids(sent),
         vec![jobs[0].outbox.id.clone()],
         "{c}: sent entries"
+    );
+}
+
+async fn outbox_cursor_pages_in_order(store: Arc<dyn Store>) {
+    let c = "outbox_cursor_pages_in_order";
+    // Six due entries in acme's March partition, two pairs due at the same time (ordered
+    // by id), created out of order; one entry due later; one of another partition.
+    let offsets = [2, 0, 1, 0, 1, 3];
+    let mut jobs: Vec<NewJob> = offsets
+        .iter()
+        .enumerate()
+        .map(|(i, ms)| new_job("acme", &format!("cur-{i}"), 0, T0.plus(Millis(*ms))))
+        .collect();
+    jobs.push(new_job("acme", "cur-late", 0, T0.plus(Millis(100))));
+    jobs.push(new_job("globex", "cur-other", 0, T0));
+    for j in &jobs {
+        store
+            .create_job(j.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{c}: {e}"));
+    }
+    let march = jobs[0].job.partition.clone();
+    let mut due: Vec<_> = jobs[..offsets.len()]
+        .iter()
+        .map(|j| (j.outbox.next_attempt_at, j.outbox.id.clone()))
+        .collect();
+    due.sort();
+    let query = |after, due_by, limit| OutboxQuery {
+        status: Some(OutboxStatus::Pending),
+        partition: Some(march.clone()),
+        due_by: Some(due_by),
+        after,
+        limit,
+    };
+    let now = T0.plus(Millis(10));
+    for limit in [1, 2] {
+        let mut visited = Vec::new();
+        let mut after = None;
+        for _ in 0..=due.len() {
+            let page = store
+                .outbox(&query(after.clone(), now, limit))
+                .await
+                .unwrap_or_else(|e| panic!("{c}: {e}"));
+            let keys: Vec<_> = page
+                .iter()
+                .map(|e| (e.next_attempt_at, e.id.clone()))
+                .collect();
+            let Some(last) = keys.last().cloned() else {
+                break;
+            };
+            assert!(
+                keys.len() == limit || visited.len() + keys.len() == due.len(),
+                "{c}: limit {limit}: a page should be full unless it is the last, got {keys:?} \
+                 after {after:?}"
+            );
+            visited.extend(keys);
+            after = Some(last);
+        }
+        assert_eq!(
+            visited, due,
+            "{c}: limit {limit}: pages should visit each due entry once, in (nextAttemptAt, id) order"
+        );
+    }
+    // The cursor and `due_by` together: after the first entry due at T0, due by T0 + 1 ms.
+    let got: Vec<_> = store
+        .outbox(&query(Some(due[0].clone()), T0.plus(Millis(1)), 100))
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"))
+        .into_iter()
+        .map(|e| (e.next_attempt_at, e.id))
+        .collect();
+    assert_eq!(
+        got,
+        due[1..4].to_vec(),
+        "{c}: after the first entry, due by T0 + 1 ms: the other entry due at T0 and both due at T0 + 1 ms"
+    );
+    let got = store
+        .outbox(&query(Some(due[3].clone()), T0.plus(Millis(1)), 100))
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    assert!(
+        got.is_empty(),
+        "{c}: nothing is due by T0 + 1 ms after the last entry due then, got {got:?}"
+    );
+    // Any status (an admin listing): every entry of the partition, the later one too.
+    let mut all = due.clone();
+    all.push((
+        jobs[offsets.len()].outbox.next_attempt_at,
+        jobs[offsets.len()].outbox.id.clone(),
+    ));
+    let mut visited = Vec::new();
+    let mut after = None;
+    for _ in 0..=all.len() {
+        let page = store
+            .outbox(&OutboxQuery {
+                status: None,
+                partition: Some(march.clone()),
+                due_by: None,
+                after: after.clone(),
+                limit: 2,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{c}: {e}"));
+        let Some(last) = page.last().map(|e| (e.next_attempt_at, e.id.clone())) else {
+            break;
+        };
+        visited.extend(page.into_iter().map(|e| (e.next_attempt_at, e.id)));
+        after = Some(last);
+    }
+    assert_eq!(
+        visited, all,
+        "{c}: pages of entries of any status should visit each once, in order"
+    );
+    // Past the last due entry, the later one comes when it is due.
+    let got: Vec<_> = store
+        .outbox(&query(due.last().cloned(), T0.plus(Millis(100)), 100))
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"))
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(
+        got,
+        vec![jobs[offsets.len()].outbox.id.clone()],
+        "{c}: after the last due entry, by T0 + 100 ms"
     );
 }
 
