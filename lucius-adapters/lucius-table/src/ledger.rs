@@ -390,6 +390,9 @@ impl TableStore {
         if let Some(t) = q.due_by {
             f.push(format!("NextAttemptAt le {}", literal(&time_key(t))));
         }
+        // Index rows due before the cursor are skipped unread; verification below applies
+        // the exact `(nextAttemptAt, id)` cursor to the entries themselves.
+        f.extend(cursor_filter(q));
         let mut candidates = self
             .client
             .query(self.ledger(), &f.join(" and "), None)
@@ -397,12 +400,6 @@ impl TableStore {
         candidates.sort_by(|a, b| {
             (text(a, "NextAttemptAt"), rk(a)).cmp(&(text(b, "NextAttemptAt"), rk(b)))
         });
-        if let Some((at, _)) = &q.after {
-            // Index rows due before the cursor are skipped unread; verification below
-            // applies the exact `(nextAttemptAt, id)` cursor to the entries themselves.
-            let at = time_key(*at);
-            candidates.retain(|r| text(r, "NextAttemptAt").is_none_or(|t| t >= at.as_str()));
-        }
         let mut out = Vec::new();
         // Verify against the ledger, a few at a time, until the limit is reached.
         for chunk in candidates.chunks(8) {
