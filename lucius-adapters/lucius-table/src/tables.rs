@@ -38,6 +38,18 @@ fn tolerate_conflict<T>(r: Result<T, StoreError>) -> Result<(), StoreError> {
     }
 }
 
+/// A commit group's failure as the caller must see it: the error itself when no earlier
+/// group landed, else [`StoreErrorKind::Partial`] naming what landed and what failed.
+fn after_groups(e: StoreError, landed: &[&str], failed: &str, id: &JobId) -> StoreError {
+    if landed.is_empty() {
+        return e;
+    }
+    StoreError::partial(format!(
+        "commit of job {id} wrote its {} and then failed to write its {failed}: {e}",
+        landed.join(" and ")
+    ))
+}
+
 impl TableStore {
     fn index_rows(&self, entry: &JobIndexEntry, active: bool) -> Result<Vec<BatchOp>, StoreError> {
         let pk = partition_key(&entry.partition);
@@ -253,10 +265,17 @@ impl TableStore {
                 )));
             }
         }
-        // Steps (by index), then outbox entries, then the job.
+        // Steps (by index), then outbox entries, then the job. Each group is one request or
+        // one entity group transaction, so it lands whole or not at all; a failure after a
+        // group landed is `Partial` (the caller's transition happened), never the bare error.
+        let mut landed: Vec<&str> = Vec::new();
         let revs = self
             .write_group(&self.config.steps_table, id.as_str(), steps)
-            .await?;
+            .await
+            .map_err(|e| after_groups(e, &landed, "steps", &id))?;
+        if !changes.steps.is_empty() {
+            landed.push("steps");
+        }
         for (s, r) in changes.steps.iter_mut().zip(revs) {
             s.revision = r;
         }
@@ -267,7 +286,11 @@ impl TableStore {
             .unwrap_or_default();
         let revs = self
             .write_group(&self.config.outbox_table, &opk, outbox)
-            .await?;
+            .await
+            .map_err(|e| after_groups(e, &landed, "outbox entries", &id))?;
+        if !changes.outbox.is_empty() {
+            landed.push("outbox entries");
+        }
         for (e, r) in changes.outbox.iter_mut().zip(revs) {
             e.revision = r;
         }
@@ -275,7 +298,8 @@ impl TableStore {
             j.revision = self
                 .client
                 .write(&self.config.jobs_table, &row, &rev)
-                .await?;
+                .await
+                .map_err(|e| after_groups(e, &landed, "job", &id))?;
             if j.status.is_terminal() {
                 // After the job: a crash here leaves the job listed as active; the sweeper
                 // loads it, finds it terminal and changes nothing.

@@ -343,3 +343,103 @@ async fn a_replay_after_a_crash_past_the_claim_writes_the_job_as_of_the_claim() 
     let partitions = store.partitions().await.unwrap();
     assert_eq!(partitions, vec![new.job.partition.clone()]);
 }
+
+/// Table mode writes a commit in groups (steps, then outbox entries, then the job), each
+/// whole or not at all. A failure after a group landed is `Partial`, whatever the failure;
+/// a failure of the first group is reported as itself, with nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_fails_after_a_group_landed_is_partial() {
+    use lucius_core::{OutboxStatus, StepStatus};
+    let store = support::store(Mode::Table).await;
+    let new = new_job("acme", "partial", 0, T0);
+    store.create_job(new.clone()).await.unwrap();
+    let rec = store.load_job(&new.job.id).await.unwrap().unwrap();
+    let now = T0.plus(Millis(1));
+    let step = rec.steps[0].on_published(1, now).unwrap();
+    let sent = rec.outbox[0].on_sent(now).unwrap();
+    let job = rec.job.on_start(now).unwrap();
+    // Someone else wrote the job since it was loaded.
+    let mut stale_job = job.clone();
+    stale_job.revision = Revision::stored("W/\"datetime'2000-01-01T00%3A00%3A00Z'\"");
+
+    // Nothing written: the first group fails, and the error is its own.
+    store.crash_after_writes(Some(0));
+    let err = store
+        .commit(Changes {
+            steps: vec![step.clone()],
+            outbox: vec![sent.clone()],
+            job: Some(job.clone()),
+        })
+        .await
+        .unwrap_err();
+    store.crash_after_writes(None);
+    assert_eq!(err.kind, StoreErrorKind::Transient, "{err}");
+    let after = store.load_job(&new.job.id).await.unwrap().unwrap();
+    assert_eq!(after.steps[0].status, StepStatus::Queued);
+
+    // Steps written, then the outbox group fails (a crash, a timeout): Partial.
+    store.crash_after_writes(Some(1));
+    let err = store
+        .commit(Changes {
+            steps: vec![step.clone()],
+            outbox: vec![sent.clone()],
+            job: Some(job.clone()),
+        })
+        .await
+        .unwrap_err();
+    store.crash_after_writes(None);
+    assert_eq!(err.kind, StoreErrorKind::Partial, "{err}");
+    let after = store.load_job(&new.job.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            after.steps[0].status,
+            after.outbox[0].status,
+            after.job.status
+        ),
+        (
+            StepStatus::Initiated,
+            OutboxStatus::Pending,
+            JobStatus::Accepted
+        )
+    );
+
+    // Outbox entries written (no steps in the change), then the job conflicts: Partial.
+    let sent = lucius_core::OutboxEntry {
+        revision: after.outbox[0].revision.clone(),
+        ..sent
+    };
+    let err = store
+        .commit(Changes {
+            steps: vec![],
+            outbox: vec![sent],
+            job: Some(stale_job),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, StoreErrorKind::Partial, "{err}");
+    assert!(err.message.contains("outbox entries"), "{err}");
+    let after = store.load_job(&new.job.id).await.unwrap().unwrap();
+    assert_eq!(
+        (after.outbox[0].status, after.job.status),
+        (OutboxStatus::Sent, JobStatus::Accepted)
+    );
+
+    // The job alone, stale: nothing landed before it, so the plain conflict.
+    let mut stale = after.job.on_start(now).unwrap();
+    stale.revision = rec.job.revision.clone();
+    store
+        .commit(Changes {
+            job: Some(after.job.on_cancel("first", now).unwrap()),
+            ..Changes::default()
+        })
+        .await
+        .unwrap();
+    let err = store
+        .commit(Changes {
+            job: Some(stale),
+            ..Changes::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, StoreErrorKind::Conflict, "{err}");
+}

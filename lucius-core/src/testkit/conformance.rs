@@ -558,8 +558,35 @@ async fn failed_commit_leaves_rows_as_the_contract_says(store: Arc<dyn Store>, c
     let step = rec.steps[0]
         .on_published(1, now)
         .unwrap_or_else(|e| panic!("{c}: {e}"));
-    let mut stale_job = rec.job.on_start(now).unwrap_or_else(|e| panic!("{c}: {e}"));
+    let job = rec.job.on_start(now).unwrap_or_else(|e| panic!("{c}: {e}"));
+    let mut stale_job = job.clone();
     stale_job.revision = Revision::stored("no-such-revision");
+    let mut stale_step = step.clone();
+    stale_step.revision = Revision::stored("no-such-revision");
+
+    // The first write fails: nothing is applied, and the error is the plain conflict.
+    let err = store
+        .commit(Changes {
+            steps: vec![stale_step],
+            outbox: vec![],
+            job: Some(job),
+        })
+        .await
+        .expect_err("a write with a wrong revision must fail");
+    assert_eq!(
+        err.kind,
+        StoreErrorKind::Conflict,
+        "{c}: a commit whose first write conflicts should be a Conflict, was {err}"
+    );
+    let after = load(store.as_ref(), &new.job.id, c).await;
+    assert_eq!(
+        (after.steps[0].status, after.job.status),
+        (StepStatus::Queued, JobStatus::Accepted),
+        "{c}: a commit that failed on its first write applied something"
+    );
+
+    // A later write fails: an atomic store applies nothing and says Conflict; a store that
+    // writes in order has written the step and says Partial (the transition happened).
     let err = store
         .commit(Changes {
             steps: vec![step],
@@ -568,7 +595,6 @@ async fn failed_commit_leaves_rows_as_the_contract_says(store: Arc<dyn Store>, c
         })
         .await
         .expect_err("a write with a wrong revision must fail");
-    assert_eq!(err.kind, StoreErrorKind::Conflict, "{c}: {err}");
     let after = load(store.as_ref(), &new.job.id, c).await;
     assert_eq!(
         after.job.status,
@@ -576,19 +602,23 @@ async fn failed_commit_leaves_rows_as_the_contract_says(store: Arc<dyn Store>, c
         "{c}: the stale job write was applied"
     );
     if caps.atomic_commit {
+        assert_eq!(err.kind, StoreErrorKind::Conflict, "{c}: {err}");
         assert_eq!(
             after.steps[0].status,
             StepStatus::Queued,
             "{c}: an atomic commit applied part of its writes"
         );
     } else {
-        // Non-atomic stores write steps first: the step write may have landed.
-        assert!(
-            matches!(
-                after.steps[0].status,
-                StepStatus::Queued | StepStatus::Initiated
-            ),
-            "{c}"
+        assert_eq!(
+            err.kind,
+            StoreErrorKind::Partial,
+            "{c}: a commit that wrote its steps and then lost on the job should be Partial, \
+             was {err}"
+        );
+        assert_eq!(
+            after.steps[0].status,
+            StepStatus::Initiated,
+            "{c}: a store that commits in order should have written the step first"
         );
     }
 }
