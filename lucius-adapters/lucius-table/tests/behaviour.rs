@@ -1,6 +1,6 @@
 //! Behaviour on Azurite beyond the conformance suite: ETag conflicts, concurrent intake
-//! from two orchestrators, batch atomicity, limits checked before sending, and crash
-//! points repaired by a restarted engine.
+//! from two orchestrators, batch atomicity, limits checked before sending, crash points
+//! repaired by a restarted engine, and what a commit that fails half-way reports.
 
 mod support;
 
@@ -442,4 +442,70 @@ async fn a_commit_that_fails_after_a_group_landed_is_partial() {
         .await
         .unwrap_err();
     assert_eq!(err.kind, StoreErrorKind::Conflict, "{err}");
+}
+
+/// Ledger mode: when the ledger batch lands and the index writes after it fail, the commit
+/// happened and says so; the stale index row is corrected by the next query that reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_commit_whose_index_update_fails_after_the_batch_is_committed() {
+    use lucius_core::{OutboxQuery, OutboxStatus, PublishRetryPolicy};
+    let store = support::store(Mode::Ledger).await;
+    let new = new_job("acme", "dead-index", 0, T0);
+    store.create_job(new.clone()).await.unwrap();
+    let rec = store.load_job(&new.job.id).await.unwrap().unwrap();
+    let now = T0.plus(Millis(1));
+    let policy = PublishRetryPolicy {
+        delay: Millis::from_secs(30),
+        max_attempts: 3,
+    };
+    let dead = rec.outbox[0]
+        .on_publish_failed("denied", true, policy, now)
+        .unwrap();
+    let failed = rec.job.on_failed("denied", now).unwrap();
+    // The batch is the first write; the index writes after it (entry DEAD, job row gone)
+    // do not land.
+    store.crash_after_writes(Some(1));
+    let written = store
+        .commit(Changes {
+            outbox: vec![dead],
+            job: Some(failed),
+            ..Changes::default()
+        })
+        .await;
+    store.crash_after_writes(None);
+    let written = written.expect("the ledger batch landed: the commit happened");
+    assert_eq!(written.outbox[0].status, OutboxStatus::Dead);
+    let after = store.load_job(&new.job.id).await.unwrap().unwrap();
+    assert_eq!(
+        (after.outbox[0].status, after.job.status),
+        (OutboxStatus::Dead, JobStatus::Failed)
+    );
+    let query = |status| OutboxQuery {
+        status: Some(status),
+        partition: Some(new.job.partition.clone()),
+        due_by: Some(now),
+        after: None,
+        limit: 10,
+    };
+    // The index row still says PENDING (the crash took effect): a DEAD listing misses it…
+    assert!(store
+        .outbox(&query(OutboxStatus::Dead))
+        .await
+        .unwrap()
+        .is_empty());
+    // …until the dispatcher's query reads the stale row, hands out nothing and corrects it…
+    assert!(store
+        .outbox(&query(OutboxStatus::Pending))
+        .await
+        .unwrap()
+        .is_empty());
+    // …so the entry is listed as DEAD.
+    let dead: Vec<_> = store
+        .outbox(&query(OutboxStatus::Dead))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(dead, vec![new.outbox.id.clone()]);
 }
