@@ -38,7 +38,8 @@ use super::fixtures::{new_job, new_job_with_correlation};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
     /// `commit` applies all of its writes or none (memory, ledger); when false, it applies
-    /// them in the documented order and stops at the first failure (table).
+    /// them in the documented order, stops at the first failure and reports it as
+    /// [`StoreErrorKind::Partial`] once a write has landed (table).
     pub atomic_commit: bool,
 }
 
