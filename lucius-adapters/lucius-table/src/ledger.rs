@@ -213,8 +213,14 @@ impl TableStore {
             return Ok(CreateOutcome::Existing(claim));
         }
         // Complete what an earlier attempt left out (possible only for a NewJob written
-        // without some rows: the ledger batch itself is all-or-nothing).
-        let job = loaded.job.clone().unwrap_or_else(|| new.job.clone());
+        // without some rows: the ledger batch itself is all-or-nothing), as that attempt
+        // wrote it, not as of this replay.
+        let first_step = loaded
+            .steps
+            .iter()
+            .find(|s| s.index == new.outbox.step_index);
+        let new = intake_of(new, &claim, loaded.job.as_ref(), first_step);
+        let job = new.job.clone();
         let mut ops = Vec::new();
         if loaded.job.is_none() {
             ops.push(BatchOp::Insert(job_row(pk, JOB, &new.job)?));
@@ -232,8 +238,7 @@ impl TableStore {
         }
         let mut outbox = loaded.outbox.clone();
         if !loaded.outbox.iter().any(|e| e.id == new.outbox.id) {
-            let mut e = new.outbox.clone();
-            e.partition = job.partition.clone();
+            let e = new.outbox.clone();
             ops.push(BatchOp::Insert(outbox_row(
                 pk,
                 &outbox_rk(e.id.as_str()),
@@ -350,6 +355,7 @@ impl TableStore {
                 if let Some(t) = q.due_by {
                     f.push(format!("NextAttemptAt le {}", literal(&time_key(t))));
                 }
+                f.extend(cursor_filter(q));
                 let rows = self
                     .client
                     .query(self.ledger(), &f.join(" and "), None)
@@ -359,6 +365,7 @@ impl TableStore {
                     .map(read_outbox)
                     .collect::<Result<Vec<_>, _>>()?;
                 sort_entries(&mut v);
+                past_cursor(&mut v, q);
                 v.truncate(q.limit);
                 Ok(v)
             }
@@ -383,6 +390,9 @@ impl TableStore {
         if let Some(t) = q.due_by {
             f.push(format!("NextAttemptAt le {}", literal(&time_key(t))));
         }
+        // Index rows due before the cursor are skipped unread; verification below applies
+        // the exact `(nextAttemptAt, id)` cursor to the entries themselves.
+        f.extend(cursor_filter(q));
         let mut candidates = self
             .client
             .query(self.ledger(), &f.join(" and "), None)
@@ -390,12 +400,6 @@ impl TableStore {
         candidates.sort_by(|a, b| {
             (text(a, "NextAttemptAt"), rk(a)).cmp(&(text(b, "NextAttemptAt"), rk(b)))
         });
-        if let Some((at, _)) = &q.after {
-            // Index rows due before the cursor are skipped unread; verification below
-            // applies the exact `(nextAttemptAt, id)` cursor to the entries themselves.
-            let at = time_key(*at);
-            candidates.retain(|r| text(r, "NextAttemptAt").is_none_or(|t| t >= at.as_str()));
-        }
         let mut out = Vec::new();
         // Verify against the ledger, a few at a time, until the limit is reached.
         for chunk in candidates.chunks(8) {

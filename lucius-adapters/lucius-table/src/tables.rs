@@ -38,6 +38,18 @@ fn tolerate_conflict<T>(r: Result<T, StoreError>) -> Result<(), StoreError> {
     }
 }
 
+/// A commit group's failure as the caller must see it: the error itself when no earlier
+/// group landed, else [`StoreErrorKind::Partial`] naming what landed and what failed.
+fn after_groups(e: StoreError, landed: &[&str], failed: &str, id: &JobId) -> StoreError {
+    if landed.is_empty() {
+        return e;
+    }
+    StoreError::partial(format!(
+        "commit of job {id} wrote its {} and then failed to write its {failed}: {e}",
+        landed.join(" and ")
+    ))
+}
+
 impl TableStore {
     fn index_rows(&self, entry: &JobIndexEntry, active: bool) -> Result<Vec<BatchOp>, StoreError> {
         let pk = partition_key(&entry.partition);
@@ -133,39 +145,33 @@ impl TableStore {
             return Ok(CreateOutcome::Existing(claim));
         }
         let stored = self.client.get(&self.config.jobs_table, id, JOB).await?;
-        let job = match stored {
-            Some(row) => read_job(&row)?,
-            None => {
-                let row = job_row(id, JOB, &new.job)?;
-                tolerate_conflict(self.client.insert(&self.config.jobs_table, &row).await)?;
-                new.job.clone()
-            }
-        };
-        if job.status.is_terminal() {
+        let stored = stored.as_ref().map(read_job).transpose()?;
+        if stored.as_ref().is_some_and(|j| j.status.is_terminal()) {
             return Ok(CreateOutcome::Existing(claim));
         }
         let have = self.steps_of(&new.job.id).await?;
+        // The rows as the interrupted intake wrote them, not as of this replay.
+        let first_step = have.iter().find(|s| s.index == new.outbox.step_index);
+        let new = intake_of(new, &claim, stored.as_ref(), first_step);
+        if stored.is_none() {
+            let row = job_row(id, JOB, &new.job)?;
+            tolerate_conflict(self.client.insert(&self.config.jobs_table, &row).await)?;
+        }
         let missing: Vec<&Step> = new
             .steps
             .iter()
             .filter(|s| !have.iter().any(|x| x.index == s.index))
             .collect();
         self.insert_steps(&missing).await?;
-        let index = JobIndexEntry {
-            partition: job.partition.clone(),
-            ..new.index.clone()
-        };
-        self.write_index(&index, true).await?;
-        let pk = partition_key(&job.partition);
+        self.write_index(&new.index, true).await?;
+        let pk = partition_key(&new.outbox.partition);
         if self
             .client
             .get(&self.config.outbox_table, &pk, new.outbox.id.as_str())
             .await?
             .is_none()
         {
-            let mut e = new.outbox.clone();
-            e.partition = job.partition.clone();
-            let row = outbox_row(&pk, e.id.as_str(), &e)?;
+            let row = outbox_row(&pk, new.outbox.id.as_str(), &new.outbox)?;
             tolerate_conflict(self.client.insert(&self.config.outbox_table, &row).await)?;
         }
         Ok(CreateOutcome::Existing(claim))
@@ -259,10 +265,17 @@ impl TableStore {
                 )));
             }
         }
-        // Steps (by index), then outbox entries, then the job.
+        // Steps (by index), then outbox entries, then the job. Each group is one request or
+        // one entity group transaction, so it lands whole or not at all; a failure after a
+        // group landed is `Partial` (the caller's transition happened), never the bare error.
+        let mut landed: Vec<&str> = Vec::new();
         let revs = self
             .write_group(&self.config.steps_table, id.as_str(), steps)
-            .await?;
+            .await
+            .map_err(|e| after_groups(e, &landed, "steps", &id))?;
+        if !changes.steps.is_empty() {
+            landed.push("steps");
+        }
         for (s, r) in changes.steps.iter_mut().zip(revs) {
             s.revision = r;
         }
@@ -273,7 +286,11 @@ impl TableStore {
             .unwrap_or_default();
         let revs = self
             .write_group(&self.config.outbox_table, &opk, outbox)
-            .await?;
+            .await
+            .map_err(|e| after_groups(e, &landed, "outbox entries", &id))?;
+        if !changes.outbox.is_empty() {
+            landed.push("outbox entries");
+        }
         for (e, r) in changes.outbox.iter_mut().zip(revs) {
             e.revision = r;
         }
@@ -281,7 +298,8 @@ impl TableStore {
             j.revision = self
                 .client
                 .write(&self.config.jobs_table, &row, &rev)
-                .await?;
+                .await
+                .map_err(|e| after_groups(e, &landed, "job", &id))?;
             if j.status.is_terminal() {
                 // After the job: a crash here leaves the job listed as active; the sweeper
                 // loads it, finds it terminal and changes nothing.
@@ -313,6 +331,7 @@ impl TableStore {
         if let Some(t) = q.due_by {
             f.push(format!("NextAttemptAt le {}", literal(&time_key(t))));
         }
+        f.extend(cursor_filter(q));
         if f.is_empty() {
             f.push("Kind eq 'OUTBOX'".into());
         }

@@ -1,6 +1,6 @@
 //! Behaviour on Azurite beyond the conformance suite: ETag conflicts, concurrent intake
-//! from two orchestrators, batch atomicity, limits checked before sending, and crash
-//! points repaired by a restarted engine.
+//! from two orchestrators, batch atomicity, limits checked before sending, crash points
+//! repaired by a restarted engine, and what a commit that fails half-way reports.
 
 mod support;
 
@@ -293,4 +293,219 @@ async fn a_stale_ledger_index_row_is_verified_and_removed() {
     assert!(store.outbox(&query).await.unwrap().is_empty());
     let c = store.request_counts().since(&before);
     assert_eq!((c.query, c.get, c.delete), (1, 0, 0), "{c:?}");
+}
+
+/// Table mode writes the claim alone first: a crash right after it leaves no job, and the
+/// client's retry a month later writes the job as of the claim (the intake's time), in the
+/// partition the claim's month names, not the retry's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_after_a_crash_past_the_claim_writes_the_job_as_of_the_claim() {
+    let store = support::store(Mode::Table).await;
+    let new = new_job("acme", "claim-only", 0, T0);
+    store.crash_after_writes(Some(1));
+    store.create_job(new.clone()).await.unwrap_err();
+    store.crash_after_writes(None);
+    assert_eq!(store.load_job(&new.job.id).await.unwrap(), None);
+    let again = new_job(
+        "acme",
+        "claim-only",
+        0,
+        T0.plus(Millis::from_secs(40 * 86_400)),
+    );
+    assert_ne!(again.job.partition, new.job.partition);
+    match store.create_job(again).await.unwrap() {
+        CreateOutcome::Existing(claim) => assert_eq!(claim, new.claim),
+        other => panic!("the replay should find the claim, gave {other:?}"),
+    }
+    let mut rec = store.load_job(&new.job.id).await.unwrap().unwrap();
+    rec.job.revision = Revision::NEW;
+    rec.steps
+        .iter_mut()
+        .for_each(|s| s.revision = Revision::NEW);
+    rec.outbox
+        .iter_mut()
+        .for_each(|e| e.revision = Revision::NEW);
+    assert_eq!(
+        rec.job, new.job,
+        "the job as the intake would have written it"
+    );
+    assert_eq!(rec.steps, new.steps);
+    assert_eq!(rec.outbox, vec![new.outbox.clone()]);
+    let active = store
+        .active_jobs(&new.job.partition, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        active,
+        vec![new.job.id.clone()],
+        "indexed in the claim's month"
+    );
+    let partitions = store.partitions().await.unwrap();
+    assert_eq!(partitions, vec![new.job.partition.clone()]);
+}
+
+/// Table mode writes a commit in groups (steps, then outbox entries, then the job), each
+/// whole or not at all. A failure after a group landed is `Partial`, whatever the failure;
+/// a failure of the first group is reported as itself, with nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_fails_after_a_group_landed_is_partial() {
+    use lucius_core::{OutboxStatus, StepStatus};
+    let store = support::store(Mode::Table).await;
+    let new = new_job("acme", "partial", 0, T0);
+    store.create_job(new.clone()).await.unwrap();
+    let rec = store.load_job(&new.job.id).await.unwrap().unwrap();
+    let now = T0.plus(Millis(1));
+    let step = rec.steps[0].on_published(1, now).unwrap();
+    let sent = rec.outbox[0].on_sent(now).unwrap();
+    let job = rec.job.on_start(now).unwrap();
+    // Someone else wrote the job since it was loaded.
+    let mut stale_job = job.clone();
+    stale_job.revision = Revision::stored("W/\"datetime'2000-01-01T00%3A00%3A00Z'\"");
+
+    // Nothing written: the first group fails, and the error is its own.
+    store.crash_after_writes(Some(0));
+    let err = store
+        .commit(Changes {
+            steps: vec![step.clone()],
+            outbox: vec![sent.clone()],
+            job: Some(job.clone()),
+        })
+        .await
+        .unwrap_err();
+    store.crash_after_writes(None);
+    assert_eq!(err.kind, StoreErrorKind::Transient, "{err}");
+    let after = store.load_job(&new.job.id).await.unwrap().unwrap();
+    assert_eq!(after.steps[0].status, StepStatus::Queued);
+
+    // Steps written, then the outbox group fails (a crash, a timeout): Partial.
+    store.crash_after_writes(Some(1));
+    let err = store
+        .commit(Changes {
+            steps: vec![step.clone()],
+            outbox: vec![sent.clone()],
+            job: Some(job.clone()),
+        })
+        .await
+        .unwrap_err();
+    store.crash_after_writes(None);
+    assert_eq!(err.kind, StoreErrorKind::Partial, "{err}");
+    let after = store.load_job(&new.job.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            after.steps[0].status,
+            after.outbox[0].status,
+            after.job.status
+        ),
+        (
+            StepStatus::Initiated,
+            OutboxStatus::Pending,
+            JobStatus::Accepted
+        )
+    );
+
+    // Outbox entries written (no steps in the change), then the job conflicts: Partial.
+    let sent = lucius_core::OutboxEntry {
+        revision: after.outbox[0].revision.clone(),
+        ..sent
+    };
+    let err = store
+        .commit(Changes {
+            steps: vec![],
+            outbox: vec![sent],
+            job: Some(stale_job),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, StoreErrorKind::Partial, "{err}");
+    assert!(err.message.contains("outbox entries"), "{err}");
+    let after = store.load_job(&new.job.id).await.unwrap().unwrap();
+    assert_eq!(
+        (after.outbox[0].status, after.job.status),
+        (OutboxStatus::Sent, JobStatus::Accepted)
+    );
+
+    // The job alone, stale: nothing landed before it, so the plain conflict.
+    let mut stale = after.job.on_start(now).unwrap();
+    stale.revision = rec.job.revision.clone();
+    store
+        .commit(Changes {
+            job: Some(after.job.on_cancel("first", now).unwrap()),
+            ..Changes::default()
+        })
+        .await
+        .unwrap();
+    let err = store
+        .commit(Changes {
+            job: Some(stale),
+            ..Changes::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, StoreErrorKind::Conflict, "{err}");
+}
+
+/// Ledger mode: when the ledger batch lands and the index writes after it fail, the commit
+/// happened and says so; the stale index row is corrected by the next query that reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_commit_whose_index_update_fails_after_the_batch_is_committed() {
+    use lucius_core::{OutboxQuery, OutboxStatus, PublishRetryPolicy};
+    let store = support::store(Mode::Ledger).await;
+    let new = new_job("acme", "dead-index", 0, T0);
+    store.create_job(new.clone()).await.unwrap();
+    let rec = store.load_job(&new.job.id).await.unwrap().unwrap();
+    let now = T0.plus(Millis(1));
+    let policy = PublishRetryPolicy {
+        delay: Millis::from_secs(30),
+        max_attempts: 3,
+    };
+    let dead = rec.outbox[0]
+        .on_publish_failed("denied", true, policy, now)
+        .unwrap();
+    let failed = rec.job.on_failed("denied", now).unwrap();
+    // The batch is the first write; the index writes after it (entry DEAD, job row gone)
+    // do not land.
+    store.crash_after_writes(Some(1));
+    let written = store
+        .commit(Changes {
+            outbox: vec![dead],
+            job: Some(failed),
+            ..Changes::default()
+        })
+        .await;
+    store.crash_after_writes(None);
+    let written = written.expect("the ledger batch landed: the commit happened");
+    assert_eq!(written.outbox[0].status, OutboxStatus::Dead);
+    let after = store.load_job(&new.job.id).await.unwrap().unwrap();
+    assert_eq!(
+        (after.outbox[0].status, after.job.status),
+        (OutboxStatus::Dead, JobStatus::Failed)
+    );
+    let query = |status| OutboxQuery {
+        status: Some(status),
+        partition: Some(new.job.partition.clone()),
+        due_by: Some(now),
+        after: None,
+        limit: 10,
+    };
+    // The index row still says PENDING (the crash took effect): a DEAD listing misses it…
+    assert!(store
+        .outbox(&query(OutboxStatus::Dead))
+        .await
+        .unwrap()
+        .is_empty());
+    // …until the dispatcher's query reads the stale row, hands out nothing and corrects it…
+    assert!(store
+        .outbox(&query(OutboxStatus::Pending))
+        .await
+        .unwrap()
+        .is_empty());
+    // …so the entry is listed as DEAD.
+    let dead: Vec<_> = store
+        .outbox(&query(OutboxStatus::Dead))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(dead, vec![new.outbox.id.clone()]);
 }

@@ -510,6 +510,75 @@ impl Inner {
     }
 }
 
+/// The rows the original intake of a replayed request wrote, or would have: `new` is the
+/// replay's, built at the replay's time. The stored job (else the claim, intake's first
+/// write) fixes the intake's time, so the partition and every timestamp; the stored job and
+/// first step fix what the directive repeats of them (a retry may carry another
+/// correlation id, which the request hash leaves out). Ids stay derived.
+fn intake_of(
+    new: NewJob,
+    claim: &IdempotencyRecord,
+    stored_job: Option<&Job>,
+    stored_step: Option<&Step>,
+) -> NewJob {
+    let at = stored_job.map_or(claim.created_at, |j| j.created_at);
+    let job = match stored_job {
+        Some(j) => j.clone(),
+        None => Job {
+            partition: Partition::of(&new.job.tenant_id, at),
+            created_at: at,
+            updated_at: at,
+            ..new.job
+        },
+    };
+    let steps: Vec<Step> = new
+        .steps
+        .into_iter()
+        .map(|s| Step {
+            updated_at: at,
+            ..s
+        })
+        .collect();
+    let entry = new.outbox;
+    let step = stored_step.or_else(|| steps.iter().find(|s| s.index == entry.step_index));
+    let mut directive = (*entry.directive).clone();
+    directive.tenant_id = job.tenant_id.shared();
+    directive.request_type = job.request_type.clone();
+    directive.correlation_id = job.correlation_id.clone();
+    directive.step_count = job.step_count;
+    directive.command = job.payload.clone();
+    directive.issued_at = at;
+    if let Some(s) = step {
+        directive.step_id = s.step_id.shared();
+        directive.max_attempts = s.max_attempts;
+        directive.topic = s.topic.clone();
+        directive.ack_timeout_ms = s.ack_timeout.0;
+        directive.lease_duration_ms = s.lease_duration.0;
+        directive.payload = s.payload.clone();
+    }
+    let outbox = OutboxEntry {
+        directive: Arc::new(directive),
+        partition: job.partition.clone(),
+        next_attempt_at: at,
+        created_at: at,
+        updated_at: at,
+        ..entry
+    };
+    let index = crate::record::JobIndexEntry {
+        partition: job.partition.clone(),
+        request_type: job.request_type.clone(),
+        created_at: at,
+        ..new.index
+    };
+    NewJob {
+        claim: new.claim,
+        job,
+        steps,
+        index,
+        outbox,
+    }
+}
+
 #[async_trait]
 impl Store for MemoryStore {
     async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError> {
@@ -533,17 +602,17 @@ impl Store for MemoryStore {
                 && !stored_terminal
             {
                 // Complete whatever a crashed earlier attempt left unwritten: every row of
-                // the new job that is absent (rows are never deleted, so absent means unwritten).
+                // the new job that is absent (rows are never deleted, so absent means
+                // unwritten), as that attempt wrote them, not as of this replay.
                 let slot = g.slot(&new.job.id);
+                let stored_job = slot.and_then(|s| s.job.as_ref());
+                let first_step = slot.and_then(|s| s.step(new.outbox.step_index));
+                let new = intake_of(new, &existing, stored_job, first_step);
                 let mut writes = Vec::new();
                 let step_count = new.steps.len();
-                let stored_partition = slot
-                    .and_then(|s| s.job.as_ref())
-                    .map_or(&new.index.partition, |j| &j.partition)
-                    .clone();
                 let indexed = slot.is_some_and(|s| s.indexed);
                 let has_entry = slot.is_some_and(|x| x.entry(&new.outbox.id).is_some());
-                if slot.is_none_or(|s| s.job.is_none()) {
+                if stored_job.is_none() {
                     writes.push(Write::Job(new.job));
                 }
                 for s in new.steps {
@@ -552,7 +621,7 @@ impl Store for MemoryStore {
                     }
                 }
                 if !indexed {
-                    writes.push(Write::Index(new.index.job_id, stored_partition));
+                    writes.push(Write::Index(new.index.job_id, new.index.partition));
                 }
                 if !has_entry {
                     writes.push(Write::Outbox(new.outbox));
@@ -739,12 +808,26 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::testkit::conformance::{run_all, Capabilities};
+    use crate::testkit::conformance::{run_all, Capabilities, Subject};
+
+    /// A fresh store whose interrupted intake is a write torn before the first directive
+    /// (claim, job, steps and index written: every row but the last).
+    fn subject() -> Subject {
+        let store = MemoryStore::new();
+        let crashing = store.clone();
+        Subject::new(Arc::new(store), move |new: NewJob| {
+            let store = crashing.clone();
+            async move {
+                store.inject(Fault::Tear(new.steps.len() + 3));
+                let _ = store.create_job(new).await;
+            }
+        })
+    }
 
     #[tokio::test]
     async fn memory_store_passes_the_conformance_suite() {
         run_all(
-            || async { Arc::new(MemoryStore::new()) as Arc<dyn Store> },
+            || async { subject() },
             Capabilities {
                 atomic_commit: true,
             },
@@ -776,6 +859,49 @@ mod tests {
         assert_eq!(after.steps[0].status, crate::step::StepStatus::Initiated);
         assert_eq!(after.outbox[0].status, OutboxStatus::Pending);
         assert_eq!(after.job.status, crate::job::JobStatus::Accepted);
+    }
+
+    /// A crash right after the claim leaves no job: the client's retry a month later
+    /// writes every row as of the claim (the intake's time), in the claim's month.
+    #[tokio::test]
+    async fn a_replay_after_a_crash_past_the_claim_writes_the_job_as_of_the_claim() {
+        let store = MemoryStore::new();
+        let t0 = Timestamp(1_709_596_800_000);
+        let new = crate::testkit::new_job("t", "claim-only", 0, t0);
+        store.inject(Fault::Tear(1));
+        store.create_job(new.clone()).await.unwrap_err();
+        assert_eq!(store.load_job(&new.job.id).await.unwrap(), None);
+        let later = t0.plus(crate::time::Millis::from_secs(40 * 86_400));
+        let again = crate::testkit::new_job("t", "claim-only", 0, later);
+        assert_ne!(again.job.partition, new.job.partition);
+        match store.create_job(again).await.unwrap() {
+            CreateOutcome::Existing(c) => assert_eq!(c, new.claim),
+            other => panic!("the replay should find the claim, gave {other:?}"),
+        }
+        let mut rec = store.load_job(&new.job.id).await.unwrap().unwrap();
+        rec.job.revision = Revision::NEW;
+        rec.steps
+            .iter_mut()
+            .for_each(|s| s.revision = Revision::NEW);
+        rec.outbox
+            .iter_mut()
+            .for_each(|e| e.revision = Revision::NEW);
+        assert_eq!(
+            rec.job, new.job,
+            "the job as the intake would have written it"
+        );
+        assert_eq!(rec.steps, new.steps);
+        assert_eq!(rec.outbox, vec![new.outbox.clone()]);
+        let active = store
+            .active_jobs(&new.job.partition, None, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            active,
+            vec![new.job.id.clone()],
+            "active in the claim's month"
+        );
+        assert_eq!(store.partitions().await.unwrap(), vec![new.job.partition]);
     }
 
     fn stored_claim(store: &MemoryStore, new: &NewJob) -> (Option<IdempotencyRecord>, bool) {

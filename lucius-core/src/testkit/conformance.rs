@@ -1,13 +1,23 @@
 //! The store conformance suite: one set of checks, written against the [`Store`] port, that
-//! every backend passes. Adapters call [`run_all`] with a factory of fresh stores.
+//! every backend passes. Adapters call [`run_all`] with a factory of fresh [`Subject`]s: a
+//! store, and how to interrupt its intake the way a crash would.
 //!
 //! ```ignore
-//! lucius_core::testkit::conformance::run_all(|| async { Arc::new(MyStore::new()) as Arc<dyn Store> },
-//!     Capabilities { atomic_commit: true }).await;
+//! lucius_core::testkit::conformance::run_all(
+//!     || async {
+//!         let store = MyStore::new();
+//!         let crashing = store.clone();
+//!         Subject::new(Arc::new(store), move |new| {
+//!             let store = crashing.clone();
+//!             async move { store.crash_before_first_directive(); let _ = store.create_job(new).await; }
+//!         })
+//!     },
+//!     Capabilities { atomic_commit: true },
+//! ).await;
 //! ```
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -22,14 +32,44 @@ use crate::revision::Revision;
 use crate::step::StepStatus;
 use crate::time::{Millis, Timestamp};
 
-use super::fixtures::new_job;
+use super::fixtures::{new_job, new_job_with_correlation};
 
 /// What a backend promises beyond the port's baseline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
     /// `commit` applies all of its writes or none (memory, ledger); when false, it applies
-    /// them in the documented order and stops at the first failure (table).
+    /// them in the documented order, stops at the first failure and reports it as
+    /// [`StoreErrorKind::Partial`] once a write has landed (table).
     pub atomic_commit: bool,
+}
+
+/// A store under test, with the one crash the suite cannot play through the port.
+pub struct Subject {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    interrupted_intake: InterruptedIntake,
+}
+
+/// See [`Subject::new`].
+type InterruptedIntake =
+    Box<dyn Fn(NewJob) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+impl Subject {
+    /// `store`, and `interrupted_intake`: calls `store.create_job(new)` as a process that
+    /// dies after the job and its steps are durable and before its first directive can be
+    /// found by a dispatcher (a torn intake: the outbox row, or in a layout that writes it
+    /// with the job, the row that makes it visible, was never written). What that call
+    /// returns is ignored; the suite checks the rows it left.
+    pub fn new<F, Fut>(store: Arc<dyn Store>, interrupted_intake: F) -> Subject
+    where
+        F: Fn(NewJob) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Subject {
+            store,
+            interrupted_intake: Box::new(move |new| Box::pin(interrupted_intake(new))),
+        }
+    }
 }
 
 /// 2024-03-05T00:00:00Z.
@@ -43,28 +83,31 @@ pub const CHECKS: &[&str] = &[
     "concurrent_creates_make_one_job",
     "create_completes_a_torn_intake",
     "replay_leaves_a_terminal_torn_job_alone",
+    "replay_repairs_the_first_directive_in_the_jobs_partition",
     "commit_is_guarded_by_revisions",
     "insert_of_existing_row_conflicts",
     "failed_commit_leaves_rows_as_the_contract_says",
     "outbox_queries_filter_and_order",
+    "outbox_cursor_pages_in_order",
     "active_jobs_and_partitions",
     "unknown_rows",
 ];
 
-/// Runs every check, each on a fresh store from `make`. Panics naming the failing check.
+/// Runs every check, each on a fresh subject from `make`. Panics naming the failing check.
 pub async fn run_all<F, Fut>(make: F, caps: Capabilities)
 where
     F: Fn() -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
+    Fut: Future<Output = Subject>,
 {
     for name in CHECKS {
-        let store = make().await;
-        run_one(name, store, caps).await;
+        let subject = make().await;
+        run_one(name, subject, caps).await;
     }
 }
 
-/// Runs one named check (see [`CHECKS`]) on `store`.
-pub async fn run_one(name: &str, store: Arc<dyn Store>, caps: Capabilities) {
+/// Runs one named check (see [`CHECKS`]) on `subject`.
+pub async fn run_one(name: &str, subject: Subject, caps: Capabilities) {
+    let store = Arc::clone(&subject.store);
     match name {
         "create_then_load_round_trips" => create_then_load_round_trips(store).await,
         "replayed_create_returns_the_claim" => replayed_create_returns_the_claim(store).await,
@@ -76,12 +119,16 @@ pub async fn run_one(name: &str, store: Arc<dyn Store>, caps: Capabilities) {
         "replay_leaves_a_terminal_torn_job_alone" => {
             replay_leaves_a_terminal_torn_job_alone(store).await
         }
+        "replay_repairs_the_first_directive_in_the_jobs_partition" => {
+            replay_repairs_the_first_directive_in_the_jobs_partition(&subject).await
+        }
         "commit_is_guarded_by_revisions" => commit_is_guarded_by_revisions(store).await,
         "insert_of_existing_row_conflicts" => insert_of_existing_row_conflicts(store).await,
         "failed_commit_leaves_rows_as_the_contract_says" => {
             failed_commit_leaves_rows_as_the_contract_says(store, caps).await
         }
         "outbox_queries_filter_and_order" => outbox_queries_filter_and_order(store).await,
+        "outbox_cursor_pages_in_order" => outbox_cursor_pages_in_order(store).await,
         "active_jobs_and_partitions" => active_jobs_and_partitions(store).await,
         "unknown_rows" => unknown_rows(store).await,
         other => panic!("conformance: no check named {other:?}"),
@@ -315,6 +362,94 @@ async fn replay_leaves_a_terminal_torn_job_alone(store: Arc<dyn Store>) {
     assert_eq!(rec.job.status, JobStatus::Failed, "{c}");
 }
 
+/// Pending entries of `p`, all of them.
+fn pending_in(p: &Partition, due_by: Option<Timestamp>) -> OutboxQuery {
+    OutboxQuery {
+        status: Some(OutboxStatus::Pending),
+        partition: Some(p.clone()),
+        due_by,
+        after: None,
+        limit: 100,
+    }
+}
+
+async fn replay_repairs_the_first_directive_in_the_jobs_partition(subject: &Subject) {
+    let c = "replay_repairs_the_first_directive_in_the_jobs_partition";
+    let store = subject.store.as_ref();
+    let new = new_job("acme", "k-torn-directive", 0, T0);
+    let march = new.job.partition.clone();
+    (subject.interrupted_intake)(new.clone()).await;
+    let torn = load(store, &new.job.id, c).await;
+    assert_eq!(
+        torn.steps.len(),
+        new.steps.len(),
+        "{c}: the interrupted intake should have written every step, wrote {}",
+        torn.steps.len()
+    );
+    let visible = store
+        .outbox(&pending_in(&march, None))
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    assert!(
+        visible.is_empty(),
+        "{c}: the interrupted intake should leave no findable directive, found {visible:?}"
+    );
+    // The client retries in April (with another correlation id, which is tracing metadata
+    // and not part of the request hash).
+    let later = T0.plus(Millis::from_secs(40 * 86_400));
+    let again = new_job_with_correlation("acme", "k-torn-directive", 0, "corr-retry", later);
+    assert_eq!(again.claim.request_hash, new.claim.request_hash, "{c}");
+    let april = again.job.partition.clone();
+    assert_ne!(april, march, "{c}");
+    match store.create_job(again).await {
+        Ok(CreateOutcome::Existing(claim)) => assert_eq!(
+            claim, new.claim,
+            "{c}: the claim returned is not the stored one"
+        ),
+        other => panic!("{c}: the replay should find the claim, gave {other:?}"),
+    }
+    // The dispatcher of the job's partition, in April, finds the repaired directive.
+    let found = store
+        .outbox(&pending_in(&march, Some(later)))
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    let ids: Vec<_> = found.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(
+        ids,
+        vec![new.outbox.id.clone()],
+        "{c}: pending entries of the stored job's partition {march}"
+    );
+    assert_eq!(
+        found[0].partition, march,
+        "{c}: the repaired entry's partition"
+    );
+    let mut entry = found[0].clone();
+    entry.revision = Revision::NEW;
+    assert_eq!(
+        entry, new.outbox,
+        "{c}: the repaired directive should be the one the original intake wrote \
+         (its partition, times and job fields)"
+    );
+    let stray = store
+        .outbox(&pending_in(&april, None))
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    assert!(
+        stray.is_empty(),
+        "{c}: the replay's partition {april} should hold nothing, holds {stray:?}"
+    );
+    let rec = strip(load(store, &new.job.id, c).await);
+    assert_eq!(rec, expected(&new), "{c}: rows after the repair");
+    let parts: Vec<String> = store
+        .partitions()
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"))
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(parts, [march.to_string()], "{c}: partitions");
+}
+
 async fn commit_is_guarded_by_revisions(store: Arc<dyn Store>) {
     let c = "commit_is_guarded_by_revisions";
     let new = new_job("acme", "k-cas", 0, T0);
@@ -424,8 +559,35 @@ async fn failed_commit_leaves_rows_as_the_contract_says(store: Arc<dyn Store>, c
     let step = rec.steps[0]
         .on_published(1, now)
         .unwrap_or_else(|e| panic!("{c}: {e}"));
-    let mut stale_job = rec.job.on_start(now).unwrap_or_else(|e| panic!("{c}: {e}"));
+    let job = rec.job.on_start(now).unwrap_or_else(|e| panic!("{c}: {e}"));
+    let mut stale_job = job.clone();
     stale_job.revision = Revision::stored("no-such-revision");
+    let mut stale_step = step.clone();
+    stale_step.revision = Revision::stored("no-such-revision");
+
+    // The first write fails: nothing is applied, and the error is the plain conflict.
+    let err = store
+        .commit(Changes {
+            steps: vec![stale_step],
+            outbox: vec![],
+            job: Some(job),
+        })
+        .await
+        .expect_err("a write with a wrong revision must fail");
+    assert_eq!(
+        err.kind,
+        StoreErrorKind::Conflict,
+        "{c}: a commit whose first write conflicts should be a Conflict, was {err}"
+    );
+    let after = load(store.as_ref(), &new.job.id, c).await;
+    assert_eq!(
+        (after.steps[0].status, after.job.status),
+        (StepStatus::Queued, JobStatus::Accepted),
+        "{c}: a commit that failed on its first write applied something"
+    );
+
+    // A later write fails: an atomic store applies nothing and says Conflict; a store that
+    // writes in order has written the step and says Partial (the transition happened).
     let err = store
         .commit(Changes {
             steps: vec![step],
@@ -434,7 +596,6 @@ async fn failed_commit_leaves_rows_as_the_contract_says(store: Arc<dyn Store>, c
         })
         .await
         .expect_err("a write with a wrong revision must fail");
-    assert_eq!(err.kind, StoreErrorKind::Conflict, "{c}: {err}");
     let after = load(store.as_ref(), &new.job.id, c).await;
     assert_eq!(
         after.job.status,
@@ -442,19 +603,23 @@ async fn failed_commit_leaves_rows_as_the_contract_says(store: Arc<dyn Store>, c
         "{c}: the stale job write was applied"
     );
     if caps.atomic_commit {
+        assert_eq!(err.kind, StoreErrorKind::Conflict, "{c}: {err}");
         assert_eq!(
             after.steps[0].status,
             StepStatus::Queued,
             "{c}: an atomic commit applied part of its writes"
         );
     } else {
-        // Non-atomic stores write steps first: the step write may have landed.
-        assert!(
-            matches!(
-                after.steps[0].status,
-                StepStatus::Queued | StepStatus::Initiated
-            ),
-            "{c}"
+        assert_eq!(
+            err.kind,
+            StoreErrorKind::Partial,
+            "{c}: a commit that wrote its steps and then lost on the job should be Partial, \
+             was {err}"
+        );
+        assert_eq!(
+            after.steps[0].status,
+            StepStatus::Initiated,
+            "{c}: a store that commits in order should have written the step first"
         );
     }
 }
@@ -594,6 +759,131 @@ async fn outbox_queries_filter_and_order(store: Arc<dyn Store>) {
         ids(sent),
         vec![jobs[0].outbox.id.clone()],
         "{c}: sent entries"
+    );
+}
+
+async fn outbox_cursor_pages_in_order(store: Arc<dyn Store>) {
+    let c = "outbox_cursor_pages_in_order";
+    // Six due entries in acme's March partition, two pairs due at the same time (ordered
+    // by id), created out of order; one entry due later; one of another partition.
+    let offsets = [2, 0, 1, 0, 1, 3];
+    let mut jobs: Vec<NewJob> = offsets
+        .iter()
+        .enumerate()
+        .map(|(i, ms)| new_job("acme", &format!("cur-{i}"), 0, T0.plus(Millis(*ms))))
+        .collect();
+    jobs.push(new_job("acme", "cur-late", 0, T0.plus(Millis(100))));
+    jobs.push(new_job("globex", "cur-other", 0, T0));
+    for j in &jobs {
+        store
+            .create_job(j.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{c}: {e}"));
+    }
+    let march = jobs[0].job.partition.clone();
+    let mut due: Vec<_> = jobs[..offsets.len()]
+        .iter()
+        .map(|j| (j.outbox.next_attempt_at, j.outbox.id.clone()))
+        .collect();
+    due.sort();
+    let query = |after, due_by, limit| OutboxQuery {
+        status: Some(OutboxStatus::Pending),
+        partition: Some(march.clone()),
+        due_by: Some(due_by),
+        after,
+        limit,
+    };
+    let now = T0.plus(Millis(10));
+    for limit in [1, 2] {
+        let mut visited = Vec::new();
+        let mut after = None;
+        for _ in 0..=due.len() {
+            let page = store
+                .outbox(&query(after.clone(), now, limit))
+                .await
+                .unwrap_or_else(|e| panic!("{c}: {e}"));
+            let keys: Vec<_> = page
+                .iter()
+                .map(|e| (e.next_attempt_at, e.id.clone()))
+                .collect();
+            let Some(last) = keys.last().cloned() else {
+                break;
+            };
+            assert!(
+                keys.len() == limit || visited.len() + keys.len() == due.len(),
+                "{c}: limit {limit}: a page should be full unless it is the last, got {keys:?} \
+                 after {after:?}"
+            );
+            visited.extend(keys);
+            after = Some(last);
+        }
+        assert_eq!(
+            visited, due,
+            "{c}: limit {limit}: pages should visit each due entry once, in (nextAttemptAt, id) order"
+        );
+    }
+    // The cursor and `due_by` together: after the first entry due at T0, due by T0 + 1 ms.
+    let got: Vec<_> = store
+        .outbox(&query(Some(due[0].clone()), T0.plus(Millis(1)), 100))
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"))
+        .into_iter()
+        .map(|e| (e.next_attempt_at, e.id))
+        .collect();
+    assert_eq!(
+        got,
+        due[1..4].to_vec(),
+        "{c}: after the first entry, due by T0 + 1 ms: the other entry due at T0 and both due at T0 + 1 ms"
+    );
+    let got = store
+        .outbox(&query(Some(due[3].clone()), T0.plus(Millis(1)), 100))
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    assert!(
+        got.is_empty(),
+        "{c}: nothing is due by T0 + 1 ms after the last entry due then, got {got:?}"
+    );
+    // Any status (an admin listing): every entry of the partition, the later one too.
+    let mut all = due.clone();
+    all.push((
+        jobs[offsets.len()].outbox.next_attempt_at,
+        jobs[offsets.len()].outbox.id.clone(),
+    ));
+    let mut visited = Vec::new();
+    let mut after = None;
+    for _ in 0..=all.len() {
+        let page = store
+            .outbox(&OutboxQuery {
+                status: None,
+                partition: Some(march.clone()),
+                due_by: None,
+                after: after.clone(),
+                limit: 2,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{c}: {e}"));
+        let Some(last) = page.last().map(|e| (e.next_attempt_at, e.id.clone())) else {
+            break;
+        };
+        visited.extend(page.into_iter().map(|e| (e.next_attempt_at, e.id)));
+        after = Some(last);
+    }
+    assert_eq!(
+        visited, all,
+        "{c}: pages of entries of any status should visit each once, in order"
+    );
+    // Past the last due entry, the later one comes when it is due.
+    let got: Vec<_> = store
+        .outbox(&query(due.last().cloned(), T0.plus(Millis(100)), 100))
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"))
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(
+        got,
+        vec![jobs[offsets.len()].outbox.id.clone()],
+        "{c}: after the last due entry, by T0 + 100 ms"
     );
 }
 

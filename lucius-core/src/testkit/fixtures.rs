@@ -14,11 +14,21 @@ use crate::validation::{validate_value, ValidatedCommand};
 /// A valid `document.process` command of the demo protocols for `tenant` and `key`;
 /// `variant` changes the payload (so the request hash) without changing the key.
 pub fn command(tenant: &str, key: &str, variant: u32) -> ValidatedCommand {
+    command_with_correlation(tenant, key, variant, &format!("corr-{key}"))
+}
+
+/// [`command`] with another correlation id (which the request hash leaves out).
+fn command_with_correlation(
+    tenant: &str,
+    key: &str,
+    variant: u32,
+    correlation: &str,
+) -> ValidatedCommand {
     let body = json!({
         "requestType": "document.process",
         "tenantId": tenant,
         "idempotencyKey": key,
-        "correlationId": format!("corr-{key}"),
+        "correlationId": correlation,
         "payload": {"documentUrl": format!("https://example.test/doc-{variant}.pdf"), "language": "en"},
         "steps": {"ocr": {"dpi": 300}, "embed": {"model": "mini-ü-模型"}}
     });
@@ -29,6 +39,21 @@ pub fn command(tenant: &str, key: &str, variant: u32) -> ValidatedCommand {
 /// The rows intake writes for [`command`] at `now`.
 pub fn new_job(tenant: &str, key: &str, variant: u32, now: Timestamp) -> NewJob {
     build_new_job(&command(tenant, key, variant), now)
+}
+
+/// The rows intake writes at `now` for [`command`] sent with another correlation id: the
+/// same request (same hash) as [`new_job`]'s, as a client's retry may send it.
+pub(crate) fn new_job_with_correlation(
+    tenant: &str,
+    key: &str,
+    variant: u32,
+    correlation: &str,
+    now: Timestamp,
+) -> NewJob {
+    build_new_job(
+        &command_with_correlation(tenant, key, variant, correlation),
+        now,
+    )
 }
 
 /// A publisher whose publications never complete (to exercise the publish timeout).
