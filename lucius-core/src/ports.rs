@@ -131,8 +131,10 @@ pub trait Store: Send + Sync {
     /// Writes a new job: the idempotency claim first (insert-if-absent), then job, steps,
     /// index and first directive. If the claim exists, writes nothing new for another
     /// request and returns [`CreateOutcome::Existing`]; for the same request (same hash),
-    /// first completes any rows missing after a crash — unless the stored job is already
-    /// terminal (an interrupted intake the sweeper gave up on stays as it is).
+    /// first completes any rows missing after a crash, as the interrupted intake would have
+    /// written them (the stored job's time and partition, or the claim's if only the claim
+    /// landed) — unless the stored job is already terminal (an interrupted intake the
+    /// sweeper gave up on stays as it is).
     async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError>;
 
     /// A job with its steps and outbox entries, with current revisions.

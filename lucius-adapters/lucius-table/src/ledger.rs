@@ -219,7 +219,7 @@ impl TableStore {
             .steps
             .iter()
             .find(|s| s.index == new.outbox.step_index);
-        let new = intake_of(new, &claim, loaded.job.as_ref(), first_step);
+        let new = new.as_first_written(&claim, loaded.job.as_ref(), first_step);
         let job = new.job.clone();
         let mut ops = Vec::new();
         if loaded.job.is_none() {

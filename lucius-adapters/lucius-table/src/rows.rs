@@ -1,12 +1,7 @@
 //! The rows both layouts share: how a job, a step, an outbox entry and a claim become
 //! entities (JSON body plus the few properties filters need), and back.
 
-use std::sync::Arc;
-
-use lucius_core::ids::Partition;
-use lucius_core::{
-    IdempotencyRecord, Job, JobIndexEntry, NewJob, OutboxEntry, Revision, Step, StoreError,
-};
+use lucius_core::{IdempotencyRecord, Job, OutboxEntry, Revision, Step, StoreError};
 use serde_json::Value;
 
 use crate::entity::{decode, encode, partition_key, time_key, Row};
@@ -107,75 +102,5 @@ pub(crate) fn cursor_filter(q: &lucius_core::OutboxQuery) -> Option<String> {
 pub(crate) fn past_cursor(v: &mut Vec<OutboxEntry>, q: &lucius_core::OutboxQuery) {
     if let Some((at, id)) = &q.after {
         v.retain(|e| (e.next_attempt_at, &e.id) > (*at, id));
-    }
-}
-
-/// The rows the original intake of a replayed request wrote, or would have: `new` is the
-/// replay's, built at the replay's time. The stored job (else the claim, intake's first
-/// write) fixes the intake's time, so the partition and every timestamp; the stored job and
-/// first step fix what the directive repeats of them (a retry may carry another
-/// correlation id, which the request hash leaves out). Ids stay derived. The memory store
-/// does the same (`lucius_core::memory`); the conformance suite checks both.
-pub(crate) fn intake_of(
-    new: &NewJob,
-    claim: &IdempotencyRecord,
-    stored_job: Option<&Job>,
-    stored_step: Option<&Step>,
-) -> NewJob {
-    let at = stored_job.map_or(claim.created_at, |j| j.created_at);
-    let job = match stored_job {
-        Some(j) => j.clone(),
-        None => Job {
-            partition: Partition::of(&new.job.tenant_id, at),
-            created_at: at,
-            updated_at: at,
-            ..new.job.clone()
-        },
-    };
-    let steps: Vec<Step> = new
-        .steps
-        .iter()
-        .map(|s| Step {
-            updated_at: at,
-            ..s.clone()
-        })
-        .collect();
-    let entry = &new.outbox;
-    let step = stored_step.or_else(|| steps.iter().find(|s| s.index == entry.step_index));
-    let mut directive = (*entry.directive).clone();
-    directive.tenant_id = job.tenant_id.shared();
-    directive.request_type = job.request_type.clone();
-    directive.correlation_id = job.correlation_id.clone();
-    directive.step_count = job.step_count;
-    directive.command = job.payload.clone();
-    directive.issued_at = at;
-    if let Some(s) = step {
-        directive.step_id = s.step_id.shared();
-        directive.max_attempts = s.max_attempts;
-        directive.topic = s.topic.clone();
-        directive.ack_timeout_ms = s.ack_timeout.0;
-        directive.lease_duration_ms = s.lease_duration.0;
-        directive.payload = s.payload.clone();
-    }
-    let outbox = OutboxEntry {
-        directive: Arc::new(directive),
-        partition: job.partition.clone(),
-        next_attempt_at: at,
-        created_at: at,
-        updated_at: at,
-        ..entry.clone()
-    };
-    let index = JobIndexEntry {
-        partition: job.partition.clone(),
-        request_type: job.request_type.clone(),
-        created_at: at,
-        ..new.index.clone()
-    };
-    NewJob {
-        claim: new.claim.clone(),
-        job,
-        steps,
-        index,
-        outbox,
     }
 }

@@ -152,7 +152,7 @@ impl TableStore {
         let have = self.steps_of(&new.job.id).await?;
         // The rows as the interrupted intake wrote them, not as of this replay.
         let first_step = have.iter().find(|s| s.index == new.outbox.step_index);
-        let new = intake_of(new, &claim, stored.as_ref(), first_step);
+        let new = new.as_first_written(&claim, stored.as_ref(), first_step);
         if stored.is_none() {
             let row = job_row(id, JOB, &new.job)?;
             tolerate_conflict(self.client.insert(&self.config.jobs_table, &row).await)?;

@@ -276,9 +276,10 @@ impl Engine {
                 }
                 Err(e) if e.kind == StoreErrorKind::Conflict => continue,
                 Err(e) if e.kind == StoreErrorKind::Partial => {
-                    // The steps are written, so the caller's transition happened; the rest
-                    // is drift of exactly the kind the sweeper repairs. Repair it now, best
-                    // effort: a failure here is left to the next sweep.
+                    // A prefix of the writes landed in contract order (steps, outbox, job):
+                    // the caller's transition happened, and the rest is drift of exactly the
+                    // kind the sweeper repairs. Repair it now, best effort: a failure here
+                    // is left to the next sweep.
                     if on_partial == OnPartial::Repair {
                         self.repair_once(id).await;
                     }

@@ -16,7 +16,7 @@ use crate::ids::{JobId, Partition};
 use crate::job::JobStatus;
 use crate::outbox::OutboxStatus;
 use crate::record::{Changes, JobRecord};
-use crate::step::StepStatus;
+use crate::step::{Step, StepStatus};
 use crate::time::Timestamp;
 
 use super::consequences::{apply_step, end_job, mark_delivered, previous_result};
@@ -128,6 +128,26 @@ impl Engine {
     }
 }
 
+/// The next state of `s` if its attempt has ended: past its ACK deadline or lease, or
+/// (`QUEUED`) with its directive `DEAD` for longer than the publish retry delay.
+fn ended_attempt(rec: &JobRecord, s: &Step, now: Timestamp, config: &EngineConfig) -> Option<Step> {
+    if s.deadline().is_some_and(|d| now >= d) {
+        return s.on_timeout(now).ok();
+    }
+    let dead = rec
+        .entry(&s.outbox_id())
+        .filter(|e| s.status == StepStatus::Queued && e.status == OutboxStatus::Dead)?;
+    let error = dead.last_error.as_deref().unwrap_or("no error recorded");
+    s.on_directive_dead(
+        s.attempt,
+        error,
+        dead.updated_at,
+        config.publish_retry.delay,
+        now,
+    )
+    .ok()
+}
+
 /// The writes a sweep of `rec` at `now` makes.
 pub(super) fn plan_sweep(
     rec: &JobRecord,
@@ -190,26 +210,26 @@ pub(super) fn plan_sweep(
         );
     }
 
-    // Timeouts first: each changes at most one step.
+    // Attempts that ended first — a deadline passed (no ACK, lease expired) or the
+    // directive could not be published — each changing at most one step.
     for s in &rec.steps {
-        if s.deadline().is_some_and(|d| now >= d) {
-            if let Ok(next) = s.on_timeout(now) {
-                if next.status == StepStatus::Failed {
-                    report.failed += 1;
-                } else {
-                    report.retried += 1;
-                }
-                to_publish.extend(apply_step(rec, &mut c, next, now));
-                if c.job.as_ref().is_some_and(|j| j.status.is_terminal()) {
-                    return (
-                        c,
-                        Outcome {
-                            value: report,
-                            to_publish,
-                        },
-                    );
-                }
-            }
+        let Some(next) = ended_attempt(rec, s, now, config) else {
+            continue;
+        };
+        if next.status == StepStatus::Failed {
+            report.failed += 1;
+        } else {
+            report.retried += 1;
+        }
+        to_publish.extend(apply_step(rec, &mut c, next, now));
+        if c.job.as_ref().is_some_and(|j| j.status.is_terminal()) {
+            return (
+                c,
+                Outcome {
+                    value: report,
+                    to_publish,
+                },
+            );
         }
     }
 
@@ -230,29 +250,6 @@ pub(super) fn plan_sweep(
                     if let Ok(x) = s.on_published(s.attempt, e.sent_at.unwrap_or(now)) {
                         to_publish.extend(apply_step(rec, &mut c, x, now));
                         report.repaired += 1;
-                    }
-                }
-                Some(e) if e.status == OutboxStatus::Dead => {
-                    let error = e.last_error.as_deref().unwrap_or("no error recorded");
-                    let backoff = config.publish_retry.delay;
-                    if let Ok(next) =
-                        s.on_directive_dead(s.attempt, error, e.updated_at, backoff, now)
-                    {
-                        if next.status == StepStatus::Failed {
-                            report.failed += 1;
-                        } else {
-                            report.retried += 1;
-                        }
-                        to_publish.extend(apply_step(rec, &mut c, next, now));
-                        if c.job.as_ref().is_some_and(|j| j.status.is_terminal()) {
-                            return (
-                                c,
-                                Outcome {
-                                    value: report,
-                                    to_publish,
-                                },
-                            );
-                        }
                     }
                 }
                 Some(_) => {}

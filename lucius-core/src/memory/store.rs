@@ -510,75 +510,6 @@ impl Inner {
     }
 }
 
-/// The rows the original intake of a replayed request wrote, or would have: `new` is the
-/// replay's, built at the replay's time. The stored job (else the claim, intake's first
-/// write) fixes the intake's time, so the partition and every timestamp; the stored job and
-/// first step fix what the directive repeats of them (a retry may carry another
-/// correlation id, which the request hash leaves out). Ids stay derived.
-fn intake_of(
-    new: NewJob,
-    claim: &IdempotencyRecord,
-    stored_job: Option<&Job>,
-    stored_step: Option<&Step>,
-) -> NewJob {
-    let at = stored_job.map_or(claim.created_at, |j| j.created_at);
-    let job = match stored_job {
-        Some(j) => j.clone(),
-        None => Job {
-            partition: Partition::of(&new.job.tenant_id, at),
-            created_at: at,
-            updated_at: at,
-            ..new.job
-        },
-    };
-    let steps: Vec<Step> = new
-        .steps
-        .into_iter()
-        .map(|s| Step {
-            updated_at: at,
-            ..s
-        })
-        .collect();
-    let entry = new.outbox;
-    let step = stored_step.or_else(|| steps.iter().find(|s| s.index == entry.step_index));
-    let mut directive = (*entry.directive).clone();
-    directive.tenant_id = job.tenant_id.shared();
-    directive.request_type = job.request_type.clone();
-    directive.correlation_id = job.correlation_id.clone();
-    directive.step_count = job.step_count;
-    directive.command = job.payload.clone();
-    directive.issued_at = at;
-    if let Some(s) = step {
-        directive.step_id = s.step_id.shared();
-        directive.max_attempts = s.max_attempts;
-        directive.topic = s.topic.clone();
-        directive.ack_timeout_ms = s.ack_timeout.0;
-        directive.lease_duration_ms = s.lease_duration.0;
-        directive.payload = s.payload.clone();
-    }
-    let outbox = OutboxEntry {
-        directive: Arc::new(directive),
-        partition: job.partition.clone(),
-        next_attempt_at: at,
-        created_at: at,
-        updated_at: at,
-        ..entry
-    };
-    let index = crate::record::JobIndexEntry {
-        partition: job.partition.clone(),
-        request_type: job.request_type.clone(),
-        created_at: at,
-        ..new.index
-    };
-    NewJob {
-        claim: new.claim,
-        job,
-        steps,
-        index,
-        outbox,
-    }
-}
-
 #[async_trait]
 impl Store for MemoryStore {
     async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError> {
@@ -607,7 +538,7 @@ impl Store for MemoryStore {
                 let slot = g.slot(&new.job.id);
                 let stored_job = slot.and_then(|s| s.job.as_ref());
                 let first_step = slot.and_then(|s| s.step(new.outbox.step_index));
-                let new = intake_of(new, &existing, stored_job, first_step);
+                let new = new.as_first_written(&existing, stored_job, first_step);
                 let mut writes = Vec::new();
                 let step_count = new.steps.len();
                 let indexed = slot.is_some_and(|s| s.indexed);
