@@ -186,7 +186,11 @@ fn intake(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    let api = Api::new(engine(), HttpConfig::default());
+    let api = Api::new(
+        lucius_runtime::Lucius::from_engine(engine(), lucius_runtime::Settings::no_loops())
+            .expect("no lease-owned dispatch"),
+        HttpConfig::default(),
+    );
     let mut n = 0u64;
     g.bench_function("http_handle_post_command", |b| {
         b.iter_batched(

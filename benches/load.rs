@@ -39,7 +39,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use lucius_bin::clock::SystemClock;
+use lucius_runtime::SystemClock;
 
 /// Settings read from the environment.
 #[derive(Debug, Clone, Copy)]
@@ -126,8 +126,10 @@ fn main() {
         Arc::new(MemoryPublisher::noop()),
         Arc::new(SystemClock),
     );
+    let handle = lucius_runtime::Lucius::from_engine(engine, lucius_runtime::Settings::no_loops())
+        .expect("no lease-owned dispatch");
     let lucius = Server::start("srv-lucius", s.server_threads, move |l, stop| async move {
-        lucius_http::run(l, engine, HttpConfig::default(), async {
+        lucius_http::run(l, handle, HttpConfig::default(), async {
             let _ = stop.await;
         })
         .await

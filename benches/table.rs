@@ -28,7 +28,7 @@ use lucius::{Engine, Partition, Store};
 use lucius_table::{ConnectError, Mode, RequestCounts, TableConfig, TableStore};
 use tokio::time::Instant;
 
-use lucius_bin::clock::SystemClock;
+use lucius_runtime::SystemClock;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

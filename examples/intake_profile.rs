@@ -35,7 +35,11 @@ fn main() {
         Arc::new(MemoryPublisher::noop()),
         Arc::new(clock.clone()),
     );
-    let api = Api::new(engine.clone(), HttpConfig::default());
+    let api = Api::new(
+        lucius_runtime::Lucius::from_engine(engine.clone(), lucius_runtime::Settings::no_loops())
+            .expect("no lease-owned dispatch"),
+        HttpConfig::default(),
+    );
     let started = std::time::Instant::now();
     let cpu_started = thread_cpu_secs();
     rt.block_on(async {

@@ -20,3 +20,10 @@ trap cleanup EXIT
 
 export LUCIUS_TEST_TABLE_CONNECTION="${LUCIUS_TEST_TABLE_CONNECTION:-UseDevelopmentStorage=true}"
 cargo test --workspace "$@"
+
+# The examples, run as a user would (each exits non-zero if its job does not succeed).
+if [[ $# -eq 0 ]]; then
+  cargo run -q --example quickstart
+  cargo run -q --example custom_store
+  cargo run -q --example embed_axum --features http
+fi

@@ -289,6 +289,41 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// The all-in-one's loops: every partition dispatched every `LUCIUS_DISPATCH_INTERVAL`
+    /// and swept every `LUCIUS_SWEEP_INTERVAL`; one process, so no leases and no retry loop.
+    pub fn all_in_one(&self) -> lucius_runtime::Settings {
+        lucius_runtime::Settings::default()
+            .with_dispatch(lucius_runtime::Dispatch::All {
+                interval: self.dispatch_interval,
+            })
+            .with_sweep(Some(self.sweep_interval))
+    }
+
+    /// The orchestrator's loops: the outbox retry when `LUCIUS_OUTBOX_RETRY_ENABLED`
+    /// (every `LUCIUS_OUTBOX_RETRY_INTERVAL`); dispatch and sweeps are the reconciliation's.
+    pub fn orchestrator(&self) -> lucius_runtime::Settings {
+        lucius_runtime::Settings::no_loops().with_outbox_retry(
+            self.outbox_retry_enabled
+                .then_some(self.outbox_retry_interval),
+        )
+    }
+
+    /// The reconciliation loop's: a lease-owned dispatcher named `LUCIUS_DISPATCHER_ID`
+    /// competing for `candidates` every `interval`, sweeping what it owns.
+    pub fn reconciliation(
+        &self,
+        candidates: lucius_runtime::Candidates,
+        interval: Millis,
+    ) -> lucius_runtime::Settings {
+        let mut owned = lucius_runtime::Owned::new(self.dispatcher_id.clone(), candidates);
+        owned.interval = interval;
+        owned.idle_ceiling = self.idle_poll_ceiling;
+        owned.ownership = self.ownership;
+        lucius_runtime::Settings::no_loops().with_dispatch(lucius_runtime::Dispatch::Owned(owned))
+    }
+}
+
 fn default_dispatcher_id() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()

@@ -1,26 +1,22 @@
 //! # lucius-bin
 //!
 //! What the three binaries share: settings from `LUCIUS_*` variables ([`config`]), the
-//! wiring of ports into an engine ([`wiring`]), the system clock, logging, graceful
-//! shutdown and the background loops.
+//! wiring of the configured store and bus into a [`Lucius`](lucius_runtime::Lucius) handle
+//! ([`wiring`]), logging, the HTTP listener and the demo worker. Everything that runs —
+//! clock, loops, lease ownership, publication, shutdown — is `lucius-runtime`'s.
 //!
 //! ```text
-//!   env ─▶ Settings ─▶ wiring::build ─▶ Engine ─┬─▶ lucius_http::run (orchestrator, lucius)
-//!                                               ├─▶ loops: outbox retry, dispatch, sweep
-//!                                               └─▶ reconciliation commands
+//!   env ─▶ config::Settings ─┬─▶ wiring::build ─▶ Lucius ─┬─▶ lucius_http::Api (orchestrator, lucius)
+//!                            └─▶ lucius_runtime::Settings ─┴─▶ Lucius::run (retry, dispatch, sweep)
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod http;
 pub mod logging;
-pub mod loops;
 pub mod metrics_server;
-pub mod ownership_loop;
-pub mod shutdown;
 pub mod wiring;
 
 /// A binary's exit: its own code, or `2` after printing the error chain as

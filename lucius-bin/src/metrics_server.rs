@@ -2,7 +2,6 @@
 //! loop): `GET /metrics` answers the latest watchdog figures; anything else is 404.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -10,11 +9,10 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::ownership_loop::Board;
-use crate::shutdown::Shutdown;
+use lucius_runtime::{Lucius, Shutdown};
 
-/// Serves `board` on `listener` until shutdown.
-pub async fn serve(listener: TcpListener, board: Arc<Board>, shutdown: Shutdown) {
+/// Serves `lucius`' watchdog figures on `listener` until shutdown.
+pub async fn serve(listener: TcpListener, lucius: Lucius, shutdown: Shutdown) {
     let stop = shutdown.wait();
     tokio::pin!(stop);
     loop {
@@ -28,14 +26,14 @@ pub async fn serve(listener: TcpListener, board: Arc<Board>, shutdown: Shutdown)
                 }
             },
         };
-        let board = board.clone();
+        let board = lucius.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let board = board.clone();
                 async move {
                     let ok = req.method() == hyper::Method::GET && req.uri().path() == "/metrics";
                     let (status, body) = if ok {
-                        (StatusCode::OK, board.render())
+                        (StatusCode::OK, board.watchdog())
                     } else {
                         (
                             StatusCode::NOT_FOUND,

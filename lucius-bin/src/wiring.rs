@@ -1,26 +1,16 @@
-//! Builds the engine the settings describe: protocols, store, publisher, clock.
+//! Builds the [`Lucius`] handle the settings describe: protocols, store and lease store,
+//! publisher, engine settings, and the loops the binary runs.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use lucius_core::memory::{MemoryPublisher, MemoryStore};
-use lucius_core::{Directive, Engine, LeaseStore, ProtocolRegistry, Publisher, Store};
+use lucius_core::{LeaseStore, ProtocolRegistry, Store};
+use lucius_runtime::Lucius;
 use lucius_servicebus::ServiceBusPublisher;
 use lucius_table::{Mode, TableConfig, TableStore};
-use tokio::sync::mpsc;
 
-use crate::clock::SystemClock;
 use crate::config::{Settings, StorageBackend};
-
-/// An engine and, with the demo worker, the directives it publishes.
-pub struct Wired {
-    /// The engine.
-    pub engine: Engine,
-    /// The lease store of the same backend.
-    pub leases: Arc<dyn LeaseStore>,
-    /// Directives for the in-process demo worker (memory publisher only).
-    pub demo_directives: Option<mpsc::UnboundedReceiver<Directive>>,
-}
 
 /// Loads the protocols: `LUCIUS_PROTOCOLS_FILE`, or the built-in demo set.
 pub fn protocols(settings: &Settings) -> anyhow::Result<ProtocolRegistry> {
@@ -58,37 +48,34 @@ pub async fn store(settings: &Settings) -> anyhow::Result<(Arc<dyn Store>, Arc<d
     }
 }
 
-/// Builds the engine. `demo_worker` routes directives to an in-process worker.
-pub async fn build(settings: &Settings, demo_worker: bool) -> anyhow::Result<Wired> {
+/// Builds the handle. `demo_worker` routes directives to the in-process source (for
+/// [`crate::demo::run`]); without it and without `LUCIUS_SERVICEBUS_CONNECTION`,
+/// directives are marked sent and go nowhere (the seeds' in-memory publisher).
+pub async fn build(
+    settings: &Settings,
+    runtime: lucius_runtime::Settings,
+    demo_worker: bool,
+) -> anyhow::Result<Lucius> {
     let protocols = protocols(settings)?;
     let (store, leases) = store(settings).await?;
-    let (publisher, demo_directives): (Arc<dyn Publisher>, _) =
-        match &settings.servicebus_connection {
-            Some(_) if demo_worker => {
-                anyhow::bail!(
-                "--demo-worker needs the in-memory publisher; unset LUCIUS_SERVICEBUS_CONNECTION"
-            )
-            }
-            Some(conn) => {
-                let p = ServiceBusPublisher::new(conn, settings.engine.publish_timeout.to_std())
-                    .map_err(|e| anyhow::anyhow!("LUCIUS_SERVICEBUS_CONNECTION: {e}"))?;
-                (Arc::new(p), None)
-            }
-            None if demo_worker => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let p = MemoryPublisher::with_listener(move |d| {
-                    let _ = tx.send(d.clone());
-                });
-                (Arc::new(p), Some(rx))
-            }
-            None => (Arc::new(MemoryPublisher::noop()), None),
-        };
-    let engine = Engine::new(store, publisher, Arc::new(SystemClock))
-        .with_protocols(protocols)
-        .with_config(settings.engine.clone());
-    Ok(Wired {
-        engine,
-        leases,
-        demo_directives,
-    })
+    let mut builder = Lucius::builder()
+        .store_arc(store)
+        .leases_arc(leases)
+        .protocols(protocols)
+        .engine_config(settings.engine.clone())
+        .settings(runtime);
+    match &settings.servicebus_connection {
+        Some(_) if demo_worker => anyhow::bail!(
+            "--demo-worker needs the in-process publisher; unset LUCIUS_SERVICEBUS_CONNECTION"
+        ),
+        Some(conn) => {
+            let p = ServiceBusPublisher::new(conn, settings.engine.publish_timeout.to_std())
+                .map_err(|e| anyhow::anyhow!("LUCIUS_SERVICEBUS_CONNECTION: {e}"))?;
+            builder = builder.publisher(p);
+        }
+        // No publisher: the in-process source the demo worker reads.
+        None if demo_worker => {}
+        None => builder = builder.publisher(MemoryPublisher::noop()),
+    }
+    Ok(builder.build()?)
 }

@@ -1,6 +1,6 @@
 //! [`Api`]: the request handler, a plain async function of a request to a response.
 //! It routes, checks keys, content type and size, reads the body within its limit, calls
-//! the engine, and hands the directives to publish to the background publishers.
+//! the engine through the runtime's [`Lucius`] handle, which publishes what each call implies.
 
 use std::sync::Arc;
 
@@ -9,11 +9,11 @@ use http_body_util::Full;
 use hyper::body::Body;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use lucius_core::{Engine, OutboxId};
+use lucius_core::Engine;
+use lucius_runtime::Lucius;
 use serde::Serialize;
 
 use crate::auth::{require_key, ADMIN_KEY_HEADER, WORKER_KEY_HEADER};
-use crate::background::Background;
 use crate::config::HttpConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -26,35 +26,42 @@ pub type HttpResponse = Response<Full<Bytes>>;
 /// The HTTP front end's handler. Cheap to clone; one per server.
 #[derive(Debug, Clone)]
 pub struct Api {
+    pub(crate) lucius: Lucius,
     pub(crate) engine: Engine,
     pub(crate) config: Arc<HttpConfig>,
     pub(crate) metrics: Arc<Metrics>,
-    background: Arc<Background>,
 }
 
 /// The `route` label of requests no route matched.
 const UNMATCHED: &str = "unmatched";
 
 impl Api {
-    /// A handler over `engine` with fresh [`Metrics`] installed as the engine's observer.
-    pub fn new(engine: Engine, config: HttpConfig) -> Api {
-        Api::with_metrics(engine, config, Arc::new(Metrics::new()))
+    /// A handler over `lucius` with fresh [`Metrics`] installed as its observer. Run the
+    /// loops on [`Api::lucius`] so they report to the same counters.
+    pub fn new(lucius: Lucius, config: HttpConfig) -> Api {
+        Api::with_metrics(lucius, config, Arc::new(Metrics::new()))
     }
 
-    /// A handler sharing `metrics` (installed as the engine's observer), so that loops
-    /// running on other clones of the engine can report to the same counters.
-    pub fn with_metrics(engine: Engine, config: HttpConfig, metrics: Arc<Metrics>) -> Api {
+    /// A handler over `lucius` reporting to `metrics` (installed as its observer).
+    pub fn with_metrics(lucius: Lucius, config: HttpConfig, metrics: Arc<Metrics>) -> Api {
+        let lucius = lucius.with_observer(metrics.clone());
         Api {
-            engine: engine.with_observer(metrics.clone()),
+            engine: lucius.engine().clone(),
+            lucius,
             config: Arc::new(config),
             metrics,
-            background: Arc::new(Background::default()),
         }
     }
 
     /// The metrics this handler reports to.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The handle, with the metrics observer installed: run its loops
+    /// ([`Lucius::run`]) and workers on it.
+    pub fn lucius(&self) -> &Lucius {
+        &self.lucius
     }
 
     /// The engine (with the metrics observer installed).
@@ -64,13 +71,13 @@ impl Api {
 
     /// Directives queued for background publication or being published.
     pub fn background_tasks(&self) -> usize {
-        self.background.pending()
+        self.lucius.publishing()
     }
 
     /// Directives the background publishers had no room for since start: they stayed
     /// `PENDING` and went out through the retry loop or the dispatcher instead.
     pub fn background_overflow(&self) -> usize {
-        self.background.overflowed()
+        self.lucius.publish_overflow()
     }
 
     /// Answers one request. Never panics on any input; every refusal is a JSON error.
@@ -160,11 +167,8 @@ impl Api {
     }
 
     /// Hands `ids` to the background publishers; the client already has its answer.
-    pub(crate) fn publish_in_background(&self, ids: Vec<OutboxId>) {
-        if ids.is_empty() {
-            return;
-        }
-        self.background.publish(&self.engine, ids);
+    pub(crate) fn publish_in_background(&self, ids: Vec<lucius_core::OutboxId>) {
+        self.lucius.publish_in_background(ids);
     }
 }
 

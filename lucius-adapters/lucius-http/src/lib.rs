@@ -1,7 +1,8 @@
 //! # lucius-http
 //!
 //! The HTTP front end of Lucius on hyper 1.x. It holds no business rules: it turns
-//! requests into [`Engine`](lucius_core::Engine) calls and results into JSON.
+//! requests into calls on the runtime's [`Lucius`](lucius_runtime::Lucius) handle and
+//! results into JSON.
 //!
 //! ```text
 //!  TcpListener ─▶ server::serve ─▶ Api::handle(request) ─▶ route ─▶ keys ─▶ 415/413 checks
@@ -10,7 +11,7 @@
 //!                                 JSON response ◀── views ◀── Engine (submit, ack, …)
 //!                                        │                              │ to_publish
 //!                                        ▼                              ▼
-//!                               Metrics (requests) ◀── Observer ◀── tokio::spawn(publish_all)
+//!                               Metrics (requests) ◀── Observer ◀── Lucius (runtime): publishes
 //! ```
 //!
 //! - [`run`] / [`serve`]: the server loop with graceful shutdown.
@@ -27,7 +28,6 @@
 mod admin;
 mod api;
 mod auth;
-mod background;
 mod config;
 mod error;
 mod jobs;
@@ -41,5 +41,6 @@ pub mod views;
 
 pub use api::{Api, HttpResponse};
 pub use config::{HttpConfig, DEFAULT_MAX_BODY_BYTES};
-pub use metrics::{escape_label, metric_header, Metrics, SCRAPE_LIMIT};
+pub use lucius_runtime::{escape_label, metric_header};
+pub use metrics::{Metrics, SCRAPE_LIMIT};
 pub use server::{run, serve, SHUTDOWN_GRACE};

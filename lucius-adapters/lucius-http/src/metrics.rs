@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+
+use lucius_runtime::{escape_label, metric_header};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -20,7 +22,8 @@ pub const SCRAPE_LIMIT: usize = 10_000;
 /// Process-wide counters, shared by the router and the engine (as its observer).
 ///
 /// Install it on every engine of the process so the dispatcher and sweepers are counted
-/// too: `engine.with_observer(metrics.clone())` (see [`crate::Api::with_metrics`]).
+/// too: [`crate::Api::with_metrics`] installs it, and [`crate::Api::lucius`] is the handle
+/// to run the loops on.
 #[derive(Debug)]
 pub struct Metrics {
     inner: Mutex<Counters>,
@@ -342,20 +345,6 @@ async fn render_backlog(out: &mut String, engine: &Engine) {
         "1 if the store answered the scrape's queries.",
     );
     let _ = writeln!(out, "lucius_store_up {}", u8::from(up));
-}
-
-/// Writes a metric's `# HELP` and `# TYPE` lines (Prometheus text format).
-pub fn metric_header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// Escapes a label value for the Prometheus text format.
-pub fn escape_label(label: &str) -> String {
-    label
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

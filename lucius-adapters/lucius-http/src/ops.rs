@@ -11,8 +11,8 @@ use lucius_core::protocol::ProtocolsFile;
 
 use crate::api::{json, Api, HttpResponse};
 use crate::error::ApiError;
-use crate::metrics::metric_header;
 use crate::views::Health;
+use lucius_runtime::metric_header;
 
 impl Api {
     /// `GET /v1/protocols`: the registry as a protocols document.

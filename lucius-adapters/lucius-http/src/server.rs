@@ -12,7 +12,7 @@ use hyper::service::service_fn;
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use lucius_core::Engine;
+use lucius_runtime::Lucius;
 use tokio::net::TcpListener;
 
 use crate::api::Api;
@@ -24,15 +24,16 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Serves the Lucius HTTP API on `listener` until `shutdown` completes, then finishes
 /// in-flight requests (up to [`SHUTDOWN_GRACE`]) and returns.
 ///
-/// Installs fresh [`crate::Metrics`] as the engine's observer; to share counters with other
-/// loops of the process, build an [`Api::with_metrics`] and call [`serve`].
+/// Installs fresh [`crate::Metrics`] as the handle's observer; to share counters with the
+/// loops of the process, build an [`Api`], run the loops on [`Api::lucius`] and call
+/// [`serve`].
 pub async fn run(
     listener: TcpListener,
-    engine: Engine,
+    lucius: Lucius,
     config: HttpConfig,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    serve(listener, Api::new(engine, config), shutdown).await
+    serve(listener, Api::new(lucius, config), shutdown).await
 }
 
 /// [`run`] with a ready-made handler.
@@ -93,7 +94,7 @@ pub async fn serve(
     }
     // Background publications are bounded by the engine's publish timeout per directive;
     // what does not land stays PENDING for the retry loop and the dispatcher.
-    let publish_grace = api.engine.config().publish_timeout.to_std() * 2 + Duration::from_secs(1);
+    let publish_grace = api.engine().config().publish_timeout.to_std() * 2 + Duration::from_secs(1);
     let deadline = tokio::time::Instant::now() + publish_grace;
     while api.background_tasks() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;

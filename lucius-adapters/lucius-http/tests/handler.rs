@@ -9,6 +9,11 @@ use hyper::Request;
 use lucius_core::memory::{ManualClock, MemoryPublisher, MemoryStore};
 use lucius_core::{Engine, Timestamp};
 use lucius_http::{Api, HttpConfig, Metrics};
+use lucius_runtime::{Lucius, Settings};
+
+fn handle(engine: Engine) -> Lucius {
+    Lucius::from_engine(engine, Settings::no_loops()).expect("no lease-owned dispatch")
+}
 
 #[tokio::test]
 async fn the_handler_answers_without_a_server() {
@@ -19,7 +24,7 @@ async fn the_handler_answers_without_a_server() {
         Arc::new(ManualClock::new(Timestamp(1_709_251_200_000))),
     );
     let metrics = Arc::new(Metrics::new());
-    let api = Api::with_metrics(engine, HttpConfig::default(), metrics.clone());
+    let api = Api::with_metrics(handle(engine), HttpConfig::default(), metrics.clone());
     let body =
         r#"{"requestType":"demo.echo","tenantId":"t1","idempotencyKey":"k","payload":{"x":1}}"#;
     let req = Request::post("/v1/commands")
@@ -56,7 +61,7 @@ async fn random_requests_never_break_the_handler() {
         Arc::new(ManualClock::new(Timestamp(1_709_251_200_000))),
     );
     let api = Api::new(
-        engine,
+        handle(engine),
         HttpConfig {
             max_body_bytes: 2048,
             admin_enabled: true,
@@ -231,7 +236,7 @@ async fn a_store_that_is_down_makes_readyz_503_and_metrics_say_so() {
         Arc::new(MemoryPublisher::new()),
         Arc::new(ManualClock::new(Timestamp(1_709_251_200_000))),
     );
-    let api = Api::new(engine, HttpConfig::default());
+    let api = Api::new(handle(engine), HttpConfig::default());
     let get = |path: &str| Request::get(path).body(Full::new(Bytes::new())).unwrap();
     let res = api.handle(get("/readyz")).await;
     assert_eq!(res.status(), 503);

@@ -37,7 +37,8 @@ async fn rig() -> Rig {
     };
     tokio::spawn(lucius_http::run(
         listener,
-        engine.clone(),
+        lucius_runtime::Lucius::from_engine(engine.clone(), lucius_runtime::Settings::no_loops())
+            .expect("no lease-owned dispatch"),
         config,
         std::future::pending(),
     ));

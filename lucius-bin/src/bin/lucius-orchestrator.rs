@@ -3,12 +3,12 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
 use lucius_bin::config::Settings;
-use lucius_bin::shutdown::Shutdown;
-use lucius_bin::{http, logging, loops, wiring};
+use lucius_bin::{http, logging, wiring};
+use lucius_http::Api;
+use lucius_runtime::Shutdown;
 
 #[derive(Parser)]
 #[command(
@@ -37,23 +37,17 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
-    let wired = wiring::build(&settings, false).await?;
-    let (engine, metrics) = http::with_metrics(wired.engine);
+    let lucius = wiring::build(&settings, settings.orchestrator(), false).await?;
+    let api = Api::new(lucius, http::http_config(&settings));
     let shutdown = Shutdown::new();
     shutdown.on_signals();
-    let retry = settings.outbox_retry_enabled.then(|| {
-        tokio::spawn(loops::outbox_retry(
-            engine.clone(),
-            settings.outbox_retry_interval,
-            shutdown.clone(),
-        ))
+    let loops = tokio::spawn({
+        let (lucius, stop) = (api.lucius().clone(), shutdown.clone());
+        async move { lucius.run(stop.wait()).await }
     });
-    let addr = cli.listen.unwrap_or(settings.http_addr);
-    let served = http::serve(addr, engine, metrics, &settings, &shutdown).await;
+    let served = http::serve(cli.listen.unwrap_or(settings.http_addr), api, &shutdown).await;
     shutdown.trigger();
-    if let Some(task) = retry {
-        let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
-    }
+    let _ = loops.await;
     tracing::info!("lucius-orchestrator stopped");
     served
 }

@@ -11,14 +11,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use lucius_bin::config::Settings;
-use std::sync::Arc;
-
-use lucius_bin::clock::SystemClock;
-use lucius_bin::ownership_loop::{self, Candidates, LoopConfig};
-use lucius_bin::shutdown::Shutdown;
 use lucius_bin::{logging, metrics_server, wiring};
-use lucius_core::ownership::PartitionOwner;
-use lucius_core::{Clock, JobId, Millis, Partition};
+use lucius_core::{JobId, Millis, Partition};
+use lucius_runtime::{Candidates, Shutdown};
 
 #[derive(Parser)]
 #[command(
@@ -93,11 +88,10 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     let settings = Settings::from_env()?;
-    let wired = wiring::build(&settings, false).await?;
-    let engine = wired.engine.clone();
     match command {
         Command::Dispatch { partition } => {
-            let r = engine.dispatch(&partition).await?;
+            let lucius = wiring::build(&settings, settings.orchestrator(), false).await?;
+            let r = lucius.engine().dispatch(&partition).await?;
             println!(
                 "dispatch partition={partition} due={} published={} retrying={} dead={} skipped={} errors={}",
                 r.due, r.published, r.retrying, r.dead, r.skipped, r.errors
@@ -113,7 +107,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             tenant,
             bucket,
         } => {
-            let rec = engine.job(&job_id).await?;
+            let lucius = wiring::build(&settings, settings.orchestrator(), false).await?;
+            let rec = lucius.job(&job_id).await?;
             if rec.job.tenant_id.as_str() != tenant || rec.job.partition != bucket {
                 anyhow::bail!(
                     "job {job_id} belongs to tenant {} in bucket {}, not tenant {tenant} in bucket {bucket}",
@@ -121,9 +116,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     rec.job.partition
                 );
             }
-            let o = engine.sweep_job(&job_id).await?;
-            let published = engine.publish_all(&o.to_publish).await;
-            let r = o.value;
+            let (r, published) = lucius.sweep_job(&job_id).await?;
             println!(
                 "sweep job={job_id} retried={} failed={} repaired={} published={published} errors={}",
                 r.retried, r.failed, r.repaired, r.errors
@@ -163,41 +156,21 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     anyhow::bail!("loop needs --partition, --partitions or --discover")
                 }
             };
+            let runtime = settings.reconciliation(candidates, interval);
+            let lucius = wiring::build(&settings, runtime, false).await?;
             let shutdown = Shutdown::new();
             shutdown.on_signals();
-            let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-            let owner = PartitionOwner::new(
-                settings.dispatcher_id.clone(),
-                wired.leases.clone(),
-                clock.clone(),
-                settings.ownership,
-            );
-            tracing::info!(dispatcher = %settings.dispatcher_id, ?candidates, interval_ms = interval.0, "reconciliation loop started");
-            let cfg = LoopConfig {
-                interval,
-                idle_ceiling: settings.idle_poll_ceiling,
-            };
-            let board = Arc::new(ownership_loop::Board::default());
             if let Some(addr) = metrics_listen {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|e| anyhow::anyhow!("--metrics-listen {addr}: {e}"))?;
                 tokio::spawn(metrics_server::serve(
                     listener,
-                    board.clone(),
+                    lucius.clone(),
                     shutdown.clone(),
                 ));
             }
-            let dispatcher = ownership_loop::Dispatcher {
-                engine,
-                leases: wired.leases,
-                clock,
-                owner,
-                candidates,
-                cfg,
-                board,
-            };
-            ownership_loop::run(dispatcher, shutdown).await;
+            lucius.run(shutdown.wait()).await;
             tracing::info!("reconciliation loop stopped");
             Ok(ExitCode::SUCCESS)
         }

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use lucius_bin::config::Settings;
-use lucius_bin::shutdown::Shutdown;
-use lucius_bin::{demo, http, logging, loops, wiring};
+use lucius_bin::{demo, http, logging, wiring};
+use lucius_http::Api;
+use lucius_runtime::Shutdown;
 
 #[derive(Parser)]
 #[command(
@@ -40,47 +41,31 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
-    let wired = wiring::build(&settings, cli.demo_worker).await?;
-    let (engine, metrics) = http::with_metrics(wired.engine);
+    let lucius = wiring::build(&settings, settings.all_in_one(), cli.demo_worker).await?;
+    let api = Api::new(lucius, http::http_config(&settings));
+    let lucius = api.lucius().clone();
     let shutdown = Shutdown::new();
     shutdown.on_signals();
-    let loops = [
-        tokio::spawn(loops::dispatch_all(
-            engine.clone(),
-            settings.dispatch_interval,
-            shutdown.clone(),
-        )),
-        tokio::spawn(loops::sweep_all(
-            engine.clone(),
-            settings.sweep_interval,
-            shutdown.clone(),
-        )),
-    ];
-    let demo = wired.demo_directives.map(|rx| {
-        tokio::spawn(demo::run(
-            engine.clone(),
-            rx,
-            Duration::from_millis(cli.demo_work_ms),
-        ))
+    let loops = tokio::spawn({
+        let (lucius, stop) = (lucius.clone(), shutdown.clone());
+        async move { lucius.run(stop.wait()).await }
     });
+    let work = Duration::from_millis(cli.demo_work_ms);
+    let demo = cli
+        .demo_worker
+        .then(|| tokio::spawn(demo::run(lucius.clone(), work, shutdown.clone())));
     tracing::info!(
         storage = ?settings.storage,
         demo_worker = cli.demo_worker,
-        protocols = engine.protocols().len(),
+        protocols = lucius.engine().protocols().len(),
         "lucius all-in-one starting"
     );
-    let addr = cli.listen.unwrap_or(settings.http_addr);
-    let served = http::serve(addr, engine, metrics, &settings, &shutdown).await;
+    let served = http::serve(cli.listen.unwrap_or(settings.http_addr), api, &shutdown).await;
+    // The loops finish their round in flight, the demo worker its steps in flight.
     shutdown.trigger();
-    // The loops finish their round in flight; the demo worker stops with them.
-    let _ = tokio::time::timeout(Duration::from_secs(30), async {
-        for l in loops {
-            let _ = l.await;
-        }
-    })
-    .await;
+    let _ = loops.await;
     if let Some(d) = demo {
-        d.abort();
+        let _ = d.await;
     }
     tracing::info!("lucius stopped");
     served

@@ -143,7 +143,12 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(lucius_http::run(listener, engine.clone(), config, async {
+        let lucius = lucius_runtime::Lucius::from_engine(
+            engine.clone(),
+            lucius_runtime::Settings::no_loops(),
+        )
+        .expect("no lease-owned dispatch");
+        let handle = tokio::spawn(lucius_http::run(listener, lucius, config, async {
             let _ = rx.await;
         }));
         Server {

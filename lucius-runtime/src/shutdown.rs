@@ -1,5 +1,6 @@
-//! Graceful shutdown: one signal (SIGTERM or Ctrl-C) flips a watch channel every loop and
-//! server listens to; each finishes the round or request in flight, then stops.
+//! Graceful shutdown: one signal (SIGTERM or Ctrl-C, or an embedder's own future) flips a
+//! watch channel every loop, worker and server listens to; each finishes the round, step
+//! or request in flight, then stops.
 
 use tokio::sync::watch;
 
@@ -21,6 +22,20 @@ impl Shutdown {
         Shutdown {
             tx: watch::channel(false).0,
         }
+    }
+
+    /// Whether shutdown was triggered.
+    pub fn is_triggered(&self) -> bool {
+        *self.tx.borrow()
+    }
+
+    /// Triggers when `signal` completes (an embedder's own shutdown future).
+    pub fn trigger_on(&self, signal: impl std::future::Future<Output = ()> + Send + 'static) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            signal.await;
+            me.trigger();
+        });
     }
 
     /// Asks everything to stop.

@@ -1,35 +1,44 @@
-//! The background loops: the orchestrator's outbox retry, the dispatcher and the sweepers.
-//! Each runs a round, waits its interval, and stops after the round in flight once
-//! shutdown is triggered.
+//! The unfenced background loops: the outbox retry, the dispatch of every partition and the
+//! sweep of every partition. Each runs a round, waits its interval on the [`Clock`] port,
+//! and stops after the round in flight once shutdown is triggered.
 
 use std::future::Future;
 
 use lucius_core::engine::{DispatchReport, SweepReport};
-use lucius_core::{Engine, Millis};
+use lucius_core::{Clock, Millis};
 
+use crate::handle::Lucius;
 use crate::shutdown::Shutdown;
 
-/// Runs `round` every `interval` until shutdown.
-pub async fn every<F, Fut>(interval: Millis, shutdown: Shutdown, mut round: F)
-where
+/// Runs `round` every `interval` of `clock` until `shutdown`.
+pub(crate) async fn every<F, Fut>(
+    clock: &dyn Clock,
+    interval: Millis,
+    shutdown: &Shutdown,
+    mut round: F,
+) where
     F: FnMut() -> Fut,
     Fut: Future<Output = ()>,
 {
     let stop = shutdown.wait();
     tokio::pin!(stop);
-    loop {
+    while !shutdown.is_triggered() {
         round().await;
         tokio::select! {
+            biased;
             _ = &mut stop => return,
-            _ = tokio::time::sleep(interval.to_std()) => {}
+            _ = clock.sleep(interval) => {}
         }
+        // A manual clock's sleep is ready at once: let the other tasks run between rounds.
+        tokio::task::yield_now().await;
     }
 }
 
-/// Republishes due `PENDING` entries of every partition (`LUCIUS_OUTBOX_RETRY_*`).
-pub async fn outbox_retry(engine: Engine, interval: Millis, shutdown: Shutdown) {
-    every(interval, shutdown, || async {
-        match engine.retry_pending().await {
+/// Republishes due `PENDING` entries of every partition.
+pub(crate) async fn outbox_retry(lucius: Lucius, interval: Millis, shutdown: Shutdown) {
+    let clock = lucius.clock().clone();
+    every(clock.as_ref(), interval, &shutdown, || async {
+        match lucius.engine().retry_pending().await {
             Ok(r) if r.due > 0 => log_dispatch("outbox retry", "*", &r),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "outbox retry round failed"),
@@ -38,9 +47,11 @@ pub async fn outbox_retry(engine: Engine, interval: Millis, shutdown: Shutdown) 
     .await;
 }
 
-/// Dispatches every partition that holds jobs.
-pub async fn dispatch_all(engine: Engine, interval: Millis, shutdown: Shutdown) {
-    every(interval, shutdown, || async {
+/// Dispatches every partition that holds jobs, unfenced.
+pub(crate) async fn dispatch_all(lucius: Lucius, interval: Millis, shutdown: Shutdown) {
+    let clock = lucius.clock().clone();
+    every(clock.as_ref(), interval, &shutdown, || async {
+        let engine = lucius.engine();
         let partitions = match engine.store().partitions().await {
             Ok(p) => p,
             Err(e) => {
@@ -60,11 +71,12 @@ pub async fn dispatch_all(engine: Engine, interval: Millis, shutdown: Shutdown) 
 }
 
 /// Sweeps every partition and publishes the directives the sweep wrote.
-pub async fn sweep_all(engine: Engine, interval: Millis, shutdown: Shutdown) {
-    every(interval, shutdown, || async {
-        match engine.sweep_all().await {
+pub(crate) async fn sweep_all(lucius: Lucius, interval: Millis, shutdown: Shutdown) {
+    let clock = lucius.clock().clone();
+    every(clock.as_ref(), interval, &shutdown, || async {
+        match lucius.engine().sweep_all().await {
             Ok(o) => {
-                let sent = engine.publish_all(&o.to_publish).await;
+                let sent = lucius.engine().publish_all(&o.to_publish).await;
                 log_sweep(&o.value, sent);
             }
             Err(e) => tracing::warn!(error = %e, "sweep round failed"),
@@ -73,7 +85,7 @@ pub async fn sweep_all(engine: Engine, interval: Millis, shutdown: Shutdown) {
     .await;
 }
 
-fn log_dispatch(what: &str, partition: &str, r: &DispatchReport) {
+pub(crate) fn log_dispatch(what: &str, partition: &str, r: &DispatchReport) {
     tracing::info!(
         partition,
         due = r.due,
@@ -82,6 +94,7 @@ fn log_dispatch(what: &str, partition: &str, r: &DispatchReport) {
         dead = r.dead,
         skipped = r.skipped,
         errors = r.errors,
+        deferred = r.deferred,
         "{what} round"
     );
 }

@@ -3,6 +3,7 @@
 //! up to a ceiling; the watchdog figures (oldest pending age, owner) are logged once per ceiling.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use lucius_core::engine::EngineError;
@@ -11,26 +12,14 @@ use lucius_core::{
     Clock, Engine, LeaseStore, Millis, OutboxQuery, OutboxStatus, Partition, Timestamp,
 };
 
-use lucius_http::{escape_label, metric_header};
-
+use crate::handle::Lucius;
+use crate::settings::{Candidates, Owned};
 use crate::shutdown::Shutdown;
 
-/// Which partitions to compete for.
-#[derive(Debug, Clone)]
-pub enum Candidates {
-    /// A fixed list.
-    Fixed(Vec<Partition>),
-    /// Every partition that holds jobs, rediscovered each round.
-    Discover,
-}
-
-/// Loop settings.
 #[derive(Debug, Clone, Copy)]
-pub struct LoopConfig {
-    /// Seconds between rounds.
-    pub interval: Millis,
-    /// The longest wait between polls of a partition that had no work.
-    pub idle_ceiling: Millis,
+struct LoopConfig {
+    interval: Millis,
+    idle_ceiling: Millis,
 }
 
 /// Per-partition poll schedule with exponential backoff while idle.
@@ -55,46 +44,38 @@ impl Backoff {
     }
 }
 
-/// Everything one dispatcher loop works with.
-pub struct Dispatcher {
-    /// The engine (store and publisher).
-    pub engine: Engine,
-    /// The lease store of the same backend.
-    pub leases: Arc<dyn LeaseStore>,
-    /// The clock.
-    pub clock: Arc<dyn Clock>,
-    /// This dispatcher's leases.
-    pub owner: PartitionOwner,
-    /// What it competes for.
-    pub candidates: Candidates,
-    /// Round timing.
-    pub cfg: LoopConfig,
-    /// Where the watchdog figures are published.
-    pub board: Arc<Board>,
-}
-
 /// Runs rounds until shutdown, then releases every lease.
-pub async fn run(d: Dispatcher, shutdown: Shutdown) {
-    let Dispatcher {
-        engine,
-        leases,
-        clock,
-        mut owner,
-        candidates,
-        cfg,
-        board,
-    } = d;
+pub(crate) async fn run(
+    lucius: Lucius,
+    leases: Arc<dyn LeaseStore>,
+    settings: Owned,
+    shutdown: Shutdown,
+) {
+    let engine = lucius.engine().clone();
+    let clock = lucius.clock().clone();
+    let board = lucius.board();
+    let mut owner = PartitionOwner::new(
+        settings.dispatcher_id.clone(),
+        leases.clone(),
+        clock.clone(),
+        settings.ownership,
+    );
+    let cfg = LoopConfig {
+        interval: settings.interval,
+        idle_ceiling: settings.idle_ceiling,
+    };
+    tracing::info!(dispatcher = %settings.dispatcher_id, candidates = ?settings.candidates, interval_ms = cfg.interval.0, "lease-owned dispatcher started");
     let mut backoff = Backoff::default();
     let stop = shutdown.wait();
     tokio::pin!(stop);
     let mut last_watch: Option<Timestamp> = None;
-    loop {
+    while !shutdown.is_triggered() {
         let list = round(
             &engine,
             leases.as_ref(),
             clock.as_ref(),
             &mut owner,
-            &candidates,
+            &settings.candidates,
             cfg,
             &mut backoff,
         )
@@ -107,9 +88,11 @@ pub async fn run(d: Dispatcher, shutdown: Shutdown) {
             last_watch = Some(now);
         }
         tokio::select! {
+            biased;
             _ = &mut stop => break,
-            _ = tokio::time::sleep(cfg.interval.to_std()) => {}
+            _ = clock.sleep(cfg.interval) => {}
         }
+        tokio::task::yield_now().await;
     }
     let released = owner.release_all().await;
     tracing::info!(
@@ -193,6 +176,20 @@ async fn round(
     list
 }
 
+/// Writes a metric's `# HELP` and `# TYPE` lines (Prometheus text format).
+pub fn metric_header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Escapes a label value for the Prometheus text format.
+pub fn escape_label(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// Logs, per partition, the age of its oldest pending directive and its lease owner, so a
 /// partition nobody dispatches is visible.
 async fn watchdog(
@@ -252,30 +249,35 @@ async fn watchdog(
             "watchdog"
         );
         let lp = escape_label(&p.to_string());
-        age.push_str(&format!(
-            "lucius_outbox_oldest_pending_age_seconds{{partition=\"{lp}\"}} {}\n",
+        let _ = writeln!(
+            age,
+            "lucius_outbox_oldest_pending_age_seconds{{partition=\"{lp}\"}} {}",
             oldest.unwrap_or(0)
-        ));
-        owned.push_str(&format!(
-            "lucius_partition_lease_owner{{partition=\"{lp}\",owner=\"{}\"}} {}\n",
+        );
+        let _ = writeln!(
+            owned,
+            "lucius_partition_lease_owner{{partition=\"{lp}\",owner=\"{}\"}} {}",
             escape_label(owner.as_deref().unwrap_or("")),
             u8::from(owner.is_some())
-        ));
-        epochs.push_str(&format!(
-            "lucius_partition_lease_epoch{{partition=\"{lp}\"}} {epoch}\n"
-        ));
+        );
+        let _ = writeln!(
+            epochs,
+            "lucius_partition_lease_epoch{{partition=\"{lp}\"}} {epoch}"
+        );
     }
     age + &owned + &epochs
 }
 
-/// The latest watchdog figures in Prometheus text, served by `--metrics-listen`.
+/// The latest watchdog figures in Prometheus text (empty until the lease-owned dispatcher's
+/// first round): the age of each partition's oldest `PENDING` directive, its lease owner and
+/// epoch.
 #[derive(Debug, Default)]
 pub struct Board {
     text: std::sync::Mutex<String>,
 }
 
 impl Board {
-    fn set(&self, text: String) {
+    pub(crate) fn set(&self, text: String) {
         *self.text.lock().unwrap_or_else(|e| e.into_inner()) = text;
     }
 

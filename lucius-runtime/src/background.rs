@@ -14,17 +14,19 @@ use lucius_core::{Engine, OutboxId};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-/// Publishing tasks: publications in flight at once (a slow bus waits on each).
-pub(crate) const PUBLISHERS: usize = 16;
+/// Publishing tasks by default: publications in flight at once (a slow bus waits on each).
+pub const PUBLISHERS: usize = 16;
 
-/// Directives each task may hold queued.
-pub(crate) const QUEUE_PER_PUBLISHER: usize = 1024;
+/// Directives each task may hold queued, by default.
+pub const QUEUE_PER_PUBLISHER: usize = 1024;
 
 /// The pool. Started on first use, inside the server's runtime; its tasks live as long as
 /// that runtime. (A handler moved to another runtime after the first one ended would find
 /// the queues closed and leave every directive to the dispatcher: safe, only slower.)
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Background {
+    publishers: usize,
+    queue: usize,
     queues: OnceLock<Vec<mpsc::Sender<OutboxId>>>,
     next: AtomicUsize,
     /// Queued or being published.
@@ -33,7 +35,25 @@ pub(crate) struct Background {
     overflowed: AtomicUsize,
 }
 
+impl Default for Background {
+    fn default() -> Self {
+        Background::new(PUBLISHERS, QUEUE_PER_PUBLISHER)
+    }
+}
+
 impl Background {
+    /// A pool of `publishers` tasks with `queue` places each (both at least 1).
+    pub(crate) fn new(publishers: usize, queue: usize) -> Background {
+        Background {
+            publishers: publishers.max(1),
+            queue: queue.max(1),
+            queues: OnceLock::new(),
+            next: AtomicUsize::new(0),
+            pending: Arc::new(AtomicUsize::new(0)),
+            overflowed: AtomicUsize::new(0),
+        }
+    }
+
     /// Directives queued or being published.
     pub(crate) fn pending(&self) -> usize {
         self.pending.load(Ordering::SeqCst)
@@ -70,9 +90,9 @@ impl Background {
     }
 
     fn start(&self, engine: &Engine) -> Vec<mpsc::Sender<OutboxId>> {
-        (0..PUBLISHERS)
+        (0..self.publishers)
             .map(|_| {
-                let (tx, mut rx) = mpsc::channel::<OutboxId>(QUEUE_PER_PUBLISHER);
+                let (tx, mut rx) = mpsc::channel::<OutboxId>(self.queue);
                 let engine = engine.clone();
                 let pending = Arc::clone(&self.pending);
                 tokio::spawn(async move {
