@@ -224,6 +224,34 @@ mod tests {
     }
 
     #[test]
+    fn a_fence_refreshes_only_on_its_own_live_lease_at_its_epoch() {
+        let a = Lease::acquire(None, &p(), "a", D, Timestamp(0)).unwrap();
+        let fresh = || Fence {
+            partition: p(),
+            owner: "a".into(),
+            epoch: 1,
+            valid_until: Timestamp(8_000),
+            skew_margin: Millis(2_000),
+        };
+        let renewed = a.renew("a", 1, D, Timestamp(5_000)).unwrap();
+        let mut f = fresh();
+        assert!(f.refresh(Some(&renewed), Timestamp(5_000)));
+        assert_eq!(f.valid_until, Timestamp(13_000));
+        // Same epoch but expired: no longer this fence's.
+        assert!(!fresh().refresh(Some(&a), Timestamp(10_000)));
+        // Held by me under another epoch (a restart took it over): not this fence's.
+        let restarted = Lease::acquire(Some(&a), &p(), "a", D, Timestamp(10_000)).unwrap();
+        assert!(!fresh().refresh(Some(&restarted), Timestamp(10_001)));
+        // Another owner at my epoch number, or no row at all.
+        let other = Lease {
+            owner: Some("b".into()),
+            ..renewed.clone()
+        };
+        assert!(!fresh().refresh(Some(&other), Timestamp(5_000)));
+        assert!(!fresh().refresh(None, Timestamp(5_000)));
+    }
+
+    #[test]
     fn release_frees_at_once_and_the_next_owner_gets_a_new_epoch() {
         let a = Lease::acquire(None, &p(), "a", D, Timestamp(0)).unwrap();
         let r = a.release("a", 1, Timestamp(1)).unwrap();

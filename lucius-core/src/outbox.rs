@@ -208,6 +208,48 @@ fn jitter(id: &OutboxId, attempt: u32, delay: Millis) -> Millis {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn statuses_parse_from_their_names() {
+        for s in [
+            OutboxStatus::Pending,
+            OutboxStatus::Sent,
+            OutboxStatus::Dead,
+        ] {
+            assert_eq!(OutboxStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(OutboxStatus::parse("LOST"), None);
+    }
+
+    #[test]
+    fn jitter_spreads_retries_over_a_fifth_of_the_delay() {
+        let ids: Vec<OutboxId> = (0..300)
+            .map(|k| {
+                let job = JobId::derive(&TenantId::parse("t").unwrap(), &format!("k{k}"));
+                OutboxId::for_attempt(&job, 0, 1)
+            })
+            .collect();
+        // A 10 ms delay: jitter takes every value of [0, 2] and no other.
+        let small: std::collections::BTreeSet<u64> =
+            ids.iter().map(|id| jitter(id, 1, Millis(10)).0).collect();
+        assert_eq!(small.into_iter().collect::<Vec<_>>(), [0, 1, 2]);
+        // A 30 s delay: within [0, 6 s], spread, and the same for the same entry and attempt.
+        let big: std::collections::BTreeSet<u64> = ids
+            .iter()
+            .map(|id| jitter(id, 2, Millis(30_000)).0)
+            .collect();
+        assert!(big.iter().all(|j| *j <= 6_000), "{big:?}");
+        assert!(big.len() > 250, "spread: {} distinct values", big.len());
+        assert_eq!(
+            jitter(&ids[0], 2, Millis(30_000)),
+            jitter(&ids[0], 2, Millis(30_000))
+        );
+        assert_eq!(
+            jitter(&ids[0], 1, Millis(4)),
+            Millis(0),
+            "no span below 5 ms"
+        );
+    }
     use crate::directive::DIRECTIVE_SCHEMA_VERSION;
     use crate::ids::TenantId;
 

@@ -555,3 +555,29 @@ async fn interrupted_intake_waits_for_the_retry_then_fails_after_the_grace() {
     assert_eq!(late.value.status, JobStatus::Failed);
     assert!(r.engine.job(&job2).await.unwrap().steps.is_empty());
 }
+
+#[tokio::test]
+async fn accessors_and_readiness_report_the_engine_as_built() {
+    let mut st = MockSt::new();
+    st.expect_ping()
+        .times(1)
+        .returning(|| Err(StoreError::transient("store down")));
+    let cfg = EngineConfig {
+        batch_size: 7,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(
+        Arc::new(st),
+        Arc::new(MemoryPublisher::new()),
+        Arc::new(ManualClock::new(T0)),
+    )
+    .with_config(cfg.clone());
+    assert_eq!(engine.config(), &cfg);
+    assert_eq!(engine.protocols().len(), ProtocolRegistry::demo().len());
+    assert!(!engine.protocols().is_empty());
+    assert!(
+        engine.ready().await.is_err(),
+        "a store that is down is not ready"
+    );
+    assert!(rig().engine.ready().await.is_ok());
+}

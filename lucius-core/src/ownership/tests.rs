@@ -270,3 +270,75 @@ async fn a_restarted_process_with_the_same_id_waits_for_the_expiry_and_gets_a_ne
     assert!(r.lost.contains(&p[0]), "{r:?}");
     assert!(first.fences().is_empty());
 }
+
+#[tokio::test]
+async fn a_round_reports_members_and_shares_and_drops_what_is_no_longer_a_candidate() {
+    let store = MemoryStore::new();
+    let clock = ManualClock::new(T0);
+    let mut a = owner("a", &store, &clock);
+    let mut b = owner("b", &store, &clock);
+    assert_eq!(a.id(), "a");
+    let p = parts(4);
+    let r = a.rebalance(&p).await.unwrap();
+    assert_eq!((r.members, r.target, r.acquired.len()), (1, 4, 4));
+    let r = b.rebalance(&p).await.unwrap();
+    assert_eq!((r.members, r.target), (2, 2));
+    // Only two partitions remain candidates: a gives up the other two at once.
+    let r = a.rebalance(&p[..2]).await.unwrap();
+    assert_eq!((r.members, r.target), (2, 1));
+    let kept = held(&a);
+    assert!(!kept.contains(&p[2]) && !kept.contains(&p[3]), "{kept:?}");
+    assert!(
+        r.released.contains(&p[2]) && r.released.contains(&p[3]),
+        "{r:?}"
+    );
+}
+
+/// A lease store whose writes fail (not as conflicts) while `fail` is set.
+struct FlakyLeases {
+    inner: MemoryStore,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl LeaseStore for FlakyLeases {
+    async fn lease(&self, p: &Partition) -> Result<Option<Lease>, StoreError> {
+        self.inner.lease(p).await
+    }
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        self.inner.leases().await
+    }
+    async fn put_lease(&self, lease: Lease) -> Result<Lease, StoreError> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::transient("timed out: outcome unknown"));
+        }
+        self.inner.put_lease(lease).await
+    }
+    async fn announce(&self, member: &str, until: Timestamp) -> Result<(), StoreError> {
+        self.inner.announce(member, until).await
+    }
+    async fn members(&self) -> Result<Vec<(String, Timestamp)>, StoreError> {
+        self.inner.members().await
+    }
+}
+
+#[tokio::test]
+async fn a_renewal_with_an_unknown_outcome_keeps_the_lease_and_reports_the_error() {
+    let clock = ManualClock::new(T0);
+    let leases = Arc::new(FlakyLeases {
+        inner: MemoryStore::new(),
+        fail: std::sync::atomic::AtomicBool::new(false),
+    });
+    let mut a = PartitionOwner::new(
+        "a",
+        leases.clone(),
+        Arc::new(clock.clone()),
+        OwnershipConfig::default(),
+    );
+    let p = parts(1);
+    a.rebalance(&p).await.unwrap();
+    leases.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    clock.advance(Millis(1_000));
+    assert!(a.rebalance(&p).await.is_err());
+    assert!(held(&a).contains(&p[0]), "not counted as lost");
+}
