@@ -37,5 +37,5 @@ pub use handle::{BuildError, Builder, Lucius};
 pub use ownership::{escape_label, metric_header, Board};
 pub use settings::{Candidates, Dispatch, Owned, Settings};
 pub use shutdown::Shutdown;
-pub use source::{CallError, DirectiveSource, InProcess};
+pub use source::{CallError, DirectiveSource, InProcess, Settlement};
 pub use worker::{Ctx, HandlerResult, StepFailure, Worker, WorkerReport};

@@ -37,6 +37,18 @@ impl From<EngineError> for CallError {
     }
 }
 
+/// What became of a delivered directive, for sources whose deliveries must be settled (a
+/// broker's peek-lock). Sources without settlement ignore it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// The orchestrator knows the outcome, or the directive is obsolete (another attempt,
+    /// another worker, a finished job): the delivery must not come back.
+    Done,
+    /// The outcome could not be reported, or no handler took it: release the delivery for
+    /// redelivery (to this worker or another).
+    Release,
+}
+
 /// A source of directives and the worker calls on them. The in-process source calls the
 /// engine directly; sources over HTTP (pull) or a bus implement the same trait.
 #[async_trait]
@@ -61,6 +73,39 @@ pub trait DirectiveSource: Send + Sync + 'static {
         worker: &str,
         failure: Failure,
     ) -> Result<(), CallError>;
+    /// Settles the delivery of `directive` once the worker is done with it. The default
+    /// does nothing (the in-process source has nothing to settle).
+    async fn settle(&self, directive: &Directive, settlement: Settlement) {
+        let _ = (directive, settlement);
+    }
+}
+
+/// A shared source is a source (e.g. to keep a handle on it while a worker runs).
+#[async_trait]
+impl<S: DirectiveSource> DirectiveSource for Arc<S> {
+    async fn next(&self) -> Option<Directive> {
+        (**self).next().await
+    }
+    async fn ack(&self, d: &Directive, worker: &str) -> Result<(), CallError> {
+        (**self).ack(d, worker).await
+    }
+    async fn heartbeat(&self, d: &Directive, worker: &str) -> Result<(), CallError> {
+        (**self).heartbeat(d, worker).await
+    }
+    async fn complete(
+        &self,
+        d: &Directive,
+        worker: &str,
+        result: serde_json::Value,
+    ) -> Result<(), CallError> {
+        (**self).complete(d, worker, result).await
+    }
+    async fn fail(&self, d: &Directive, worker: &str, failure: Failure) -> Result<(), CallError> {
+        (**self).fail(d, worker, failure).await
+    }
+    async fn settle(&self, d: &Directive, settlement: Settlement) {
+        (**self).settle(d, settlement).await
+    }
 }
 
 /// The in-process queue a [`Lucius`] built without a publisher publishes to.

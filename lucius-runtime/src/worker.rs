@@ -36,7 +36,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::clock::SystemClock;
-use crate::source::{CallError, DirectiveSource};
+use crate::source::{CallError, DirectiveSource, Settlement};
 
 /// Why a handler gave up on a step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,8 +268,9 @@ impl<S: DirectiveSource> Worker<S> {
                 .cloned();
             let Some(handler) = handler else {
                 tracing::warn!(directive = %directive.directive_id, step = %directive.step_id, worker = %self.id,
-                    "no handler for this step; left to its ACK deadline");
+                    "no handler for this step; released, and left to its ACK deadline");
                 stats.unhandled.fetch_add(1, Ordering::Relaxed);
+                self.source.settle(&directive, Settlement::Release).await;
                 continue;
             };
             let one = One {
@@ -305,12 +306,23 @@ struct One<S> {
 
 impl<S: DirectiveSource> One<S> {
     async fn work(&self, d: Directive, handler: Arc<dyn Handler>) {
+        let settlement = self.steps(&d, handler).await;
+        self.source.settle(&d, settlement).await;
+    }
+
+    async fn steps(&self, d: &Directive, handler: Arc<dyn Handler>) -> Settlement {
+        let d = d.clone();
         match self.call(|| self.source.ack(&d, &self.id)).await {
             Ok(()) => {}
-            Err(e) => {
+            Err(CallError::Refused(e)) => {
                 tracing::info!(directive = %d.directive_id, worker = %self.id, error = %e, "ack refused; skipping the directive");
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                return;
+                return Settlement::Done;
+            }
+            Err(e) => {
+                tracing::warn!(directive = %d.directive_id, worker = %self.id, error = %e, "ack not delivered; releasing the directive");
+                self.stats.undelivered.fetch_add(1, Ordering::Relaxed);
+                return Settlement::Release;
             }
         }
         let ctx = Ctx {
@@ -326,7 +338,7 @@ impl<S: DirectiveSource> One<S> {
                 tracing::warn!(directive = %d.directive_id, worker = %self.id, reason = %lost,
                     "lease lost; the handler was stopped");
                 self.stats.lease_lost.fetch_add(1, Ordering::Relaxed);
-                return;
+                return Settlement::Done;
             }
         };
         let result = match outcome {
@@ -335,7 +347,8 @@ impl<S: DirectiveSource> One<S> {
                 "the handler of step {} panicked",
                 d.step_id
             ))),
-            Err(_) => return,
+            // Cancelled: only when the runtime itself stops.
+            Err(_) => return Settlement::Release,
         };
         let (sent, ok) = match result {
             Ok(value) => (
@@ -369,8 +382,10 @@ impl<S: DirectiveSource> One<S> {
                 tracing::warn!(directive = %d.directive_id, worker = %self.id, error = %e,
                     "result not delivered; the step is retried once its lease runs out");
                 self.stats.undelivered.fetch_add(1, Ordering::Relaxed);
+                return Settlement::Release;
             }
         }
+        Settlement::Done
     }
 
     /// Heartbeats at a third of the lease until one is refused; returns why.

@@ -482,3 +482,110 @@ async fn a_step_without_a_handler_is_left_alone_and_shutdown_waits_for_running_h
         "never acknowledged"
     );
 }
+
+/// The in-process source, recording settlements, with `complete` unavailable on demand.
+struct Recording {
+    inner: lucius_runtime::InProcess,
+    settled: std::sync::Mutex<Vec<(String, lucius_runtime::Settlement)>>,
+    complete_down: AtomicBool,
+}
+
+#[async_trait]
+impl lucius_runtime::DirectiveSource for Recording {
+    async fn next(&self) -> Option<Directive> {
+        self.inner.next().await
+    }
+    async fn ack(&self, d: &Directive, w: &str) -> Result<(), lucius_runtime::CallError> {
+        self.inner.ack(d, w).await
+    }
+    async fn heartbeat(&self, d: &Directive, w: &str) -> Result<(), lucius_runtime::CallError> {
+        self.inner.heartbeat(d, w).await
+    }
+    async fn complete(
+        &self,
+        d: &Directive,
+        w: &str,
+        r: serde_json::Value,
+    ) -> Result<(), lucius_runtime::CallError> {
+        if self.complete_down.load(Ordering::SeqCst) {
+            return Err(lucius_runtime::CallError::Unavailable(
+                "connection refused".into(),
+            ));
+        }
+        self.inner.complete(d, w, r).await
+    }
+    async fn fail(
+        &self,
+        d: &Directive,
+        w: &str,
+        f: lucius_core::step::Failure,
+    ) -> Result<(), lucius_runtime::CallError> {
+        self.inner.fail(d, w, f).await
+    }
+    async fn settle(&self, d: &Directive, s: lucius_runtime::Settlement) {
+        self.settled
+            .lock()
+            .unwrap()
+            .push((d.step_id.to_string(), s));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn deliveries_are_settled_done_or_released_by_what_became_of_them() {
+    use lucius_runtime::Settlement::{Done, Release};
+    let clock = Ticking(ManualClock::new(T0));
+    let lucius = in_process(&clock);
+    let source = Arc::new(Recording {
+        inner: lucius.in_process().unwrap(),
+        settled: std::sync::Mutex::default(),
+        complete_down: AtomicBool::new(false),
+    });
+    let shutdown = Shutdown::new();
+    let worker = Worker::new(source.clone())
+        .id("w1")
+        .clock(Arc::new(clock.clone()))
+        .handle("echo", |_d, _ctx| async { Ok(json!({})) });
+    let run = tokio::spawn(worker.run(shutdown.wait()));
+    let echo = |key: &str| {
+        format!(
+            r#"{{"requestType":"demo.echo","tenantId":"acme","idempotencyKey":"{key}","payload":{{}}}}"#
+        )
+    };
+    // Handled and reported: done.
+    lucius
+        .submit_bytes(echo("a").as_bytes(), None)
+        .await
+        .unwrap();
+    // No handler for `ocr`: released.
+    lucius.submit(command("acme", "k", 0)).await.unwrap();
+    until("two settlements", 100_000, || async {
+        source.settled.lock().unwrap().len() == 2
+    })
+    .await;
+    // The orchestrator cannot take the result: released after the call's retries.
+    source.complete_down.store(true, Ordering::SeqCst);
+    lucius
+        .submit_bytes(echo("b").as_bytes(), None)
+        .await
+        .unwrap();
+    until("three settlements", 100_000, || async {
+        source.settled.lock().unwrap().len() == 3
+    })
+    .await;
+    shutdown.trigger();
+    let report = run.await.unwrap();
+    let mut settled = source.settled.lock().unwrap().clone();
+    settled.sort_by_key(|(step, s)| (step.clone(), *s == Release));
+    assert_eq!(
+        settled,
+        [
+            ("echo".to_owned(), Done),
+            ("echo".to_owned(), Release),
+            ("ocr".to_owned(), Release)
+        ]
+    );
+    assert_eq!(
+        (report.completed, report.unhandled, report.undelivered),
+        (1, 1, 1)
+    );
+}
