@@ -24,6 +24,10 @@ pub enum CallError {
     /// The orchestrator could not be reached or its store failed: worth trying again.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// This worker cannot act at all (its key or credentials are refused): the directive
+    /// is released and the worker stops, reporting why.
+    #[error("fatal: {0}")]
+    Fatal(String),
 }
 
 impl From<EngineError> for CallError {

@@ -36,6 +36,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::clock::SystemClock;
+use crate::shutdown::Shutdown;
 use crate::source::{CallError, DirectiveSource, Settlement};
 
 /// Why a handler gave up on a step.
@@ -113,7 +114,7 @@ where
 }
 
 /// What a worker did until it stopped.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkerReport {
     /// Steps completed.
     pub completed: usize,
@@ -127,10 +128,14 @@ pub struct WorkerReport {
     pub unhandled: usize,
     /// Calls that could not be delivered (orchestrator unavailable after retries).
     pub undelivered: usize,
+    /// Why the worker stopped on its own ([`CallError::Fatal`]); `None` after a shutdown
+    /// or when the source closed.
+    pub fatal: Option<String>,
 }
 
 #[derive(Debug, Default)]
 struct Stats {
+    fatal: std::sync::Mutex<Option<String>>,
     completed: AtomicUsize,
     failed: AtomicUsize,
     refused: AtomicUsize,
@@ -148,6 +153,7 @@ impl Stats {
             lease_lost: self.lease_lost.load(Ordering::Relaxed),
             unhandled: self.unhandled.load(Ordering::Relaxed),
             undelivered: self.undelivered.load(Ordering::Relaxed),
+            fatal: self.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
 }
@@ -243,10 +249,15 @@ impl<S: DirectiveSource> Worker<S> {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let mut tasks = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
+        // Triggered by a handler's task on a fatal call error.
+        let halt = Shutdown::new();
+        let halted = halt.wait();
+        let mut halted = std::pin::pin!(halted);
         loop {
             let permit = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
+                () = &mut halted => break,
                 p = permits.clone().acquire_owned() => match p {
                     Ok(p) => p,
                     Err(_) => break,
@@ -255,6 +266,7 @@ impl<S: DirectiveSource> Worker<S> {
             let directive = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
+                () = &mut halted => break,
                 d = self.source.next() => match d {
                     Some(d) => d,
                     None => break,
@@ -278,6 +290,7 @@ impl<S: DirectiveSource> Worker<S> {
                 id: self.id.clone(),
                 clock: self.clock.clone(),
                 stats: stats.clone(),
+                halt: halt.clone(),
             };
             tasks.spawn(async move {
                 one.work(directive, handler).await;
@@ -302,12 +315,25 @@ struct One<S> {
     id: Arc<str>,
     clock: Arc<dyn Clock>,
     stats: Arc<Stats>,
+    halt: Shutdown,
 }
 
 impl<S: DirectiveSource> One<S> {
     async fn work(&self, d: Directive, handler: Arc<dyn Handler>) {
         let settlement = self.steps(&d, handler).await;
         self.source.settle(&d, settlement).await;
+    }
+
+    /// Records a fatal call error and stops the worker; the directive is released.
+    fn fatal(&self, d: &Directive, e: &str) -> Settlement {
+        tracing::error!(directive = %d.directive_id, worker = %self.id, error = %e, "this worker cannot act; stopping it");
+        self.stats
+            .fatal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(|| e.to_owned());
+        self.halt.trigger();
+        Settlement::Release
     }
 
     async fn steps(&self, d: &Directive, handler: Arc<dyn Handler>) -> Settlement {
@@ -319,6 +345,7 @@ impl<S: DirectiveSource> One<S> {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 return Settlement::Done;
             }
+            Err(CallError::Fatal(e)) => return self.fatal(&d, &e),
             Err(e) => {
                 tracing::warn!(directive = %d.directive_id, worker = %self.id, error = %e, "ack not delivered; releasing the directive");
                 self.stats.undelivered.fetch_add(1, Ordering::Relaxed);
@@ -333,12 +360,12 @@ impl<S: DirectiveSource> One<S> {
         let mut work = tokio::spawn(handler.call(d.clone(), ctx));
         let outcome = tokio::select! {
             joined = &mut work => joined,
-            lost = self.heartbeats(&d) => {
+            (lost, settlement) = self.heartbeats(&d) => {
                 work.abort();
                 tracing::warn!(directive = %d.directive_id, worker = %self.id, reason = %lost,
                     "lease lost; the handler was stopped");
                 self.stats.lease_lost.fetch_add(1, Ordering::Relaxed);
-                return Settlement::Done;
+                return settlement;
             }
         };
         let result = match outcome {
@@ -378,6 +405,7 @@ impl<S: DirectiveSource> One<S> {
                 tracing::info!(directive = %d.directive_id, worker = %self.id, error = %e, "result refused: the step moved on");
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
             }
+            Err(CallError::Fatal(e)) => return self.fatal(&d, &e),
             Err(e) => {
                 tracing::warn!(directive = %d.directive_id, worker = %self.id, error = %e,
                     "result not delivered; the step is retried once its lease runs out");
@@ -388,14 +416,19 @@ impl<S: DirectiveSource> One<S> {
         Settlement::Done
     }
 
-    /// Heartbeats at a third of the lease until one is refused; returns why.
-    async fn heartbeats(&self, d: &Directive) -> String {
+    /// Heartbeats at a third of the lease until one is refused; returns why, and how to
+    /// settle the directive.
+    async fn heartbeats(&self, d: &Directive) -> (String, Settlement) {
         let period = Millis((d.lease_duration_ms / 3).max(10));
         loop {
             self.clock.sleep(period).await;
             match self.source.heartbeat(d, &self.id).await {
                 Ok(()) => {}
-                Err(CallError::Refused(e)) => return e,
+                Err(CallError::Refused(e)) => return (e, Settlement::Done),
+                Err(CallError::Fatal(e)) => {
+                    let settlement = self.fatal(d, &e);
+                    return (e, settlement);
+                }
                 Err(e) => {
                     tracing::warn!(directive = %d.directive_id, worker = %self.id, error = %e, "heartbeat failed; trying again");
                 }

@@ -488,6 +488,7 @@ struct Recording {
     inner: lucius_runtime::InProcess,
     settled: std::sync::Mutex<Vec<(String, lucius_runtime::Settlement)>>,
     complete_down: AtomicBool,
+    key_refused: AtomicBool,
 }
 
 #[async_trait]
@@ -496,6 +497,11 @@ impl lucius_runtime::DirectiveSource for Recording {
         self.inner.next().await
     }
     async fn ack(&self, d: &Directive, w: &str) -> Result<(), lucius_runtime::CallError> {
+        if self.key_refused.load(Ordering::SeqCst) {
+            return Err(lucius_runtime::CallError::Fatal(
+                "401 worker key refused".into(),
+            ));
+        }
         self.inner.ack(d, w).await
     }
     async fn heartbeat(&self, d: &Directive, w: &str) -> Result<(), lucius_runtime::CallError> {
@@ -539,6 +545,7 @@ async fn deliveries_are_settled_done_or_released_by_what_became_of_them() {
         inner: lucius.in_process().unwrap(),
         settled: std::sync::Mutex::default(),
         complete_down: AtomicBool::new(false),
+        key_refused: AtomicBool::new(false),
     });
     let shutdown = Shutdown::new();
     let worker = Worker::new(source.clone())
@@ -587,5 +594,40 @@ async fn deliveries_are_settled_done_or_released_by_what_became_of_them() {
     assert_eq!(
         (report.completed, report.unhandled, report.undelivered),
         (1, 1, 1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fatal_call_error_releases_the_directive_and_stops_the_worker() {
+    let clock = Ticking(ManualClock::new(T0));
+    let lucius = in_process(&clock);
+    let source = Arc::new(Recording {
+        inner: lucius.in_process().unwrap(),
+        settled: std::sync::Mutex::default(),
+        complete_down: AtomicBool::new(false),
+        key_refused: AtomicBool::new(true),
+    });
+    let echo = lucius
+        .submit_bytes(
+            br#"{"requestType":"demo.echo","tenantId":"acme","idempotencyKey":"f","payload":{}}"#,
+            None,
+        )
+        .await
+        .unwrap();
+    // No shutdown: the worker stops on its own.
+    let report = Worker::new(source.clone())
+        .handle("echo", |_d, _ctx| async { Ok(json!({})) })
+        .run(std::future::pending())
+        .await;
+    assert_eq!(report.fatal.as_deref(), Some("401 worker key refused"));
+    assert_eq!(
+        source.settled.lock().unwrap().clone(),
+        [("echo".to_owned(), lucius_runtime::Settlement::Release)]
+    );
+    let rec = lucius.job(&echo.job_id).await.unwrap();
+    assert_eq!(
+        rec.steps[0].status,
+        StepStatus::Initiated,
+        "never acknowledged"
     );
 }

@@ -11,7 +11,7 @@ use common::Fake;
 use lucius_core::testkit::command;
 use lucius_core::{Directive, Engine, JobId, JobStatus, Millis, Publisher, StepStatus};
 use lucius_http::HttpConfig;
-use lucius_servicebus::worker::{Handled, Source, Worker, WorkerConfig};
+use lucius_servicebus::worker::{Handled, ServiceBusSource, Source, Worker, WorkerConfig};
 use lucius_servicebus::{Failure, ServiceBusPublisher};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -154,4 +154,82 @@ async fn duplicates_failures_and_a_wrong_key_against_the_real_worker_routes() {
     let rec = rig.engine.job(&rig.job).await.unwrap();
     assert_eq!(rec.steps[0].status, StepStatus::Succeeded);
     assert_eq!(rec.steps[0].attempt, 2);
+}
+
+fn source(rig: &Rig, queue: &str, key: &str) -> Arc<ServiceBusSource> {
+    let mut c = WorkerConfig::new(
+        rig.fake.connection(),
+        Source::Queue(queue.into()),
+        rig.api.clone(),
+        "runtime-worker",
+    );
+    c.worker_key = Some(key.into());
+    c.receive_wait = Duration::from_secs(1);
+    Arc::new(ServiceBusSource::new(c).unwrap())
+}
+
+#[tokio::test]
+async fn the_runtime_worker_runs_a_job_to_success_over_service_bus_sources() {
+    let rig = rig().await;
+    let shutdown = lucius_runtime::Shutdown::new();
+    let mut sources = Vec::new();
+    let mut workers = Vec::new();
+    for step in ["ocr", "embed", "index"] {
+        let s = source(&rig, &format!("lucius.{step}"), WORKER_KEY);
+        sources.push(s.clone());
+        let worker = lucius_runtime::Worker::new(s).id("runtime-worker").handle(
+            step,
+            |d, _ctx| async move { Ok(json!({"done": &*d.step_id})) },
+        );
+        workers.push(tokio::spawn(worker.run(shutdown.wait())));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rig.engine.job(&rig.job).await.unwrap().job.status != JobStatus::Succeeded {
+        assert!(Instant::now() < deadline, "the job did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.trigger();
+    let mut completed = 0;
+    for w in workers {
+        let report = w.await.unwrap();
+        assert_eq!(report.fatal, None);
+        completed += report.completed;
+    }
+    assert_eq!(completed, 3);
+    let rec = rig.engine.job(&rig.job).await.unwrap();
+    assert_eq!(rec.steps[2].result, Some(json!({"done": "index"}).into()));
+    // Every message was deleted once the orchestrator knew the outcome.
+    assert_eq!(rig.fake.locked(), 0);
+    assert!(sources.iter().all(|s| s.held() == 0));
+    for step in ["ocr", "embed", "index"] {
+        assert!(rig.fake.ready(&format!("lucius.{step}")).is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_refused_worker_key_stops_the_runtime_worker_and_unlocks_the_message() {
+    let rig = rig().await;
+    wait_for_message(&rig.fake, "lucius.ocr").await;
+    let s = source(&rig, "lucius.ocr", "wrong");
+    let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = ran.clone();
+    let report = lucius_runtime::Worker::new(s.clone())
+        .handle("ocr", move |_d, _ctx| {
+            seen.store(true, std::sync::atomic::Ordering::SeqCst);
+            async { Ok(json!({})) }
+        })
+        .run(std::future::pending())
+        .await;
+    let fatal = report.fatal.unwrap_or_default();
+    assert!(fatal.contains("401"), "{fatal}");
+    assert!(
+        !ran.load(std::sync::atomic::Ordering::SeqCst),
+        "no ack, no handler"
+    );
+    assert_eq!(rig.fake.locked(), 0);
+    assert_eq!(
+        rig.fake.ready("lucius.ocr").len(),
+        1,
+        "back for a worker that may act"
+    );
 }

@@ -412,9 +412,11 @@ async fn run_backs_off_while_the_orchestrator_is_unreachable() {
         .run(echo, tokio::time::sleep(Duration::from_millis(1_000)))
         .await;
     assert_eq!(result, Ok(()));
-    // 200 + 400 + 800 ms of backoff: a handful of receives, not a spin.
+    // The ack is tried again after 200, 400 and 800 ms before the message is released,
+    // and a released message makes the next receive wait: a handful of receives, not a
+    // spin.
     let receives = fake.seen_at("/messages/head").len();
-    assert!((2..=5).contains(&receives), "{receives} receives in 1 s");
+    assert!((1..=5).contains(&receives), "{receives} receives in 1 s");
     assert_eq!(
         fake.ready("lucius.ocr").len(),
         1,

@@ -111,6 +111,12 @@ impl Orchestrator {
     }
 
     /// The URL of a call.
+    /// The worker id every call sends.
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// The route of `call` on a step.
     pub fn url(&self, job_id: &str, step_id: &str, call: Call) -> Result<Url, WorkerError> {
         let mut url = self.base.clone();
         url.path_segments_mut()

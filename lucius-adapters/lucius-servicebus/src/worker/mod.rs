@@ -18,6 +18,7 @@
 
 mod api;
 mod receiver;
+mod source;
 
 use std::future::Future;
 use std::pin::pin;
@@ -27,6 +28,7 @@ use std::time::Duration;
 pub use api::{Answer, Call, Orchestrator, MAX_ERROR_CHARS};
 pub use lucius_core::Failure;
 pub use receiver::{Delivery, Receiver, Source};
+pub use source::ServiceBusSource;
 
 use lucius_core::{Directive, DIRECTIVE_SCHEMA_VERSION};
 use serde_json::Value;
@@ -257,57 +259,44 @@ impl Worker {
         &self.api
     }
 
-    /// Receives and handles messages until `shutdown` completes (between messages: a
-    /// message being handled is finished first). Transient failures are logged and
-    /// retried with backoff; a permanent one stops the worker with that error.
+    /// Receives and handles messages until `shutdown` completes (a message being handled
+    /// is finished first), one at a time, on the runtime's [`lucius_runtime::Worker`] over
+    /// a [`ServiceBusSource`]: heartbeats and lock renewals while the handler runs, backoff
+    /// while the orchestrator is unreachable. A permanent error (refused key or signature,
+    /// missing entity) stops the worker with that error.
     pub async fn run<H, Fut>(
         &self,
         handler: H,
-        shutdown: impl Future<Output = ()>,
+        shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), WorkerError>
     where
-        H: Fn(Directive) -> Fut,
-        Fut: Future<Output = Result<Value, Failure>>,
+        H: Fn(Directive) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, Failure>> + Send + 'static,
     {
-        let mut shutdown = pin!(shutdown);
-        let mut backoff = Duration::ZERO;
-        loop {
-            let received =
-                match race(shutdown.as_mut(), self.receiver.receive(self.receive_wait)).await {
-                    Either::Left(()) => return Ok(()),
-                    Either::Right(r) => r,
-                };
-            let result = match received {
-                Ok(Some(delivery)) => self.handle(delivery, &handler).await,
-                Ok(None) => Ok(Handled::Empty),
-                Err(e) => Err(e),
-            };
-            let pause = match result {
-                Ok(Handled::Empty) => self.idle_pause,
-                // The orchestrator is unreachable: do not spin on the message just unlocked.
-                Ok(Handled::Abandoned {
-                    directive_id,
-                    reason,
-                }) => {
-                    backoff = next_backoff(backoff);
-                    tracing::warn!(directive = %directive_id, %reason, retry_in_ms = backoff.as_millis() as u64, "message abandoned");
-                    backoff
+        let source = std::sync::Arc::new(ServiceBusSource::of(self.clone()));
+        let report = lucius_runtime::Worker::new(source.clone())
+            .id(self.api.worker_id())
+            .concurrency(1)
+            .fallback(move |d, _ctx| {
+                let work = handler(d);
+                async move {
+                    work.await.map_err(|f| lucius_runtime::StepFailure {
+                        message: f.error,
+                        retryable: f.retryable,
+                    })
                 }
-                Ok(handled) => {
-                    tracing::debug!(?handled, "message handled");
-                    backoff = Duration::ZERO;
-                    continue;
-                }
-                Err(e) if e.is_permanent() => return Err(e),
-                Err(e) => {
-                    backoff = next_backoff(backoff);
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "worker error");
-                    backoff
-                }
-            };
-            if let Either::Left(()) = race(shutdown.as_mut(), tokio::time::sleep(pause)).await {
-                return Ok(());
-            }
+            })
+            .run(shutdown)
+            .await;
+        if let Some(e) = source.error() {
+            return Err(e);
+        }
+        match report.fatal {
+            Some(message) => Err(WorkerError::Orchestrator {
+                permanent: true,
+                message,
+            }),
+            None => Ok(()),
         }
     }
 
