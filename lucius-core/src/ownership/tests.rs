@@ -294,10 +294,29 @@ async fn a_round_reports_members_and_shares_and_drops_what_is_no_longer_a_candid
     );
 }
 
-/// A lease store whose writes fail (not as conflicts) while `fail` is set.
+#[tokio::test]
+async fn partitions_that_are_no_longer_candidates_are_released_even_within_the_share() {
+    let store = MemoryStore::new();
+    let clock = ManualClock::new(T0);
+    let mut a = owner("a", &store, &clock);
+    let p = parts(4);
+    a.rebalance(&p).await.unwrap();
+    // Alone, with a share of 2: the two that stay candidates are kept, whatever their
+    // order, and the two others released.
+    let r = a.rebalance(&p[2..]).await.unwrap();
+    assert_eq!(held(&a), p[2..].iter().cloned().collect::<BTreeSet<_>>());
+    assert!(
+        r.released.contains(&p[0]) && r.released.contains(&p[1]),
+        "{r:?}"
+    );
+}
+
+/// A lease store whose writes fail while `fail` is set: as conflicts (another writer won)
+/// when `conflict` is set too, otherwise with an unknown outcome.
 struct FlakyLeases {
     inner: MemoryStore,
     fail: std::sync::atomic::AtomicBool,
+    conflict: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -310,6 +329,9 @@ impl LeaseStore for FlakyLeases {
     }
     async fn put_lease(&self, lease: Lease) -> Result<Lease, StoreError> {
         if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            if self.conflict.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(StoreError::conflict("the lease row changed"));
+            }
             return Err(StoreError::transient("timed out: outcome unknown"));
         }
         self.inner.put_lease(lease).await
@@ -328,6 +350,7 @@ async fn a_renewal_with_an_unknown_outcome_keeps_the_lease_and_reports_the_error
     let leases = Arc::new(FlakyLeases {
         inner: MemoryStore::new(),
         fail: std::sync::atomic::AtomicBool::new(false),
+        conflict: std::sync::atomic::AtomicBool::new(false),
     });
     let mut a = PartitionOwner::new(
         "a",
@@ -341,4 +364,27 @@ async fn a_renewal_with_an_unknown_outcome_keeps_the_lease_and_reports_the_error
     clock.advance(Millis(1_000));
     assert!(a.rebalance(&p).await.is_err());
     assert!(held(&a).contains(&p[0]), "not counted as lost");
+}
+
+#[tokio::test]
+async fn a_renewal_that_loses_a_race_counts_the_lease_as_lost() {
+    let clock = ManualClock::new(T0);
+    let leases = Arc::new(FlakyLeases {
+        inner: MemoryStore::new(),
+        fail: std::sync::atomic::AtomicBool::new(false),
+        conflict: std::sync::atomic::AtomicBool::new(true),
+    });
+    let mut a = PartitionOwner::new(
+        "a",
+        leases.clone(),
+        Arc::new(clock.clone()),
+        OwnershipConfig::default(),
+    );
+    let p = parts(1);
+    a.rebalance(&p).await.unwrap();
+    leases.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    clock.advance(Millis(1_000));
+    let r = a.rebalance(&p).await.unwrap();
+    assert_eq!(r.lost, p);
+    assert!(held(&a).is_empty());
 }
