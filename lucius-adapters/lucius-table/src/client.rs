@@ -320,6 +320,38 @@ impl Client {
         }
     }
 
+    /// Deletes a row only if it is still at `etag` (read before): a row rewritten since is
+    /// left alone. A missing or changed row is not an error.
+    pub(crate) async fn delete_if(
+        &self,
+        table: &str,
+        pk: &str,
+        rk: &str,
+        etag: &str,
+    ) -> Result<(), StoreError> {
+        let e = self
+            .service
+            .table_client(table)
+            .partition_key_client(pk)
+            .entity_client(rk);
+        let what = format!("conditional delete from {table} ({pk}, {rk})");
+        let etag = etag.to_owned();
+        match self
+            .call(Kind::Delete, &what, || {
+                e.delete()
+                    .if_match(IfMatchCondition::Etag(Etag::from(etag.clone())))
+                    .into_future()
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.kind, StoreErrorKind::NotFound | StoreErrorKind::Conflict) => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// One row by its keys, with its ETag as `odata.etag`.
     pub(crate) async fn get(
         &self,

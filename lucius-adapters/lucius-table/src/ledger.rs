@@ -74,6 +74,27 @@ fn index_outbox_row(e: &OutboxEntry) -> Row {
     r
 }
 
+/// How long an index row whose ledger entry is missing is kept: longer than the slowest
+/// commit (its index write, then its ledger batch, each up to 4 attempts of 30 s), judged
+/// by the service's `Timestamp` of the row against this machine's clock (so also longer
+/// than any plausible skew). Until then the entry may still land; after it, the commit
+/// that wrote the row has failed for good and the row is removed.
+pub(crate) const INDEX_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Whether an index row is older than [`INDEX_GRACE`] at `now`, by its service `Timestamp`
+/// (a row without a readable one is never taken as expired).
+fn index_row_expired(row: &Row, now: std::time::SystemTime) -> bool {
+    let Some(written) = text(row, "Timestamp").and_then(lucius_core::Timestamp::parse_rfc3339)
+    else {
+        return false;
+    };
+    let now_ms = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let grace_ms = i64::try_from(INDEX_GRACE.as_millis()).unwrap_or(i64::MAX);
+    now_ms.saturating_sub(written.as_millis()) > grace_ms
+}
+
 fn rk(row: &Row) -> &str {
     text(row, "RowKey").unwrap_or_default()
 }
@@ -417,7 +438,7 @@ impl TableStore {
     }
 
     /// The ledger entry an index row names, if it still matches the query; repairs the
-    /// index row when it is stale.
+    /// index row when it is stale (see [`INDEX_GRACE`] for a row whose entry is missing).
     async fn verify(
         &self,
         idx: &Row,
@@ -449,7 +470,20 @@ impl TableStore {
                         .upsert(self.ledger(), &index_outbox_row(e))
                         .await
                 }
-                _ => self.client.delete(self.ledger(), ipk, &outbox_rk(id)).await,
+                // No entry yet: a commit may be between its index write and its ledger
+                // batch. Deleting the row now would hide the entry once the batch lands,
+                // so a missing entry's row is removed only once it is older than any
+                // commit can take, and only if nobody rewrote it since it was read.
+                None if !index_row_expired(idx, std::time::SystemTime::now()) => Ok(()),
+                None => match text(idx, "odata.etag") {
+                    Some(etag) => {
+                        self.client
+                            .delete_if(self.ledger(), ipk, &outbox_rk(id), etag)
+                            .await
+                    }
+                    None => Ok(()),
+                },
+                Some(_) => self.client.delete(self.ledger(), ipk, &outbox_rk(id)).await,
             };
             if let Err(e) = repair {
                 tracing::warn!(error = %e, entry = id, "could not repair a stale ledger index row");
@@ -490,5 +524,32 @@ impl TableStore {
             .filter_map(|r| r.get("Partition").and_then(Value::as_str))
             .map(partition_from_key)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    #[test]
+    fn an_index_row_expires_after_the_grace_by_its_service_timestamp() {
+        let mut row = Row::new();
+        // The service writes seven fractional digits.
+        row.insert("Timestamp".into(), "2024-03-05T00:00:00.1234567Z".into());
+        let written = UNIX_EPOCH + Duration::from_millis(1_709_596_800_123);
+        assert!(!index_row_expired(&row, written));
+        assert!(!index_row_expired(&row, written + INDEX_GRACE));
+        assert!(index_row_expired(
+            &row,
+            written + INDEX_GRACE + Duration::from_millis(2)
+        ));
+        // A row the service wrote "in the future" (skew) is young.
+        assert!(!index_row_expired(&row, written - Duration::from_secs(60)));
+        row.insert("Timestamp".into(), "not a time".into());
+        assert!(!index_row_expired(&row, written + INDEX_GRACE * 10));
+        row.remove("Timestamp");
+        assert!(!index_row_expired(&row, written + INDEX_GRACE * 10));
     }
 }

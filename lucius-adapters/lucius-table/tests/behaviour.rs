@@ -295,6 +295,56 @@ async fn a_stale_ledger_index_row_is_verified_and_removed() {
     assert_eq!((c.query, c.get, c.delete), (1, 0, 0), "{c:?}");
 }
 
+/// Issue 15's race: a commit writes the index row of its new `PENDING` entry, then its
+/// ledger batch. A dispatcher that reads the row in between finds no entry; deleting the
+/// row then would hide the entry for good once the batch lands. The row is kept (it is
+/// younger than the grace), the dispatcher reads it again next round, and finds the entry
+/// once the commit completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_row_written_before_its_ledger_batch_is_not_deleted() {
+    let store = support::store(Mode::Ledger).await;
+    let (clock, bus) = (ManualClock::new(T0), MemoryPublisher::new());
+    let engine = engine(&store, &clock, &bus);
+    let sub = engine.submit(command("acme", "race", 0)).await.unwrap();
+    engine.publish(&sub.to_publish[0]).await.unwrap();
+    let d = bus.drain().remove(0);
+    let job = sub.value.job_id.clone();
+    let call = || lucius_core::engine::WorkerCall {
+        job_id: &job,
+        step_id: &d.step_id,
+        attempt: d.attempt,
+        worker_id: Some("w"),
+    };
+    engine.ack(call()).await.unwrap();
+    // The completion writes the next step's index row, then stops before its batch.
+    store.crash_after_writes(Some(1));
+    assert!(engine.complete(call(), json!({"ok": 1})).await.is_err());
+    store.crash_after_writes(None);
+    let query = lucius_core::OutboxQuery {
+        status: Some(lucius_core::OutboxStatus::Pending),
+        partition: Some(sub.value.partition.clone()),
+        due_by: Some(T0.plus(Millis::from_secs(3_600))),
+        after: None,
+        limit: 10,
+    };
+    for round in 0..2 {
+        let before = store.request_counts();
+        assert!(store.outbox(&query).await.unwrap().is_empty());
+        let c = store.request_counts().since(&before);
+        assert_eq!(
+            (c.get, c.delete),
+            (1, 0),
+            "round {round}: the row is verified and kept: {c:?}"
+        );
+    }
+    // The commit completes (here, the engine's retry): the entry is found through the row.
+    let step = engine.complete(call(), json!({"ok": 1})).await.unwrap();
+    assert_eq!(step.value.status, lucius_core::StepStatus::Succeeded);
+    let found = store.outbox(&query).await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].step_index, 1);
+}
+
 /// Table mode writes the claim alone first: a crash right after it leaves no job, and the
 /// client's retry a month later writes the job as of the claim (the intake's time), in the
 /// partition the claim's month names, not the retry's.
