@@ -444,3 +444,38 @@ async fn a_commit_applied_in_part_is_a_transition_that_happened() {
         PublishOutcome::Sent
     );
 }
+
+#[tokio::test]
+async fn an_admin_retry_is_refused_once_the_step_got_past_its_dead_directive() {
+    let r = rig();
+    r.bus.set(fails_with(PublishError::Permanent(
+        "401 unauthorized".into(),
+    )));
+    let sub = r
+        .engine
+        .submit(command("acme", "got-past", 0))
+        .await
+        .unwrap();
+    r.engine.publish_all(&sub.to_publish).await;
+    let job = sub.value.job_id.clone();
+    let dead = first_entry(&r.engine, &job).await;
+    assert_eq!(dead.status, OutboxStatus::Dead);
+    // While the step still waits on it, the operator may retry it…
+    assert!(r.engine.job(&job).await.unwrap().steps[0]
+        .status
+        .awaits_directive());
+    // …but once the directive arrived anyway (a copy sent before the failure was known)
+    // and the worker took the step, the entry is superseded.
+    let call = WorkerCall {
+        job_id: &job,
+        step_id: "ocr",
+        attempt: 1,
+        worker_id: Some("w"),
+    };
+    r.engine.ack(call).await.unwrap();
+    let rec = r.engine.job(&job).await.unwrap();
+    assert_eq!(rec.steps[0].status, StepStatus::Running);
+    assert_eq!(rec.outbox[0].status, OutboxStatus::Dead);
+    let err = r.engine.retry_outbox(&dead.id).await.unwrap_err();
+    assert!(err.to_string().contains("SUPERSEDED"), "{err}");
+}

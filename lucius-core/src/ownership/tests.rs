@@ -388,3 +388,39 @@ async fn a_renewal_that_loses_a_race_counts_the_lease_as_lost() {
     assert_eq!(r.lost, p);
     assert!(held(&a).is_empty());
 }
+
+#[tokio::test]
+async fn an_acquisition_that_loses_a_race_moves_on_and_one_with_an_unknown_outcome_fails() {
+    let clock = ManualClock::new(T0);
+    let leases = Arc::new(FlakyLeases {
+        inner: MemoryStore::new(),
+        fail: std::sync::atomic::AtomicBool::new(true),
+        conflict: std::sync::atomic::AtomicBool::new(true),
+    });
+    let mut a = PartitionOwner::new(
+        "a",
+        leases.clone(),
+        Arc::new(clock.clone()),
+        OwnershipConfig::default(),
+    );
+    let p = parts(3);
+    // Every insert loses its race: the round goes on and ends with nothing held.
+    let r = a.rebalance(&p).await.unwrap();
+    assert!(r.acquired.is_empty() && held(&a).is_empty(), "{r:?}");
+    // An insert whose outcome is unknown stops the round with the error.
+    leases
+        .conflict
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(a.rebalance(&p).await.is_err());
+}
+
+#[test]
+fn dispatchers_start_their_acquisitions_at_spread_offsets() {
+    let names: Vec<String> = (0..16).map(|i| format!("dispatcher-{i}")).collect();
+    for n in [1, 2, 7, 100] {
+        let offsets: BTreeSet<usize> = names.iter().map(|m| offset(m, n)).collect();
+        assert!(offsets.iter().all(|o| *o < n), "{n}: {offsets:?}");
+        assert!(offsets.len() >= n.min(16) / 2, "{n}: {offsets:?}");
+    }
+    assert_eq!(offset("dispatcher-3", 100), offset("dispatcher-3", 100));
+}
