@@ -1,0 +1,680 @@
+//! The writer thread and what it writes. One thread owns the write connection; it takes
+//! every queued request (up to [`MAX_BATCH`]), applies each in its own `SAVEPOINT` — a
+//! request whose revision check fails rolls back only itself — and makes the batch
+//! durable with one `COMMIT` (one fsync), then answers each request. An answer never
+//! precedes the `COMMIT` that made it true.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use lucius_core::{
+    Changes, CreateOutcome, IdempotencyRecord, Job, Lease, NewJob, OutboxEntry, Revision, Step,
+    StoreError, Timestamp,
+};
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{bad_row, sqlite, unencodable};
+
+/// The most requests one transaction takes.
+pub(crate) const MAX_BATCH: usize = 512;
+
+/// How many requests may wait for the writer before callers wait to enqueue.
+pub(crate) const QUEUE: usize = 4096;
+
+/// One write a caller waits for.
+pub(crate) enum Request {
+    Create(
+        Box<NewJob>,
+        oneshot::Sender<Result<CreateOutcome, StoreError>>,
+    ),
+    Commit(Changes, oneshot::Sender<Result<Changes, StoreError>>),
+    PutLease(Lease, oneshot::Sender<Result<Lease, StoreError>>),
+    Announce(String, Timestamp, oneshot::Sender<Result<(), StoreError>>),
+    /// Writes a new job's claim, job and steps but not its first directive: what a
+    /// non-atomic intake leaves when it dies midway (for the conformance suite).
+    #[cfg(test)]
+    TornIntake(Box<NewJob>, oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// Figures the writer keeps.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) batches: AtomicU64,
+    pub(crate) requests: AtomicU64,
+}
+
+/// Holds the writer before each batch while closed (tests fill the queue first).
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    closed: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+#[cfg(test)]
+impl Gate {
+    pub(crate) fn close(&self) {
+        *self.closed.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    }
+
+    pub(crate) fn open(&self) {
+        *self.closed.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        self.opened.notify_all();
+    }
+
+    fn pass(&self) {
+        let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        while *closed {
+            closed = self.opened.wait(closed).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Runs the writer until every sender is dropped.
+pub(crate) fn run(
+    mut conn: Connection,
+    mut queue: mpsc::Receiver<Request>,
+    counters: Arc<Counters>,
+    #[cfg(test)] gate: Arc<Gate>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = queue.blocking_recv() {
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        #[cfg(test)]
+        gate.pass();
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        counters
+            .requests
+            .fetch_add(batch.len() as u64 - 1, Ordering::Relaxed);
+        write_batch(&mut conn, &mut batch);
+    }
+}
+
+/// A request's outcome until the batch commits.
+enum Outcome {
+    Create(Result<CreateOutcome, StoreError>),
+    Commit(Result<Changes, StoreError>),
+    Lease(Result<Lease, StoreError>),
+    Unit(Result<(), StoreError>),
+}
+
+impl Outcome {
+    fn is_ok(&self) -> bool {
+        match self {
+            Outcome::Create(r) => r.is_ok(),
+            Outcome::Commit(r) => r.is_ok(),
+            Outcome::Lease(r) => r.is_ok(),
+            Outcome::Unit(r) => r.is_ok(),
+        }
+    }
+}
+
+fn write_batch(conn: &mut Connection, batch: &mut Vec<Request>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let e = sqlite("starting a write transaction", e);
+        for r in batch.drain(..) {
+            answer(r, None, &e);
+        }
+        return;
+    }
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let mut failed: Option<StoreError> = None;
+    for r in batch.iter() {
+        if failed.is_some() {
+            break;
+        }
+        if let Err(e) = conn.execute_batch("SAVEPOINT request") {
+            failed = Some(sqlite("starting a request's savepoint", e));
+            break;
+        }
+        let outcome = apply(conn, r);
+        let end = match outcome.is_ok() {
+            true => conn.execute_batch("RELEASE request"),
+            false => conn.execute_batch("ROLLBACK TO request; RELEASE request"),
+        };
+        match end {
+            Ok(()) => outcomes.push(outcome),
+            Err(e) => failed = Some(sqlite("ending a request's savepoint", e)),
+        }
+    }
+    let committed = match failed {
+        Some(e) => Err(e),
+        None => conn
+            .execute_batch("COMMIT")
+            .map_err(|e| sqlite("committing a write transaction", e)),
+    };
+    if let Err(e) = committed {
+        // Nothing of the batch is durable: every request gets the failure (a request
+        // that lost its revision check keeps its own answer, which still holds).
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        tracing::warn!(error = %e, requests = batch.len(), "embedded store: a write batch failed");
+        let mut outcomes = outcomes.into_iter();
+        for r in batch.drain(..) {
+            answer(r, outcomes.next().filter(|o| !o.is_ok()), &e);
+        }
+        return;
+    }
+    for (r, o) in batch.drain(..).zip(outcomes) {
+        send(r, o);
+    }
+}
+
+/// Answers `r` with `outcome`, or with `fallback` when there is none.
+fn answer(r: Request, outcome: Option<Outcome>, fallback: &StoreError) {
+    match outcome {
+        Some(o) => send(r, o),
+        None => {
+            let e = fallback.clone();
+            match r {
+                Request::Create(_, tx) => drop(tx.send(Err(e))),
+                Request::Commit(_, tx) => drop(tx.send(Err(e))),
+                Request::PutLease(_, tx) => drop(tx.send(Err(e))),
+                Request::Announce(_, _, tx) => drop(tx.send(Err(e))),
+                #[cfg(test)]
+                Request::TornIntake(_, tx) => drop(tx.send(Err(e))),
+            }
+        }
+    }
+}
+
+/// Sends an outcome to its caller (who may have stopped waiting).
+fn send(r: Request, o: Outcome) {
+    match (r, o) {
+        (Request::Create(_, tx), Outcome::Create(v)) => drop(tx.send(v)),
+        (Request::Commit(_, tx), Outcome::Commit(v)) => drop(tx.send(v)),
+        (Request::PutLease(_, tx), Outcome::Lease(v)) => drop(tx.send(v)),
+        (Request::Announce(_, _, tx), Outcome::Unit(v)) => drop(tx.send(v)),
+        #[cfg(test)]
+        (Request::TornIntake(_, tx), Outcome::Unit(v)) => drop(tx.send(v)),
+        // `apply` answers each request with its own kind.
+        (r, _) => answer(
+            r,
+            None,
+            &StoreError::permanent("embedded store: an answer of the wrong kind"),
+        ),
+    }
+}
+
+fn apply(conn: &Connection, r: &Request) -> Outcome {
+    match r {
+        Request::Create(new, _) => Outcome::Create(create_job(conn, new)),
+        Request::Commit(changes, _) => Outcome::Commit(commit(conn, changes)),
+        Request::PutLease(lease, _) => Outcome::Lease(put_lease(conn, lease)),
+        Request::Announce(member, until, _) => Outcome::Unit(announce(conn, member, *until)),
+        #[cfg(test)]
+        Request::TornIntake(new, _) => Outcome::Unit(torn_intake(conn, new)),
+    }
+}
+
+// ---- create_job -------------------------------------------------------------------------
+
+fn create_job(conn: &Connection, new: &NewJob) -> Result<CreateOutcome, StoreError> {
+    let claim = &new.claim;
+    let existing: Option<String> = conn
+        .prepare_cached("SELECT body FROM claims WHERE tenant = ?1 AND key = ?2")
+        .and_then(|mut s| {
+            s.query_row(params![claim.tenant_id.as_str(), &*claim.key], |r| r.get(0))
+                .optional()
+        })
+        .map_err(|e| sqlite(format_args!("reading the claim on key {:?}", claim.key), e))?;
+    let Some(existing) = existing else {
+        insert_claim(conn, claim)?;
+        insert_job(conn, &new.job)?;
+        for s in &new.steps {
+            insert_step(conn, s)?;
+        }
+        insert_entry(conn, &new.outbox)?;
+        return Ok(CreateOutcome::Created);
+    };
+    let existing: IdempotencyRecord = serde_json::from_str(&existing)
+        .map_err(|e| bad_row(format_args!("the claim on key {:?}", claim.key), e))?;
+    if existing.request_hash == claim.request_hash && existing.job_id == new.job.id {
+        complete_intake(conn, new, &existing)?;
+    }
+    Ok(CreateOutcome::Existing(existing))
+}
+
+/// Writes whatever rows of a replayed request's job are missing, as the interrupted
+/// intake wrote them (or would have): unless its job is already terminal.
+fn complete_intake(
+    conn: &Connection,
+    new: &NewJob,
+    claim: &IdempotencyRecord,
+) -> Result<(), StoreError> {
+    let stored = load_job_row(conn, &new.job.id)?;
+    if stored.as_ref().is_some_and(|j| j.status.is_terminal()) {
+        return Ok(());
+    }
+    let first_step = load_step_row(conn, &new.job.id, new.outbox.step_index)?;
+    let new = new.as_first_written(claim, stored.as_ref(), first_step.as_ref());
+    if stored.is_none() {
+        insert_job(conn, &new.job)?;
+    }
+    for s in &new.steps {
+        if !step_exists(conn, &s.job_id, s.index)? {
+            insert_step(conn, s)?;
+        }
+    }
+    let has_entry: bool = conn
+        .prepare_cached("SELECT 1 FROM outbox WHERE id = ?1")
+        .and_then(|mut s| s.exists([new.outbox.id.as_str()]))
+        .map_err(|e| sqlite(format_args!("reading outbox entry {}", new.outbox.id), e))?;
+    if !has_entry {
+        insert_entry(conn, &new.outbox)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+fn torn_intake(conn: &Connection, new: &NewJob) -> Result<(), StoreError> {
+    insert_claim(conn, &new.claim)?;
+    insert_job(conn, &new.job)?;
+    for s in &new.steps {
+        insert_step(conn, s)?;
+    }
+    Ok(())
+}
+
+fn load_job_row(conn: &Connection, id: &lucius_core::JobId) -> Result<Option<Job>, StoreError> {
+    let row: Option<(String, i64)> = conn
+        .prepare_cached("SELECT body, rev FROM jobs WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(|e| sqlite(format_args!("reading job {id}"), e))?;
+    row.map(|(body, rev)| decode::<Job>(&body, rev, || format!("job {id}")))
+        .transpose()
+}
+
+fn load_step_row(
+    conn: &Connection,
+    id: &lucius_core::JobId,
+    index: u32,
+) -> Result<Option<Step>, StoreError> {
+    let row: Option<(String, i64)> = conn
+        .prepare_cached("SELECT body, rev FROM steps WHERE job_id = ?1 AND idx = ?2")
+        .and_then(|mut s| {
+            s.query_row(params![id.as_str(), index], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(|e| sqlite(format_args!("reading step {index} of job {id}"), e))?;
+    row.map(|(body, rev)| decode::<Step>(&body, rev, || format!("step {index} of job {id}")))
+        .transpose()
+}
+
+fn step_exists(
+    conn: &Connection,
+    job: &lucius_core::JobId,
+    index: u32,
+) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT 1 FROM steps WHERE job_id = ?1 AND idx = ?2")
+        .and_then(|mut s| s.exists(params![job.as_str(), index]))
+        .map_err(|e| sqlite(format_args!("reading step {index} of job {job}"), e))
+}
+
+// ---- rows -------------------------------------------------------------------------------
+
+/// A stored body with its revision column.
+pub(crate) fn decode<T: serde::de::DeserializeOwned + Revised>(
+    body: &str,
+    rev: i64,
+    what: impl FnOnce() -> String,
+) -> Result<T, StoreError> {
+    let mut v: T = serde_json::from_str(body).map_err(|e| bad_row(what(), e))?;
+    v.set_revision(Revision::counter(rev as u64));
+    Ok(v)
+}
+
+/// Rows that carry a revision outside their JSON body.
+pub(crate) trait Revised {
+    fn set_revision(&mut self, rev: Revision);
+}
+
+impl Revised for Job {
+    fn set_revision(&mut self, rev: Revision) {
+        self.revision = rev;
+    }
+}
+
+impl Revised for Step {
+    fn set_revision(&mut self, rev: Revision) {
+        self.revision = rev;
+    }
+}
+
+impl Revised for OutboxEntry {
+    fn set_revision(&mut self, rev: Revision) {
+        self.revision = rev;
+    }
+}
+
+fn encode<T: serde::Serialize>(v: &T, what: impl FnOnce() -> String) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| unencodable(what(), e))
+}
+
+/// The number a stored revision compares as (a revision this store did not hand out
+/// compares as `-1`, which no row has).
+fn expected_rev(r: &Revision) -> i64 {
+    r.as_counter()
+        .and_then(|n| i64::try_from(n).ok())
+        .unwrap_or(-1)
+}
+
+fn insert_claim(conn: &Connection, c: &IdempotencyRecord) -> Result<(), StoreError> {
+    let body = encode(c, || format!("the claim on key {:?}", c.key))?;
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO claims (tenant, key, job_id, body) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                c.tenant_id.as_str(),
+                &*c.key,
+                c.job_id.as_str(),
+                body
+            ])
+        })
+        .map_err(|e| sqlite(format_args!("writing the claim on key {:?}", c.key), e))?;
+    match n {
+        1 => Ok(()),
+        _ => Err(StoreError::conflict("idempotency key already claimed")),
+    }
+}
+
+fn insert_job(conn: &Connection, j: &Job) -> Result<i64, StoreError> {
+    let body = encode(j, || format!("job {}", j.id))?;
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO jobs (id, partition, active, rev, body) VALUES (?1, ?2, ?3, 1, ?4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                j.id.as_str(),
+                j.partition.to_string(),
+                !j.status.is_terminal(),
+                body
+            ])
+        })
+        .map_err(|e| sqlite(format_args!("writing job {}", j.id), e))?;
+    match n {
+        1 => Ok(1),
+        _ => Err(StoreError::conflict(format!("job {} already exists", j.id))),
+    }
+}
+
+fn update_job(conn: &Connection, j: &Job) -> Result<i64, StoreError> {
+    let body = encode(j, || format!("job {}", j.id))?;
+    let given = expected_rev(&j.revision);
+    let n = conn
+        .prepare_cached(
+            "UPDATE jobs SET partition = ?2, active = ?3, rev = rev + 1, body = ?4 \
+             WHERE id = ?1 AND rev = ?5",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                j.id.as_str(),
+                j.partition.to_string(),
+                !j.status.is_terminal(),
+                body,
+                given
+            ])
+        })
+        .map_err(|e| sqlite(format_args!("writing job {}", j.id), e))?;
+    match n {
+        1 => Ok(given + 1),
+        _ => Err(lost_row(
+            conn,
+            "SELECT rev FROM jobs WHERE id = ?1",
+            params![j.id.as_str()],
+            format!("job {}", j.id),
+            &j.revision,
+        )),
+    }
+}
+
+fn insert_step(conn: &Connection, s: &Step) -> Result<i64, StoreError> {
+    let body = encode(s, || format!("step {} of job {}", s.index, s.job_id))?;
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO steps (job_id, idx, rev, body) VALUES (?1, ?2, 1, ?3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .and_then(|mut st| st.execute(params![s.job_id.as_str(), s.index, body]))
+        .map_err(|e| {
+            sqlite(
+                format_args!("writing step {} of job {}", s.index, s.job_id),
+                e,
+            )
+        })?;
+    match n {
+        1 => Ok(1),
+        _ => Err(StoreError::conflict(format!(
+            "step {} of job {} already exists",
+            s.index, s.job_id
+        ))),
+    }
+}
+
+fn update_step(conn: &Connection, s: &Step) -> Result<i64, StoreError> {
+    let body = encode(s, || format!("step {} of job {}", s.index, s.job_id))?;
+    let given = expected_rev(&s.revision);
+    let n = conn
+        .prepare_cached(
+            "UPDATE steps SET rev = rev + 1, body = ?3 WHERE job_id = ?1 AND idx = ?2 AND rev = ?4",
+        )
+        .and_then(|mut st| st.execute(params![s.job_id.as_str(), s.index, body, given]))
+        .map_err(|e| {
+            sqlite(
+                format_args!("writing step {} of job {}", s.index, s.job_id),
+                e,
+            )
+        })?;
+    match n {
+        1 => Ok(given + 1),
+        _ => Err(lost_row(
+            conn,
+            "SELECT rev FROM steps WHERE job_id = ?1 AND idx = ?2",
+            params![s.job_id.as_str(), s.index],
+            format!("step {} of job {}", s.index, s.job_id),
+            &s.revision,
+        )),
+    }
+}
+
+fn insert_entry(conn: &Connection, e: &OutboxEntry) -> Result<i64, StoreError> {
+    let body = encode(e, || format!("outbox entry {}", e.id))?;
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO outbox (id, job_id, partition, status, next_attempt_at, rev, body) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6) ON CONFLICT DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                e.id.as_str(),
+                e.job_id.as_str(),
+                e.partition.to_string(),
+                e.status.as_str(),
+                e.next_attempt_at.0,
+                body
+            ])
+        })
+        .map_err(|err| sqlite(format_args!("writing outbox entry {}", e.id), err))?;
+    match n {
+        1 => Ok(1),
+        _ => Err(StoreError::conflict(format!(
+            "outbox entry {} already exists",
+            e.id
+        ))),
+    }
+}
+
+fn update_entry(conn: &Connection, e: &OutboxEntry) -> Result<i64, StoreError> {
+    let body = encode(e, || format!("outbox entry {}", e.id))?;
+    let given = expected_rev(&e.revision);
+    let n = conn
+        .prepare_cached(
+            "UPDATE outbox SET partition = ?2, status = ?3, next_attempt_at = ?4, \
+             rev = rev + 1, body = ?5 WHERE id = ?1 AND rev = ?6",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                e.id.as_str(),
+                e.partition.to_string(),
+                e.status.as_str(),
+                e.next_attempt_at.0,
+                body,
+                given
+            ])
+        })
+        .map_err(|err| sqlite(format_args!("writing outbox entry {}", e.id), err))?;
+    match n {
+        1 => Ok(given + 1),
+        _ => Err(lost_row(
+            conn,
+            "SELECT rev FROM outbox WHERE id = ?1",
+            params![e.id.as_str()],
+            format!("outbox entry {}", e.id),
+            &e.revision,
+        )),
+    }
+}
+
+/// Why a guarded update changed no row: the row is absent (`NotFound`) or has another
+/// revision (`Conflict`).
+fn lost_row(
+    conn: &Connection,
+    sql: &str,
+    key: impl rusqlite::Params,
+    what: String,
+    given: &Revision,
+) -> StoreError {
+    let found: Result<Option<i64>, _> = conn
+        .prepare_cached(sql)
+        .and_then(|mut s| s.query_row(key, |r| r.get(0)).optional());
+    match found {
+        Ok(None) => StoreError::not_found(format!("{what} does not exist")),
+        Ok(Some(n)) => StoreError::conflict(format!(
+            "{what} changed: expected revision {given}, found {n}"
+        )),
+        Err(e) => sqlite(format_args!("reading {what}"), e),
+    }
+}
+
+// ---- commit -----------------------------------------------------------------------------
+
+fn commit(conn: &Connection, changes: &Changes) -> Result<Changes, StoreError> {
+    if let Some(id) = changes.job_id() {
+        let other = changes
+            .steps
+            .iter()
+            .map(|s| &s.job_id)
+            .chain(changes.outbox.iter().map(|e| &e.job_id))
+            .chain(changes.job.iter().map(|j| &j.id))
+            .find(|j| *j != id);
+        if let Some(other) = other {
+            return Err(StoreError::permanent(format!(
+                "one commit changes one job: {id} and {other}"
+            )));
+        }
+    }
+    let mut revs = Vec::with_capacity(
+        changes.steps.len() + changes.outbox.len() + usize::from(changes.job.is_some()),
+    );
+    for s in &changes.steps {
+        revs.push(match s.revision.is_new() {
+            true => insert_step(conn, s)?,
+            false => update_step(conn, s)?,
+        });
+    }
+    for e in &changes.outbox {
+        revs.push(match e.revision.is_new() {
+            true => insert_entry(conn, e)?,
+            false => update_entry(conn, e)?,
+        });
+    }
+    if let Some(j) = &changes.job {
+        revs.push(match j.revision.is_new() {
+            true => insert_job(conn, j)?,
+            false => update_job(conn, j)?,
+        });
+    }
+    let mut out = changes.clone();
+    out.assign_revisions(revs.into_iter().map(|n| Revision::counter(n as u64)));
+    Ok(out)
+}
+
+// ---- leases -----------------------------------------------------------------------------
+
+fn put_lease(conn: &Connection, lease: &Lease) -> Result<Lease, StoreError> {
+    let p = lease.partition.to_string();
+    let epoch = i64::try_from(lease.epoch).map_err(|_| {
+        StoreError::permanent(format!("lease {p}: epoch {} is too large", lease.epoch))
+    })?;
+    let rev = if lease.revision.is_new() {
+        let n = conn
+            .prepare_cached(
+                "INSERT INTO leases (partition, owner, expires_at, epoch, rev) \
+                 VALUES (?1, ?2, ?3, ?4, 1) ON CONFLICT DO NOTHING",
+            )
+            .and_then(|mut s| s.execute(params![p, lease.owner, lease.expires_at.0, epoch]))
+            .map_err(|e| sqlite(format_args!("writing lease {p}"), e))?;
+        if n != 1 {
+            return Err(StoreError::conflict(format!("lease {p} already exists")));
+        }
+        1
+    } else {
+        let given = expected_rev(&lease.revision);
+        let n = conn
+            .prepare_cached(
+                "UPDATE leases SET owner = ?2, expires_at = ?3, epoch = ?4, rev = rev + 1 \
+                 WHERE partition = ?1 AND rev = ?5",
+            )
+            .and_then(|mut s| s.execute(params![p, lease.owner, lease.expires_at.0, epoch, given]))
+            .map_err(|e| sqlite(format_args!("writing lease {p}"), e))?;
+        if n != 1 {
+            return Err(lost_row(
+                conn,
+                "SELECT rev FROM leases WHERE partition = ?1",
+                params![p],
+                format!("lease {p}"),
+                &lease.revision,
+            ));
+        }
+        given + 1
+    };
+    Ok(Lease {
+        revision: Revision::counter(rev as u64),
+        ..lease.clone()
+    })
+}
+
+/// How long a dispatcher's membership row outlives its last announcement (as
+/// `lucius_table::MEMBER_RETENTION`): ids are usually `host-pid`, so each restart leaves
+/// one behind.
+const MEMBER_RETENTION_MS: i64 = 24 * 3600 * 1000;
+
+fn announce(conn: &Connection, member: &str, until: Timestamp) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO members (member, alive_until) VALUES (?1, ?2) \
+         ON CONFLICT (member) DO UPDATE SET alive_until = excluded.alive_until",
+    )
+    .and_then(|mut s| s.execute(params![member, until.0]))
+    .map_err(|e| sqlite(format_args!("announcing dispatcher {member:?}"), e))?;
+    conn.prepare_cached("DELETE FROM members WHERE alive_until < ?1")
+        .and_then(|mut s| s.execute([until.0.saturating_sub(MEMBER_RETENTION_MS)]))
+        .map_err(|e| sqlite("removing long-gone dispatchers", e))?;
+    Ok(())
+}
