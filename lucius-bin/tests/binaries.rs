@@ -264,7 +264,14 @@ fn stop(node: &mut Node) {
 async fn lucius_keeps_its_jobs_across_a_restart_by_default() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let env = vec![("LUCIUS_DATA_DIR", data.display().to_string())];
+    let protocols = tmp.path().join("protocols.json");
+    std::fs::write(&protocols, FAST_PROTOCOL).unwrap();
+    let env = vec![
+        ("LUCIUS_DATA_DIR", data.display().to_string()),
+        ("LUCIUS_PROTOCOLS_FILE", protocols.display().to_string()),
+        ("LUCIUS_SWEEP_INTERVAL", "0.2".to_owned()),
+        ("LUCIUS_DISPATCH_INTERVAL", "0.2".to_owned()),
+    ];
     let port = free_port();
     let log_path = tmp.path().join("first.log");
     let log = std::fs::File::create(&log_path).unwrap();
@@ -305,7 +312,9 @@ async fn lucius_keeps_its_jobs_across_a_restart_by_default() {
     );
     drop(first);
 
-    let again = start(port, &env, &[]).await;
+    // Restarted with a worker: the directive the first node published to nowhere is
+    // retried after its ACK timeout, and the job finishes on the embedded store.
+    let again = start(port, &env, &["--demo-worker", "--demo-work-ms", "10"]).await;
     let (status, after) = http(again.port, "GET", &format!("/v1/jobs/{job}"), None)
         .await
         .unwrap();
@@ -320,4 +329,18 @@ async fn lucius_keeps_its_jobs_across_a_restart_by_default() {
     );
     // The client's retry finds the same job, not a new one.
     assert_eq!(submit(again.port, "durable-1").await, job);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (_, view) = http(again.port, "GET", &format!("/v1/jobs/{job}"), None)
+            .await
+            .unwrap();
+        if view["status"] == json!("SUCCEEDED") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job did not finish after restart: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
