@@ -17,7 +17,7 @@ use crate::error::{writer_gone, OpenError};
 use crate::open::{self, DirLock};
 use crate::reads::{self, Readers};
 use crate::schema;
-use crate::writer::{self, Counters, Request};
+use crate::writer::{self, Counters, Encoded, Request};
 
 /// The database file's name inside the data directory.
 pub const DATABASE_FILE: &str = "lucius.sqlite3";
@@ -141,8 +141,8 @@ impl EmbeddedStore {
     /// intake, for the conformance suite).
     #[cfg(test)]
     pub(crate) async fn torn_intake(&self, new: NewJob) -> Result<(), StoreError> {
-        self.write(|tx| Request::TornIntake(Box::new(new), tx))
-            .await
+        let enc = Encoded::new_job(new)?;
+        self.write(|tx| Request::TornIntake(enc, tx)).await
     }
 
     /// Holds the writer before its next batch while the guard lives.
@@ -180,7 +180,8 @@ impl Drop for Inner {
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError> {
-        self.write(|tx| Request::Create(Box::new(new), tx)).await
+        let enc = Encoded::new_job(new)?;
+        self.write(|tx| Request::Create(enc, tx)).await
     }
 
     async fn load_job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
@@ -195,7 +196,8 @@ impl Store for EmbeddedStore {
         if changes.is_empty() {
             return Ok(changes);
         }
-        self.write(|tx| Request::Commit(changes, tx)).await
+        let enc = Encoded::changes(changes)?;
+        self.write(|tx| Request::Commit(enc, tx)).await
     }
 
     async fn outbox(&self, query: &OutboxQuery) -> Result<Vec<OutboxEntry>, StoreError> {

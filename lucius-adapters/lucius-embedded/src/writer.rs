@@ -25,16 +25,79 @@ pub(crate) const QUEUE: usize = 4096;
 /// One write a caller waits for.
 pub(crate) enum Request {
     Create(
-        Box<NewJob>,
+        Box<Encoded<NewJob>>,
         oneshot::Sender<Result<CreateOutcome, StoreError>>,
     ),
-    Commit(Changes, oneshot::Sender<Result<Changes, StoreError>>),
+    Commit(
+        Box<Encoded<Changes>>,
+        oneshot::Sender<Result<Changes, StoreError>>,
+    ),
     PutLease(Lease, oneshot::Sender<Result<Lease, StoreError>>),
     Announce(String, Timestamp, oneshot::Sender<Result<(), StoreError>>),
     /// Writes a new job's claim, job and steps but not its first directive: what a
     /// non-atomic intake leaves when it dies midway (for the conformance suite).
     #[cfg(test)]
-    TornIntake(Box<NewJob>, oneshot::Sender<Result<(), StoreError>>),
+    TornIntake(
+        Box<Encoded<NewJob>>,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
+}
+
+/// Rows with their JSON bodies, encoded by the caller so the writer thread, which every
+/// write goes through, spends its time on SQLite alone.
+pub(crate) struct Encoded<T> {
+    pub(crate) rows: T,
+    /// In write order: claim, job, steps, first directive (a new job); steps, outbox
+    /// entries, job ([`Changes`]).
+    bodies: Vec<String>,
+}
+
+impl Encoded<NewJob> {
+    pub(crate) fn new_job(new: NewJob) -> Result<Box<Self>, StoreError> {
+        let mut bodies = Vec::with_capacity(new.steps.len() + 3);
+        bodies.push(encode(&new.claim, || {
+            format!("the claim on key {:?}", new.claim.key)
+        })?);
+        bodies.push(encode(&new.job, || format!("job {}", new.job.id))?);
+        for s in &new.steps {
+            bodies.push(encode(s, || {
+                format!("step {} of job {}", s.index, s.job_id)
+            })?);
+        }
+        bodies.push(encode(&new.outbox, || {
+            format!("outbox entry {}", new.outbox.id)
+        })?);
+        Ok(Box::new(Encoded { rows: new, bodies }))
+    }
+}
+
+impl Encoded<Changes> {
+    pub(crate) fn changes(changes: Changes) -> Result<Box<Self>, StoreError> {
+        let mut bodies = Vec::with_capacity(
+            changes.steps.len() + changes.outbox.len() + usize::from(changes.job.is_some()),
+        );
+        for s in &changes.steps {
+            bodies.push(encode(s, || {
+                format!("step {} of job {}", s.index, s.job_id)
+            })?);
+        }
+        for e in &changes.outbox {
+            bodies.push(encode(e, || format!("outbox entry {}", e.id))?);
+        }
+        if let Some(j) = &changes.job {
+            bodies.push(encode(j, || format!("job {}", j.id))?);
+        }
+        Ok(Box::new(Encoded {
+            rows: changes,
+            bodies,
+        }))
+    }
+}
+
+/// Every row of an [`Encoded`] has its body; a missing one is a bug, reported rather than
+/// written as an empty row.
+fn missing_body() -> StoreError {
+    StoreError::permanent("embedded store: a row came without its encoded body")
 }
 
 /// Figures the writer keeps.
@@ -218,7 +281,28 @@ fn apply(conn: &Connection, r: &Request) -> Outcome {
 
 // ---- create_job -------------------------------------------------------------------------
 
-fn create_job(conn: &Connection, new: &NewJob) -> Result<CreateOutcome, StoreError> {
+/// Writes every row of a new job, from their encoded bodies; the first directive only if
+/// `with_directive`.
+fn write_new_job(
+    conn: &Connection,
+    enc: &Encoded<NewJob>,
+    with_directive: bool,
+) -> Result<(), StoreError> {
+    let (new, mut bodies) = (&enc.rows, enc.bodies.iter().map(String::as_str));
+    let mut body = || bodies.next().ok_or_else(missing_body);
+    insert_claim(conn, &new.claim, body()?)?;
+    insert_job(conn, &new.job, body()?)?;
+    for s in &new.steps {
+        insert_step(conn, s, body()?)?;
+    }
+    if with_directive {
+        insert_entry(conn, &new.outbox, body()?)?;
+    }
+    Ok(())
+}
+
+fn create_job(conn: &Connection, enc: &Encoded<NewJob>) -> Result<CreateOutcome, StoreError> {
+    let new = &enc.rows;
     let claim = &new.claim;
     let existing: Option<String> = conn
         .prepare_cached("SELECT body FROM claims WHERE tenant = ?1 AND key = ?2")
@@ -228,12 +312,7 @@ fn create_job(conn: &Connection, new: &NewJob) -> Result<CreateOutcome, StoreErr
         })
         .map_err(|e| sqlite(format_args!("reading the claim on key {:?}", claim.key), e))?;
     let Some(existing) = existing else {
-        insert_claim(conn, claim)?;
-        insert_job(conn, &new.job)?;
-        for s in &new.steps {
-            insert_step(conn, s)?;
-        }
-        insert_entry(conn, &new.outbox)?;
+        write_new_job(conn, enc, true)?;
         return Ok(CreateOutcome::Created);
     };
     let existing: IdempotencyRecord = serde_json::from_str(&existing)
@@ -258,11 +337,16 @@ fn complete_intake(
     let first_step = load_step_row(conn, &new.job.id, new.outbox.step_index)?;
     let new = new.as_first_written(claim, stored.as_ref(), first_step.as_ref());
     if stored.is_none() {
-        insert_job(conn, &new.job)?;
+        insert_job(
+            conn,
+            &new.job,
+            &encode(&new.job, || format!("job {}", new.job.id))?,
+        )?;
     }
     for s in &new.steps {
         if !step_exists(conn, &s.job_id, s.index)? {
-            insert_step(conn, s)?;
+            let body = encode(s, || format!("step {} of job {}", s.index, s.job_id))?;
+            insert_step(conn, s, &body)?;
         }
     }
     let has_entry: bool = conn
@@ -270,19 +354,15 @@ fn complete_intake(
         .and_then(|mut s| s.exists([new.outbox.id.as_str()]))
         .map_err(|e| sqlite(format_args!("reading outbox entry {}", new.outbox.id), e))?;
     if !has_entry {
-        insert_entry(conn, &new.outbox)?;
+        let body = encode(&new.outbox, || format!("outbox entry {}", new.outbox.id))?;
+        insert_entry(conn, &new.outbox, &body)?;
     }
     Ok(())
 }
 
 #[cfg(test)]
-fn torn_intake(conn: &Connection, new: &NewJob) -> Result<(), StoreError> {
-    insert_claim(conn, &new.claim)?;
-    insert_job(conn, &new.job)?;
-    for s in &new.steps {
-        insert_step(conn, s)?;
-    }
-    Ok(())
+fn torn_intake(conn: &Connection, enc: &Encoded<NewJob>) -> Result<(), StoreError> {
+    write_new_job(conn, enc, false)
 }
 
 fn load_job_row(conn: &Connection, id: &lucius_core::JobId) -> Result<Option<Job>, StoreError> {
@@ -371,8 +451,7 @@ fn expected_rev(r: &Revision) -> i64 {
         .unwrap_or(-1)
 }
 
-fn insert_claim(conn: &Connection, c: &IdempotencyRecord) -> Result<(), StoreError> {
-    let body = encode(c, || format!("the claim on key {:?}", c.key))?;
+fn insert_claim(conn: &Connection, c: &IdempotencyRecord, body: &str) -> Result<(), StoreError> {
     let n = conn
         .prepare_cached(
             "INSERT INTO claims (tenant, key, job_id, body) VALUES (?1, ?2, ?3, ?4) \
@@ -393,8 +472,7 @@ fn insert_claim(conn: &Connection, c: &IdempotencyRecord) -> Result<(), StoreErr
     }
 }
 
-fn insert_job(conn: &Connection, j: &Job) -> Result<i64, StoreError> {
-    let body = encode(j, || format!("job {}", j.id))?;
+fn insert_job(conn: &Connection, j: &Job, body: &str) -> Result<i64, StoreError> {
     let n = conn
         .prepare_cached(
             "INSERT INTO jobs (id, partition, active, rev, body) VALUES (?1, ?2, ?3, 1, ?4) \
@@ -415,8 +493,7 @@ fn insert_job(conn: &Connection, j: &Job) -> Result<i64, StoreError> {
     }
 }
 
-fn update_job(conn: &Connection, j: &Job) -> Result<i64, StoreError> {
-    let body = encode(j, || format!("job {}", j.id))?;
+fn update_job(conn: &Connection, j: &Job, body: &str) -> Result<i64, StoreError> {
     let given = expected_rev(&j.revision);
     let n = conn
         .prepare_cached(
@@ -445,8 +522,7 @@ fn update_job(conn: &Connection, j: &Job) -> Result<i64, StoreError> {
     }
 }
 
-fn insert_step(conn: &Connection, s: &Step) -> Result<i64, StoreError> {
-    let body = encode(s, || format!("step {} of job {}", s.index, s.job_id))?;
+fn insert_step(conn: &Connection, s: &Step, body: &str) -> Result<i64, StoreError> {
     let n = conn
         .prepare_cached(
             "INSERT INTO steps (job_id, idx, rev, body) VALUES (?1, ?2, 1, ?3) \
@@ -468,8 +544,7 @@ fn insert_step(conn: &Connection, s: &Step) -> Result<i64, StoreError> {
     }
 }
 
-fn update_step(conn: &Connection, s: &Step) -> Result<i64, StoreError> {
-    let body = encode(s, || format!("step {} of job {}", s.index, s.job_id))?;
+fn update_step(conn: &Connection, s: &Step, body: &str) -> Result<i64, StoreError> {
     let given = expected_rev(&s.revision);
     let n = conn
         .prepare_cached(
@@ -494,8 +569,7 @@ fn update_step(conn: &Connection, s: &Step) -> Result<i64, StoreError> {
     }
 }
 
-fn insert_entry(conn: &Connection, e: &OutboxEntry) -> Result<i64, StoreError> {
-    let body = encode(e, || format!("outbox entry {}", e.id))?;
+fn insert_entry(conn: &Connection, e: &OutboxEntry, body: &str) -> Result<i64, StoreError> {
     let n = conn
         .prepare_cached(
             "INSERT INTO outbox (id, job_id, partition, status, next_attempt_at, rev, body) \
@@ -521,8 +595,7 @@ fn insert_entry(conn: &Connection, e: &OutboxEntry) -> Result<i64, StoreError> {
     }
 }
 
-fn update_entry(conn: &Connection, e: &OutboxEntry) -> Result<i64, StoreError> {
-    let body = encode(e, || format!("outbox entry {}", e.id))?;
+fn update_entry(conn: &Connection, e: &OutboxEntry, body: &str) -> Result<i64, StoreError> {
     let given = expected_rev(&e.revision);
     let n = conn
         .prepare_cached(
@@ -575,7 +648,9 @@ fn lost_row(
 
 // ---- commit -----------------------------------------------------------------------------
 
-fn commit(conn: &Connection, changes: &Changes) -> Result<Changes, StoreError> {
+fn commit(conn: &Connection, enc: &Encoded<Changes>) -> Result<Changes, StoreError> {
+    let (changes, mut bodies) = (&enc.rows, enc.bodies.iter().map(String::as_str));
+    let mut body = || bodies.next().ok_or_else(missing_body);
     if let Some(id) = changes.job_id() {
         let other = changes
             .steps
@@ -595,20 +670,20 @@ fn commit(conn: &Connection, changes: &Changes) -> Result<Changes, StoreError> {
     );
     for s in &changes.steps {
         revs.push(match s.revision.is_new() {
-            true => insert_step(conn, s)?,
-            false => update_step(conn, s)?,
+            true => insert_step(conn, s, body()?)?,
+            false => update_step(conn, s, body()?)?,
         });
     }
     for e in &changes.outbox {
         revs.push(match e.revision.is_new() {
-            true => insert_entry(conn, e)?,
-            false => update_entry(conn, e)?,
+            true => insert_entry(conn, e, body()?)?,
+            false => update_entry(conn, e, body()?)?,
         });
     }
     if let Some(j) = &changes.job {
         revs.push(match j.revision.is_new() {
-            true => insert_job(conn, j)?,
-            false => update_job(conn, j)?,
+            true => insert_job(conn, j, body()?)?,
+            false => update_job(conn, j, body()?)?,
         });
     }
     let mut out = changes.clone();
