@@ -58,7 +58,9 @@ impl Readers {
                 let conn = open::connection(&self.path).map_err(|e| {
                     StoreError::transient(format!("embedded store: opening a reader: {e}"))
                 })?;
-                conn.execute_batch("PRAGMA query_only = ON")
+                // A reader's cache is smaller than the writer's: up to IDLE_READERS of them
+                // live at once.
+                conn.execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -8192;")
                     .map_err(|e| sqlite("configuring a reader", e))?;
                 Ok(conn)
             }
@@ -103,10 +105,12 @@ fn load_job_in(conn: &Connection, id: &JobId) -> Result<Option<JobRecord>, Store
         params![id.as_str()],
         || format!("a step of job {id}"),
     )?;
+    // `<jobId>.<step>.<attempt>`: the ids between `<jobId>.` and `<jobId>/` ('/' follows
+    // '.') are this job's, a range of the primary key.
     let outbox = rows(
         conn,
-        "SELECT body, rev FROM outbox WHERE job_id = ?1 ORDER BY id",
-        params![id.as_str()],
+        "SELECT body, rev FROM outbox WHERE id > ?1 AND id < ?2 AND job_id = ?3 ORDER BY id",
+        params![format!("{id}."), format!("{id}/"), id.as_str()],
         || format!("an outbox entry of job {id}"),
     )?;
     Ok(Some(JobRecord { job, steps, outbox }))

@@ -14,6 +14,11 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// Version 1: one table per row kind. Each row is its JSON body beside the columns that
 /// are queried, and an integer revision every write compares and bumps. The job row is
 /// also the job index (partition, active flag); claims are keyed by tenant + key.
+///
+/// Job ids are hashes, so keys land at random places in their B-trees: rows with large
+/// bodies live in rowid tables (appended in write order) behind small unique indexes on
+/// their keys, so a job's write dirties few scattered pages. An outbox id starts with its
+/// job id, so a job's entries are a range of the primary key (no index by job).
 const V1: &str = "
 CREATE TABLE claims (
     tenant TEXT NOT NULL,
@@ -38,8 +43,8 @@ CREATE TABLE steps (
     idx INTEGER NOT NULL,
     rev INTEGER NOT NULL,
     body TEXT NOT NULL,
-    PRIMARY KEY (job_id, idx)
-) WITHOUT ROWID;
+    UNIQUE (job_id, idx)
+);
 
 CREATE TABLE outbox (
     id TEXT NOT NULL PRIMARY KEY,
@@ -50,7 +55,6 @@ CREATE TABLE outbox (
     rev INTEGER NOT NULL,
     body TEXT NOT NULL
 );
-CREATE INDEX outbox_by_job ON outbox (job_id, id);
 CREATE INDEX outbox_due ON outbox (partition, status, next_attempt_at, id);
 CREATE INDEX outbox_by_status ON outbox (status, next_attempt_at, id);
 CREATE INDEX outbox_by_partition ON outbox (partition, next_attempt_at, id);
