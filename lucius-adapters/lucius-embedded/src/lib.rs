@@ -27,9 +27,11 @@
 mod error;
 mod open;
 mod reads;
+mod rows;
 mod schema;
 mod store;
 mod writer;
+mod writes;
 
 pub use error::OpenError;
 pub use schema::SCHEMA_VERSION;

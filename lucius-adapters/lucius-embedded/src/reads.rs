@@ -13,7 +13,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::{reader_gone, sqlite};
 use crate::open;
-use crate::writer::decode;
+use crate::rows::decode;
 
 /// Idle read connections kept for reuse.
 const IDLE_READERS: usize = 8;
@@ -116,7 +116,7 @@ fn load_job_in(conn: &Connection, id: &JobId) -> Result<Option<JobRecord>, Store
     Ok(Some(JobRecord { job, steps, outbox }))
 }
 
-fn rows<T: serde::de::DeserializeOwned + crate::writer::Revised>(
+fn rows<T: serde::de::DeserializeOwned + crate::rows::Revised>(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,

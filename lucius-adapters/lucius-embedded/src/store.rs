@@ -16,8 +16,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::{writer_gone, OpenError};
 use crate::open::{self, DirLock};
 use crate::reads::{self, Readers};
+use crate::rows::Encoded;
 use crate::schema;
-use crate::writer::{self, Counters, Encoded, Request};
+use crate::writer::{self, Counters, Request};
 
 /// The database file's name inside the data directory.
 pub const DATABASE_FILE: &str = "lucius.sqlite3";
