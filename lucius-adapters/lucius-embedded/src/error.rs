@@ -104,3 +104,37 @@ pub(crate) fn writer_gone() -> StoreError {
 pub(crate) fn reader_gone(e: tokio::task::JoinError) -> StoreError {
     StoreError::transient(format!("embedded store: a read did not complete: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use lucius_core::StoreErrorKind;
+    use rusqlite::ffi;
+
+    use super::*;
+
+    fn failure(code: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(code), Some("detail".into()))
+    }
+
+    #[test]
+    fn sqlite_failures_map_to_what_the_engine_does_with_them() {
+        let cases = [
+            (ffi::SQLITE_BUSY, StoreErrorKind::Transient),
+            (ffi::SQLITE_LOCKED, StoreErrorKind::Transient),
+            (ffi::SQLITE_IOERR, StoreErrorKind::Transient),
+            (ffi::SQLITE_FULL, StoreErrorKind::Transient),
+            (ffi::SQLITE_TOOBIG, StoreErrorKind::TooLarge),
+            (ffi::SQLITE_CORRUPT, StoreErrorKind::Permanent),
+            (ffi::SQLITE_NOTADB, StoreErrorKind::Permanent),
+            (ffi::SQLITE_CONSTRAINT, StoreErrorKind::Permanent),
+        ];
+        for (code, kind) in cases {
+            let e = sqlite("writing job x", failure(code));
+            assert_eq!(e.kind, kind, "code {code}: {e}");
+            assert!(
+                e.message.starts_with("embedded store: writing job x: "),
+                "{e}"
+            );
+        }
+    }
+}

@@ -251,3 +251,27 @@ async fn concurrent_commits_all_land_and_conflicts_are_still_detected() {
         "concurrent writers should share transactions: {after:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_that_does_not_parse_is_a_permanent_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let new = new_job("acme", "garbled", 0, T0);
+    store.create_job(new.clone()).await.unwrap();
+    {
+        // Another connection to the same file (the lock is only the directory's).
+        let conn = rusqlite::Connection::open(store.database_path()).unwrap();
+        conn.execute(
+            "UPDATE steps SET body = '{\"not\": \"a step\"}' WHERE job_id = ?1 AND idx = 1",
+            [new.job.id.as_str()],
+        )
+        .unwrap();
+    }
+    let err = store.load_job(&new.job.id).await.unwrap_err();
+    assert_eq!(err.kind, StoreErrorKind::Permanent, "{err}");
+    assert!(
+        err.message.contains(&format!("job {}", new.job.id))
+            && err.message.contains("not a valid row"),
+        "{err}"
+    );
+}
