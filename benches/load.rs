@@ -506,6 +506,8 @@ async fn binary(s: &Settings) {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut child = match std::process::Command::new(&bin)
         .args(["--listen", &addr.to_string()])
+        // The figures below are the memory store's (`lucius` defaults to embedded).
+        .env("LUCIUS_STORAGE_BACKEND", "memory")
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -15,6 +15,7 @@
 //! |--------------|--------------------------------------------------------------|
 //! | (none)       | the core, the runtime ([`Lucius`], [`Worker`]), memory store  |
 //! | `http`       | `lucius::http`: the HTTP API on hyper, to serve or mount in a router |
+//! | `embedded`   | `lucius::embedded`: the durable store on a local SQLite file |
 //! | `table`      | `lucius::table`: the Azure Table Storage store                |
 //! | `servicebus` | `lucius::servicebus`: the Azure Service Bus publisher        |
 //! | `testkit`    | `lucius::testkit`: the store conformance suite and fixtures   |
@@ -71,6 +72,8 @@ pub use lucius_runtime::{
     InProcess, Lucius, Owned, Settings, Shutdown, StepFailure, SystemClock, Worker, WorkerReport,
 };
 
+#[cfg(feature = "embedded")]
+pub use lucius_embedded as embedded;
 #[cfg(feature = "http")]
 pub use lucius_http as http;
 #[cfg(feature = "servicebus")]

@@ -2,17 +2,21 @@
 //! start-up error naming the variable when a value is bad. See `docs/configuration.md`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use lucius_core::engine::EngineConfig;
 use lucius_core::ownership::OwnershipConfig;
 use lucius_core::{Millis, PublishRetryPolicy};
 
-/// Where jobs are stored.
+/// Where jobs are stored. Unset, `lucius` uses [`StorageBackend::Embedded`] and the
+/// other binaries [`StorageBackend::Memory`] (see [`Settings::from_env_with_default`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StorageBackend {
-    /// In process; lost on restart (the default).
+    /// In process; lost on restart.
     Memory,
+    /// A SQLite file in `LUCIUS_DATA_DIR`: durable on one machine, one process at a time.
+    Embedded,
     /// Azure Table Storage, one table per row kind.
     Table,
     /// Azure Table Storage, one table with the job as partition.
@@ -41,6 +45,8 @@ pub struct TableNames {
 pub struct Settings {
     /// `LUCIUS_STORAGE_BACKEND`.
     pub storage: StorageBackend,
+    /// `LUCIUS_DATA_DIR`: the embedded store's directory (default `./lucius-data`).
+    pub data_dir: PathBuf,
     /// `LUCIUS_TABLE_CONNECTION` (required for `table` and `ledger`).
     pub table_connection: Option<String>,
     /// Table names.
@@ -165,32 +171,61 @@ impl Env<'_> {
     }
 }
 
+/// `LUCIUS_DATA_DIR`'s default: `lucius-data` in the working directory.
+pub const DEFAULT_DATA_DIR: &str = "./lucius-data";
+
 impl Settings {
-    /// Reads the process environment.
+    /// Reads the process environment, with `memory` as the storage default (the
+    /// orchestrator's and the reconciliation's).
     pub fn from_env() -> Result<Settings, ConfigError> {
-        Settings::from_lookup(&|k| std::env::var(k).ok())
+        Settings::from_env_with_default(StorageBackend::Memory)
     }
 
-    /// Reads settings through `get` (tests pass a map).
+    /// Reads the process environment; `storage` is the backend when
+    /// `LUCIUS_STORAGE_BACKEND` is unset (`lucius` passes `Embedded`).
+    pub fn from_env_with_default(storage: StorageBackend) -> Result<Settings, ConfigError> {
+        Settings::from_lookup_with_default(&|k| std::env::var(k).ok(), storage)
+    }
+
+    /// Reads settings through `get` (tests pass a map), with `memory` as the storage
+    /// default.
     pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        Settings::from_lookup_with_default(get, StorageBackend::Memory)
+    }
+
+    /// Reads settings through `get`; `default_storage` applies when
+    /// `LUCIUS_STORAGE_BACKEND` is unset.
+    pub fn from_lookup_with_default(
+        get: &dyn Fn(&str) -> Option<String>,
+        default_storage: StorageBackend,
+    ) -> Result<Settings, ConfigError> {
         let env = Env { get };
         let storage = match env
-            .string("LUCIUS_STORAGE_BACKEND", "memory")
-            .to_ascii_lowercase()
-            .as_str()
+            .raw("LUCIUS_STORAGE_BACKEND")
+            .map(|v| v.to_ascii_lowercase())
         {
-            "memory" => StorageBackend::Memory,
-            "table" => StorageBackend::Table,
-            "ledger" => StorageBackend::Ledger,
-            other => {
-                return Err(ConfigError {
-                    var: "LUCIUS_STORAGE_BACKEND",
-                    message: format!("expected memory, table or ledger, found {other:?}"),
-                })
-            }
+            None => default_storage,
+            Some(v) => match v.as_str() {
+                "memory" => StorageBackend::Memory,
+                "embedded" => StorageBackend::Embedded,
+                "table" => StorageBackend::Table,
+                "ledger" => StorageBackend::Ledger,
+                other => {
+                    return Err(ConfigError {
+                        var: "LUCIUS_STORAGE_BACKEND",
+                        message: format!(
+                            "expected memory, embedded, table or ledger, found {other:?}"
+                        ),
+                    })
+                }
+            },
         };
+        // Whether it can be created, written and locked is checked when the store opens
+        // (`wiring::store`), with an error that names this variable.
+        let data_dir = PathBuf::from(env.string("LUCIUS_DATA_DIR", DEFAULT_DATA_DIR));
         let table_connection = env.raw("LUCIUS_TABLE_CONNECTION");
-        if storage != StorageBackend::Memory && table_connection.is_none() {
+        let on_tables = matches!(storage, StorageBackend::Table | StorageBackend::Ledger);
+        if on_tables && table_connection.is_none() {
             return Err(ConfigError {
                 var: "LUCIUS_TABLE_CONNECTION",
                 message: "required when LUCIUS_STORAGE_BACKEND is table or ledger (e.g. UseDevelopmentStorage=true for Azurite)".into(),
@@ -230,6 +265,7 @@ impl Settings {
         let defaults = EngineConfig::default();
         Ok(Settings {
             storage,
+            data_dir,
             table_connection,
             tables: TableNames {
                 jobs: env.table_name("LUCIUS_JOBS_TABLE", "LuciusJobs")?,
@@ -290,6 +326,19 @@ impl Settings {
 }
 
 impl Settings {
+    /// Where the configured backend keeps jobs, for the start-up log: the embedded
+    /// store's directory (absolute once it exists), or what the other backends are.
+    pub fn data_location(&self) -> String {
+        match self.storage {
+            StorageBackend::Embedded => std::fs::canonicalize(&self.data_dir)
+                .unwrap_or_else(|_| self.data_dir.clone())
+                .display()
+                .to_string(),
+            StorageBackend::Memory => "in process (lost when it stops)".to_owned(),
+            StorageBackend::Table | StorageBackend::Ledger => "Azure Table Storage".to_owned(),
+        }
+    }
+
     /// The all-in-one's loops: every partition dispatched every `LUCIUS_DISPATCH_INTERVAL`
     /// and swept every `LUCIUS_SWEEP_INTERVAL`; one process, so no leases and no retry loop.
     pub fn all_in_one(&self) -> lucius_runtime::Settings {
@@ -352,6 +401,7 @@ mod tests {
     fn defaults_match_the_seeds() {
         let s = from(&[]).unwrap();
         assert_eq!(s.storage, StorageBackend::Memory);
+        assert_eq!(s.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(s.http_addr.to_string(), "0.0.0.0:8000");
         assert_eq!(s.engine.publish_timeout, Millis(2_000));
         assert_eq!(s.outbox_retry_interval, Millis(5_000));
@@ -360,6 +410,37 @@ mod tests {
         assert_eq!(s.max_body_bytes, 1_048_576);
         assert!(!s.admin_enabled);
         assert_eq!(s.tables.ledger, "LuciusLedger");
+    }
+
+    #[test]
+    fn each_binary_has_its_storage_default() {
+        let lookup = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let all_in_one =
+            Settings::from_lookup_with_default(&lookup(&[]), StorageBackend::Embedded).unwrap();
+        assert_eq!(all_in_one.storage, StorageBackend::Embedded);
+        assert_eq!(all_in_one.data_dir, PathBuf::from("./lucius-data"));
+        // The variable wins over a binary's default, both ways.
+        let kept = Settings::from_lookup_with_default(
+            &lookup(&[("LUCIUS_STORAGE_BACKEND", "memory")]),
+            StorageBackend::Embedded,
+        )
+        .unwrap();
+        assert_eq!(kept.storage, StorageBackend::Memory);
+        let s = from(&[
+            ("LUCIUS_STORAGE_BACKEND", "Embedded"),
+            ("LUCIUS_DATA_DIR", " /var/lib/lucius "),
+        ])
+        .unwrap();
+        assert_eq!(s.storage, StorageBackend::Embedded);
+        assert_eq!(s.data_dir, PathBuf::from("/var/lib/lucius"));
+        assert_eq!(s.table_connection, None, "embedded needs no connection");
     }
 
     #[test]
@@ -389,6 +470,10 @@ mod tests {
             (
                 &[("LUCIUS_STORAGE_BACKEND", "table")],
                 "LUCIUS_TABLE_CONNECTION",
+            ),
+            (
+                &[("LUCIUS_STORAGE_BACKEND", "sqlite")],
+                "LUCIUS_STORAGE_BACKEND",
             ),
             (&[("LUCIUS_ADMIN_ENABLED", "true")], "LUCIUS_ADMIN_API_KEY"),
             (&[("LUCIUS_ADMIN_ENABLED", "maybe")], "LUCIUS_ADMIN_ENABLED"),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use lucius_core::memory::{MemoryPublisher, MemoryStore};
 use lucius_core::{LeaseStore, ProtocolRegistry, Store};
+use lucius_embedded::EmbeddedStore;
 use lucius_runtime::Lucius;
 use lucius_servicebus::ServiceBusPublisher;
 use lucius_table::{Mode, TableConfig, TableStore};
@@ -32,6 +33,10 @@ pub async fn store(settings: &Settings) -> anyhow::Result<(Arc<dyn Store>, Arc<d
             let m = MemoryStore::new();
             Ok((Arc::new(m.clone()), Arc::new(m)))
         }
+        StorageBackend::Embedded => {
+            let e = embedded(settings)?;
+            Ok((Arc::new(e.clone()), Arc::new(e)))
+        }
         StorageBackend::Table | StorageBackend::Ledger => {
             let mode = if settings.storage == StorageBackend::Table {
                 Mode::Table
@@ -46,6 +51,20 @@ pub async fn store(settings: &Settings) -> anyhow::Result<(Arc<dyn Store>, Arc<d
             Ok((Arc::new(table.clone()), Arc::new(table)))
         }
     }
+}
+
+/// Opens the embedded store in `LUCIUS_DATA_DIR` (created if absent). Errors name the
+/// variable and say why: not creatable or writable, locked by another process, written
+/// by a newer Lucius.
+pub fn embedded(settings: &Settings) -> anyhow::Result<EmbeddedStore> {
+    let store = EmbeddedStore::open(&settings.data_dir)
+        .map_err(|e| anyhow::anyhow!("LUCIUS_DATA_DIR: {e}"))?;
+    tracing::info!(
+        data_dir = %store.dir().display(),
+        database = %store.database_path().display(),
+        "embedded store open"
+    );
+    Ok(store)
 }
 
 /// Builds the handle. `demo_worker` routes directives to the in-process source (for

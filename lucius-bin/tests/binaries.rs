@@ -2,7 +2,10 @@
 //! - `lucius` with `LUCIUS_SERVICEBUS_CONNECTION` publishes through the Service Bus
 //!   adapter to an in-test endpoint that verifies the SAS signature;
 //! - `lucius` on `ledger` (Azurite) is killed with SIGKILL mid-job, restarted, and
-//!   finishes the job.
+//!   finishes the job;
+//! - `lucius` on its default, the embedded store, keeps a job across a stop and a
+//!   restart on the same `LUCIUS_DATA_DIR`, and a second node on that directory is
+//!   refused.
 
 #[path = "../../lucius-adapters/lucius-servicebus/tests/common/mod.rs"]
 mod fake_bus;
@@ -34,11 +37,23 @@ impl Drop for Node {
 }
 
 async fn start(port: u16, env: &[(&str, String)], args: &[&str]) -> Node {
+    start_logging(port, env, args, Stdio::null()).await
+}
+
+/// [`start`], with the node's log (stdout) going to `log`.
+async fn start_logging(port: u16, env: &[(&str, String)], args: &[&str], log: Stdio) -> Node {
+    // `lucius` defaults to the embedded store in ./lucius-data: a test names its storage
+    // or a temporary directory, so none writes into the repository.
+    assert!(
+        env.iter()
+            .any(|(k, _)| *k == "LUCIUS_STORAGE_BACKEND" || *k == "LUCIUS_DATA_DIR"),
+        "a test must set LUCIUS_STORAGE_BACKEND or LUCIUS_DATA_DIR"
+    );
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lucius"));
     cmd.args(["--listen", &format!("127.0.0.1:{port}")])
         .args(args)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .stdout(log)
         .stderr(Stdio::inherit());
     for (k, v) in env {
         cmd.env(k, v);
@@ -103,7 +118,10 @@ async fn lucius_publishes_through_service_bus() {
     let fake = fake_bus::Fake::start().await;
     let node = start(
         free_port(),
-        &[("LUCIUS_SERVICEBUS_CONNECTION", fake.connection())],
+        &[
+            ("LUCIUS_SERVICEBUS_CONNECTION", fake.connection()),
+            ("LUCIUS_STORAGE_BACKEND", "memory".to_owned()),
+        ],
         &[],
     )
     .await;
@@ -218,4 +236,111 @@ async fn ledger_node_killed_mid_job_finishes_it_after_restart() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends SIGTERM and waits (at most 20 s) for a clean exit.
+fn stop(node: &mut Node) {
+    let pid = node.child.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success(), "SIGTERM to {pid}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = node.child.try_wait().expect("wait") {
+            assert!(
+                status.success(),
+                "lucius exited with {status} after SIGTERM"
+            );
+            return;
+        }
+        assert!(Instant::now() < deadline, "lucius did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lucius_keeps_its_jobs_across_a_restart_by_default() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let protocols = tmp.path().join("protocols.json");
+    std::fs::write(&protocols, FAST_PROTOCOL).unwrap();
+    let env = vec![
+        ("LUCIUS_DATA_DIR", data.display().to_string()),
+        ("LUCIUS_PROTOCOLS_FILE", protocols.display().to_string()),
+        ("LUCIUS_SWEEP_INTERVAL", "0.2".to_owned()),
+        ("LUCIUS_DISPATCH_INTERVAL", "0.2".to_owned()),
+    ];
+    let port = free_port();
+    let log_path = tmp.path().join("first.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut first = start_logging(
+        port,
+        &[env.clone(), vec![("RUST_LOG", "info".to_owned())]].concat(),
+        &[],
+        Stdio::from(log),
+    )
+    .await;
+    let job = submit(port, "durable-1").await;
+    let (status, before) = http(port, "GET", &format!("/v1/jobs/{job}"), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{before}");
+
+    // A second node on the same directory is refused, naming the variable and why.
+    let second = Command::new(env!("CARGO_BIN_EXE_lucius"))
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .env("LUCIUS_DATA_DIR", &data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .output()
+        .expect("a second lucius runs");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("LUCIUS_DATA_DIR") && err.contains("locked by another process"),
+        "{err}"
+    );
+
+    stop(&mut first);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let canonical = std::fs::canonicalize(&data).unwrap();
+    assert!(
+        log.contains(&canonical.display().to_string()),
+        "lucius logs where its data lives: {log}"
+    );
+    drop(first);
+
+    // Restarted with a worker: the directive the first node published to nowhere is
+    // retried after its ACK timeout, and the job finishes on the embedded store.
+    let again = start(port, &env, &["--demo-worker", "--demo-work-ms", "10"]).await;
+    let (status, after) = http(again.port, "GET", &format!("/v1/jobs/{job}"), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "the job survived the restart: {after}");
+    // The same job (its publication may have been recorded after the first read).
+    for field in ["jobId", "createdAt", "requestType", "tenantId", "payload"] {
+        assert_eq!(after[field], before[field], "{field}: {after}");
+    }
+    assert_eq!(
+        after["steps"][0]["directiveId"],
+        before["steps"][0]["directiveId"]
+    );
+    // The client's retry finds the same job, not a new one.
+    assert_eq!(submit(again.port, "durable-1").await, job);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (_, view) = http(again.port, "GET", &format!("/v1/jobs/{job}"), None)
+            .await
+            .unwrap();
+        if view["status"] == json!("SUCCEEDED") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job did not finish after restart: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

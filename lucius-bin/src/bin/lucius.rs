@@ -1,12 +1,14 @@
 //! `lucius`: a single node with everything — HTTP API, dispatcher and sweepers — on the
-//! memory store by default. `--demo-worker` adds an in-process worker so jobs finish.
+//! embedded store in `LUCIUS_DATA_DIR` (`./lucius-data`) by default, so jobs survive a
+//! restart; `LUCIUS_STORAGE_BACKEND=memory` keeps nothing. `--demo-worker` adds an
+//! in-process worker so jobs finish.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use lucius_bin::config::Settings;
+use lucius_bin::config::{Settings, StorageBackend};
 use lucius_bin::{demo, http, logging, wiring};
 use lucius_http::Api;
 use lucius_runtime::Shutdown;
@@ -40,7 +42,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = Settings::from_env()?;
+    let settings = Settings::from_env_with_default(StorageBackend::Embedded)?;
     let lucius = wiring::build(&settings, settings.all_in_one(), cli.demo_worker).await?;
     let api = Api::new(lucius, http::http_config(&settings));
     let lucius = api.lucius().clone();
@@ -56,6 +58,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .then(|| tokio::spawn(demo::run(lucius.clone(), work, shutdown.clone())));
     tracing::info!(
         storage = ?settings.storage,
+        data = %settings.data_location(),
         demo_worker = cli.demo_worker,
         protocols = lucius.engine().protocols().len(),
         "lucius all-in-one starting"

@@ -1,0 +1,105 @@
+//! Opening a data directory: create it, take its lock, and open and configure SQLite
+//! connections (WAL, `synchronous=FULL`, a busy timeout).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fs2::FileExt;
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::OpenError;
+
+/// How long a connection waits for a lock SQLite holds internally (a checkpoint, say)
+/// before it reports busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The directory's lock: held (an exclusive `flock`) for as long as this value lives.
+#[derive(Debug)]
+pub(crate) struct DirLock {
+    // Closing the file releases the lock.
+    _file: File,
+}
+
+/// Creates `dir` if absent and takes its exclusive lock in `dir/<lock_name>`.
+pub(crate) fn lock_dir(dir: &Path, lock_name: &str) -> Result<DirLock, OpenError> {
+    let io = |what, source| OpenError::Directory {
+        dir: dir.to_owned(),
+        what,
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| io("cannot create it", e))?;
+    let path = dir.join(lock_name);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| io("cannot open its lock file for writing (is it writable?)", e))?;
+    if let Err(e) = file.try_lock_exclusive() {
+        if e.kind() == fs2::lock_contended_error().kind()
+            || e.kind() == std::io::ErrorKind::WouldBlock
+        {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(OpenError::Locked {
+                dir: dir.to_owned(),
+                holder: (!holder.is_empty()).then(|| holder.to_owned()),
+            });
+        }
+        return Err(io("cannot lock it", e));
+    }
+    // Who holds it, for the error another process will print.
+    let stamp = format!("pid {}", std::process::id());
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(stamp.as_bytes()))
+        .map_err(|e| io("cannot write its lock file (is it writable?)", e))?;
+    Ok(DirLock { _file: file })
+}
+
+/// Opens the database file, creating it if absent, configured for durability.
+pub(crate) fn connection(path: &Path) -> Result<Connection, OpenError> {
+    let db = |what: &str, source| OpenError::Database {
+        path: path.to_owned(),
+        what: what.to_owned(),
+        source,
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| db("cannot open", e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| db("setting the busy timeout", e))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(|e| db("switching to WAL", e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(OpenError::Invalid {
+            path: path.to_owned(),
+            message: format!("expected journal mode wal, SQLite kept {mode:?}"),
+        });
+    }
+    // FULL: in WAL mode, every commit syncs the log, so an answered write survives a
+    // power cut, not only a crash of the process.
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;")
+        .map_err(|e| db("setting synchronous=FULL", e))?;
+    // Each request runs in a savepoint, whose journal of changed pages is a temporary
+    // file by default: keep it in memory. A page cache of 64 MiB (a connection allocates
+    // it as it fills) keeps a batch's pages from spilling to the log before its commit.
+    conn.execute_batch("PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;")
+        .map_err(|e| db("sizing the caches", e))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// The database file in `dir`.
+pub(crate) fn database_path(dir: &Path, file: &str) -> PathBuf {
+    dir.join(file)
+}

@@ -1,0 +1,436 @@
+//! What the writer applies inside a request's savepoint: a new job (or the completion of
+//! an interrupted one), a job's changes, a lease, an announcement. Every update is a
+//! compare-and-swap on `rev`; every insert refuses an existing row.
+
+use lucius_core::{
+    Changes, CreateOutcome, IdempotencyRecord, Job, JobId, Lease, NewJob, OutboxEntry, Revision,
+    Step, StoreError, Timestamp,
+};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::{bad_row, sqlite};
+use crate::rows::{decode, encode, expected_rev, missing_body, Encoded};
+
+/// Writes every row of a new job, from their encoded bodies; the first directive only if
+/// `with_directive`.
+fn write_new_job(
+    conn: &Connection,
+    enc: &Encoded<NewJob>,
+    with_directive: bool,
+) -> Result<(), StoreError> {
+    let (new, mut bodies) = (&enc.rows, enc.bodies.iter().map(String::as_str));
+    let mut body = || bodies.next().ok_or_else(missing_body);
+    insert_claim(conn, &new.claim, body()?)?;
+    insert_job(conn, &new.job, body()?)?;
+    for s in &new.steps {
+        insert_step(conn, s, body()?)?;
+    }
+    if with_directive {
+        insert_entry(conn, &new.outbox, body()?)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn create_job(
+    conn: &Connection,
+    enc: &Encoded<NewJob>,
+) -> Result<CreateOutcome, StoreError> {
+    let new = &enc.rows;
+    let claim = &new.claim;
+    let existing: Option<String> = conn
+        .prepare_cached("SELECT body FROM claims WHERE tenant = ?1 AND key = ?2")
+        .and_then(|mut s| {
+            s.query_row(params![claim.tenant_id.as_str(), &*claim.key], |r| r.get(0))
+                .optional()
+        })
+        .map_err(|e| sqlite(format_args!("reading the claim on key {:?}", claim.key), e))?;
+    let Some(existing) = existing else {
+        write_new_job(conn, enc, true)?;
+        return Ok(CreateOutcome::Created);
+    };
+    let existing: IdempotencyRecord = serde_json::from_str(&existing)
+        .map_err(|e| bad_row(format_args!("the claim on key {:?}", claim.key), e))?;
+    if existing.request_hash == claim.request_hash && existing.job_id == new.job.id {
+        complete_intake(conn, new, &existing)?;
+    }
+    Ok(CreateOutcome::Existing(existing))
+}
+
+/// Writes whatever rows of a replayed request's job are missing, as the interrupted
+/// intake wrote them (or would have): unless its job is already terminal.
+fn complete_intake(
+    conn: &Connection,
+    new: &NewJob,
+    claim: &IdempotencyRecord,
+) -> Result<(), StoreError> {
+    let stored = load_job_row(conn, &new.job.id)?;
+    if stored.as_ref().is_some_and(|j| j.status.is_terminal()) {
+        return Ok(());
+    }
+    let first_step = load_step_row(conn, &new.job.id, new.outbox.step_index)?;
+    let new = new.as_first_written(claim, stored.as_ref(), first_step.as_ref());
+    if stored.is_none() {
+        insert_job(
+            conn,
+            &new.job,
+            &encode(&new.job, || format!("job {}", new.job.id))?,
+        )?;
+    }
+    for s in &new.steps {
+        if !step_exists(conn, &s.job_id, s.index)? {
+            let body = encode(s, || format!("step {} of job {}", s.index, s.job_id))?;
+            insert_step(conn, s, &body)?;
+        }
+    }
+    let has_entry: bool = conn
+        .prepare_cached("SELECT 1 FROM outbox WHERE id = ?1")
+        .and_then(|mut s| s.exists([new.outbox.id.as_str()]))
+        .map_err(|e| sqlite(format_args!("reading outbox entry {}", new.outbox.id), e))?;
+    if !has_entry {
+        let body = encode(&new.outbox, || format!("outbox entry {}", new.outbox.id))?;
+        insert_entry(conn, &new.outbox, &body)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) fn torn_intake(conn: &Connection, enc: &Encoded<NewJob>) -> Result<(), StoreError> {
+    write_new_job(conn, enc, false)
+}
+
+fn load_job_row(conn: &Connection, id: &JobId) -> Result<Option<Job>, StoreError> {
+    let row: Option<(String, i64)> = conn
+        .prepare_cached("SELECT body, rev FROM jobs WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(|e| sqlite(format_args!("reading job {id}"), e))?;
+    row.map(|(body, rev)| decode::<Job>(&body, rev, || format!("job {id}")))
+        .transpose()
+}
+
+fn load_step_row(conn: &Connection, id: &JobId, index: u32) -> Result<Option<Step>, StoreError> {
+    let row: Option<(String, i64)> = conn
+        .prepare_cached("SELECT body, rev FROM steps WHERE job_id = ?1 AND idx = ?2")
+        .and_then(|mut s| {
+            s.query_row(params![id.as_str(), index], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(|e| sqlite(format_args!("reading step {index} of job {id}"), e))?;
+    row.map(|(body, rev)| decode::<Step>(&body, rev, || format!("step {index} of job {id}")))
+        .transpose()
+}
+
+fn step_exists(conn: &Connection, job: &JobId, index: u32) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT 1 FROM steps WHERE job_id = ?1 AND idx = ?2")
+        .and_then(|mut s| s.exists(params![job.as_str(), index]))
+        .map_err(|e| sqlite(format_args!("reading step {index} of job {job}"), e))
+}
+
+fn insert_claim(conn: &Connection, c: &IdempotencyRecord, body: &str) -> Result<(), StoreError> {
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO claims (tenant, key, job_id, body) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                c.tenant_id.as_str(),
+                &*c.key,
+                c.job_id.as_str(),
+                body
+            ])
+        })
+        .map_err(|e| sqlite(format_args!("writing the claim on key {:?}", c.key), e))?;
+    match n {
+        1 => Ok(()),
+        _ => Err(StoreError::conflict("idempotency key already claimed")),
+    }
+}
+
+fn insert_job(conn: &Connection, j: &Job, body: &str) -> Result<i64, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO jobs (id, partition, active, rev, body) VALUES (?1, ?2, ?3, 1, ?4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                j.id.as_str(),
+                j.partition.to_string(),
+                !j.status.is_terminal(),
+                body
+            ])
+        })
+        .map_err(|e| sqlite(format_args!("writing job {}", j.id), e))?;
+    match n {
+        1 => Ok(1),
+        _ => Err(StoreError::conflict(format!("job {} already exists", j.id))),
+    }
+}
+
+fn update_job(conn: &Connection, j: &Job, body: &str) -> Result<i64, StoreError> {
+    let given = expected_rev(&j.revision);
+    let n = conn
+        .prepare_cached(
+            "UPDATE jobs SET partition = ?2, active = ?3, rev = rev + 1, body = ?4 \
+             WHERE id = ?1 AND rev = ?5",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                j.id.as_str(),
+                j.partition.to_string(),
+                !j.status.is_terminal(),
+                body,
+                given
+            ])
+        })
+        .map_err(|e| sqlite(format_args!("writing job {}", j.id), e))?;
+    match n {
+        1 => Ok(given + 1),
+        _ => Err(lost_row(
+            conn,
+            "SELECT rev FROM jobs WHERE id = ?1",
+            params![j.id.as_str()],
+            format!("job {}", j.id),
+            &j.revision,
+        )),
+    }
+}
+
+fn insert_step(conn: &Connection, s: &Step, body: &str) -> Result<i64, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO steps (job_id, idx, rev, body) VALUES (?1, ?2, 1, ?3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .and_then(|mut st| st.execute(params![s.job_id.as_str(), s.index, body]))
+        .map_err(|e| {
+            sqlite(
+                format_args!("writing step {} of job {}", s.index, s.job_id),
+                e,
+            )
+        })?;
+    match n {
+        1 => Ok(1),
+        _ => Err(StoreError::conflict(format!(
+            "step {} of job {} already exists",
+            s.index, s.job_id
+        ))),
+    }
+}
+
+fn update_step(conn: &Connection, s: &Step, body: &str) -> Result<i64, StoreError> {
+    let given = expected_rev(&s.revision);
+    let n = conn
+        .prepare_cached(
+            "UPDATE steps SET rev = rev + 1, body = ?3 WHERE job_id = ?1 AND idx = ?2 AND rev = ?4",
+        )
+        .and_then(|mut st| st.execute(params![s.job_id.as_str(), s.index, body, given]))
+        .map_err(|e| {
+            sqlite(
+                format_args!("writing step {} of job {}", s.index, s.job_id),
+                e,
+            )
+        })?;
+    match n {
+        1 => Ok(given + 1),
+        _ => Err(lost_row(
+            conn,
+            "SELECT rev FROM steps WHERE job_id = ?1 AND idx = ?2",
+            params![s.job_id.as_str(), s.index],
+            format!("step {} of job {}", s.index, s.job_id),
+            &s.revision,
+        )),
+    }
+}
+
+fn insert_entry(conn: &Connection, e: &OutboxEntry, body: &str) -> Result<i64, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO outbox (id, job_id, partition, status, next_attempt_at, rev, body) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6) ON CONFLICT DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                e.id.as_str(),
+                e.job_id.as_str(),
+                e.partition.to_string(),
+                e.status.as_str(),
+                e.next_attempt_at.0,
+                body
+            ])
+        })
+        .map_err(|err| sqlite(format_args!("writing outbox entry {}", e.id), err))?;
+    match n {
+        1 => Ok(1),
+        _ => Err(StoreError::conflict(format!(
+            "outbox entry {} already exists",
+            e.id
+        ))),
+    }
+}
+
+fn update_entry(conn: &Connection, e: &OutboxEntry, body: &str) -> Result<i64, StoreError> {
+    let given = expected_rev(&e.revision);
+    let n = conn
+        .prepare_cached(
+            "UPDATE outbox SET partition = ?2, status = ?3, next_attempt_at = ?4, \
+             rev = rev + 1, body = ?5 WHERE id = ?1 AND rev = ?6",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                e.id.as_str(),
+                e.partition.to_string(),
+                e.status.as_str(),
+                e.next_attempt_at.0,
+                body,
+                given
+            ])
+        })
+        .map_err(|err| sqlite(format_args!("writing outbox entry {}", e.id), err))?;
+    match n {
+        1 => Ok(given + 1),
+        _ => Err(lost_row(
+            conn,
+            "SELECT rev FROM outbox WHERE id = ?1",
+            params![e.id.as_str()],
+            format!("outbox entry {}", e.id),
+            &e.revision,
+        )),
+    }
+}
+
+/// Why a guarded update changed no row: the row is absent (`NotFound`) or has another
+/// revision (`Conflict`).
+fn lost_row(
+    conn: &Connection,
+    sql: &str,
+    key: impl rusqlite::Params,
+    what: String,
+    given: &Revision,
+) -> StoreError {
+    let found: Result<Option<i64>, _> = conn
+        .prepare_cached(sql)
+        .and_then(|mut s| s.query_row(key, |r| r.get(0)).optional());
+    match found {
+        Ok(None) => StoreError::not_found(format!("{what} does not exist")),
+        Ok(Some(n)) => StoreError::conflict(format!(
+            "{what} changed: expected revision {given}, found {n}"
+        )),
+        Err(e) => sqlite(format_args!("reading {what}"), e),
+    }
+}
+
+// commit ------------------------------------------------------------------------------
+
+pub(crate) fn commit(conn: &Connection, enc: &Encoded<Changes>) -> Result<Changes, StoreError> {
+    let (changes, mut bodies) = (&enc.rows, enc.bodies.iter().map(String::as_str));
+    let mut body = || bodies.next().ok_or_else(missing_body);
+    if let Some(id) = changes.job_id() {
+        let other = changes
+            .steps
+            .iter()
+            .map(|s| &s.job_id)
+            .chain(changes.outbox.iter().map(|e| &e.job_id))
+            .chain(changes.job.iter().map(|j| &j.id))
+            .find(|j| *j != id);
+        if let Some(other) = other {
+            return Err(StoreError::permanent(format!(
+                "one commit changes one job: {id} and {other}"
+            )));
+        }
+    }
+    let mut revs = Vec::with_capacity(
+        changes.steps.len() + changes.outbox.len() + usize::from(changes.job.is_some()),
+    );
+    for s in &changes.steps {
+        revs.push(match s.revision.is_new() {
+            true => insert_step(conn, s, body()?)?,
+            false => update_step(conn, s, body()?)?,
+        });
+    }
+    for e in &changes.outbox {
+        revs.push(match e.revision.is_new() {
+            true => insert_entry(conn, e, body()?)?,
+            false => update_entry(conn, e, body()?)?,
+        });
+    }
+    if let Some(j) = &changes.job {
+        revs.push(match j.revision.is_new() {
+            true => insert_job(conn, j, body()?)?,
+            false => update_job(conn, j, body()?)?,
+        });
+    }
+    let mut out = changes.clone();
+    out.assign_revisions(revs.into_iter().map(|n| Revision::counter(n as u64)));
+    Ok(out)
+}
+
+// leases ------------------------------------------------------------------------------
+
+pub(crate) fn put_lease(conn: &Connection, lease: &Lease) -> Result<Lease, StoreError> {
+    let p = lease.partition.to_string();
+    let epoch = i64::try_from(lease.epoch).map_err(|_| {
+        StoreError::permanent(format!("lease {p}: epoch {} is too large", lease.epoch))
+    })?;
+    let rev = if lease.revision.is_new() {
+        let n = conn
+            .prepare_cached(
+                "INSERT INTO leases (partition, owner, expires_at, epoch, rev) \
+                 VALUES (?1, ?2, ?3, ?4, 1) ON CONFLICT DO NOTHING",
+            )
+            .and_then(|mut s| s.execute(params![p, lease.owner, lease.expires_at.0, epoch]))
+            .map_err(|e| sqlite(format_args!("writing lease {p}"), e))?;
+        if n != 1 {
+            return Err(StoreError::conflict(format!("lease {p} already exists")));
+        }
+        1
+    } else {
+        let given = expected_rev(&lease.revision);
+        let n = conn
+            .prepare_cached(
+                "UPDATE leases SET owner = ?2, expires_at = ?3, epoch = ?4, rev = rev + 1 \
+                 WHERE partition = ?1 AND rev = ?5",
+            )
+            .and_then(|mut s| s.execute(params![p, lease.owner, lease.expires_at.0, epoch, given]))
+            .map_err(|e| sqlite(format_args!("writing lease {p}"), e))?;
+        if n != 1 {
+            return Err(lost_row(
+                conn,
+                "SELECT rev FROM leases WHERE partition = ?1",
+                params![p],
+                format!("lease {p}"),
+                &lease.revision,
+            ));
+        }
+        given + 1
+    };
+    Ok(Lease {
+        revision: Revision::counter(rev as u64),
+        ..lease.clone()
+    })
+}
+
+/// How long a dispatcher's membership row outlives its last announcement (as
+/// `lucius_table::MEMBER_RETENTION`): ids are usually `host-pid`, so each restart leaves
+/// one behind.
+const MEMBER_RETENTION_MS: i64 = 24 * 3600 * 1000;
+
+pub(crate) fn announce(
+    conn: &Connection,
+    member: &str,
+    until: Timestamp,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO members (member, alive_until) VALUES (?1, ?2) \
+         ON CONFLICT (member) DO UPDATE SET alive_until = excluded.alive_until",
+    )
+    .and_then(|mut s| s.execute(params![member, until.0]))
+    .map_err(|e| sqlite(format_args!("announcing dispatcher {member:?}"), e))?;
+    conn.prepare_cached("DELETE FROM members WHERE alive_until < ?1")
+        .and_then(|mut s| s.execute([until.0.saturating_sub(MEMBER_RETENTION_MS)]))
+        .map_err(|e| sqlite("removing long-gone dispatchers", e))?;
+    Ok(())
+}
