@@ -344,3 +344,111 @@ async fn lucius_keeps_its_jobs_across_a_restart_by_default() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Issue 14's crash test: `lucius` on the embedded store under concurrent intake (with its
+/// demo worker moving jobs along) is killed with SIGKILL and restarted on the same
+/// directory. Every command answered `202` finishes; a command cut off before its answer
+/// either does not exist or finishes too — never half a job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_node_killed_under_load_loses_nothing_it_accepted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let protocols = tmp.path().join("protocols.json");
+    std::fs::write(&protocols, FAST_PROTOCOL).unwrap();
+    let env = vec![
+        (
+            "LUCIUS_DATA_DIR",
+            tmp.path().join("data").display().to_string(),
+        ),
+        ("LUCIUS_PROTOCOLS_FILE", protocols.display().to_string()),
+        ("LUCIUS_SWEEP_INTERVAL", "0.2".to_owned()),
+        ("LUCIUS_DISPATCH_INTERVAL", "0.2".to_owned()),
+    ];
+    let port = free_port();
+    let mut first = start(port, &env, &["--demo-worker", "--demo-work-ms", "5"]).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let (mut accepted, mut cut) = (Vec::new(), Vec::new());
+                let mut k = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let key = format!("load-{c}-{k}");
+                    k += 1;
+                    let body = json!({"requestType": "document.process", "tenantId": "acme",
+                        "idempotencyKey": key, "payload": {"documentUrl": "https://example.test/a.pdf"}});
+                    match http(port, "POST", "/v1/commands", Some(body)).await {
+                        Ok((202, v)) => accepted.push((key, v["jobId"].as_str().unwrap().to_owned())),
+                        _ => cut.push(key),
+                    }
+                }
+                (accepted, cut)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    first.child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
+    let _ = first.child.wait();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut accepted, mut cut) = (Vec::new(), Vec::new());
+    for c in clients {
+        let (a, x) = c.await.unwrap();
+        accepted.extend(a);
+        cut.extend(x);
+    }
+    drop(first);
+    eprintln!(
+        "killed under load: {} commands accepted, {} cut off",
+        accepted.len(),
+        cut.len()
+    );
+    assert!(
+        accepted.len() >= 20,
+        "only {} commands accepted before the kill",
+        accepted.len()
+    );
+
+    let again = start(port, &env, &["--demo-worker", "--demo-work-ms", "5"]).await;
+    // A command cut off before its answer: absent (404) or a whole job that finishes.
+    let mut cut_jobs = Vec::new();
+    for key in &cut {
+        let id = lucius_core::JobId::derive(&lucius_core::TenantId::parse("acme").unwrap(), key);
+        let (status, view) = http(again.port, "GET", &format!("/v1/jobs/{id}"), None)
+            .await
+            .unwrap();
+        match status {
+            404 => {}
+            200 => {
+                assert_eq!(view["steps"].as_array().map(Vec::len), Some(3), "{view}");
+                cut_jobs.push(id.to_string());
+            }
+            other => panic!("GET of a cut-off command's job: {other} {view}"),
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut waiting: Vec<String> = accepted
+        .iter()
+        .map(|(_, id)| id.clone())
+        .chain(cut_jobs)
+        .collect();
+    while !waiting.is_empty() {
+        let mut still = Vec::new();
+        for id in waiting {
+            let (status, view) = http(again.port, "GET", &format!("/v1/jobs/{id}"), None)
+                .await
+                .unwrap();
+            assert_eq!(status, 200, "an accepted job was lost: {id} {view}");
+            assert_ne!(view["status"], json!("FAILED"), "{view}");
+            if view["status"] != json!("SUCCEEDED") {
+                still.push(id);
+            }
+        }
+        waiting = still;
+        assert!(
+            Instant::now() < deadline,
+            "{} accepted jobs did not finish after the restart",
+            waiting.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
