@@ -479,3 +479,41 @@ async fn an_admin_retry_is_refused_once_the_step_got_past_its_dead_directive() {
     let err = r.engine.retry_outbox(&dead.id).await.unwrap_err();
     assert!(err.to_string().contains("SUPERSEDED"), "{err}");
 }
+
+#[tokio::test]
+async fn a_dispatch_round_counts_each_outcome_once() {
+    let r = rig();
+    r.bus.set(fails_with(PublishError::Transient("503".into())));
+    let mut jobs = Vec::new();
+    for key in ["sent", "retrying", "dead"] {
+        let sub = r.engine.submit(command("acme", key, 0)).await.unwrap();
+        r.engine.publish_all(&sub.to_publish).await;
+        jobs.push((sub.value.job_id.clone(), sub.value.partition.clone()));
+    }
+    let (sent, retrying) = (jobs[0].0.to_string(), jobs[1].0.to_string());
+    r.bus.set(move |d, _| {
+        let job = d.job_id.to_string();
+        let reply = if job == sent {
+            Ok(())
+        } else if job == retrying {
+            Err(PublishError::Transient("503".into()))
+        } else {
+            Err(PublishError::Permanent("404 no such queue".into()))
+        };
+        Box::pin(async move { reply })
+    });
+    r.clock.advance(Millis(120_000));
+    let report = r.engine.dispatch(&jobs[0].1).await.unwrap();
+    assert_eq!(
+        (
+            report.due,
+            report.published,
+            report.retrying,
+            report.dead,
+            report.skipped,
+            report.errors
+        ),
+        (3, 1, 1, 1, 0, 0),
+        "{report:?}"
+    );
+}

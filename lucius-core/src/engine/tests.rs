@@ -581,3 +581,126 @@ async fn accessors_and_readiness_report_the_engine_as_built() {
     );
     assert!(rig().engine.ready().await.is_ok());
 }
+
+#[tokio::test]
+async fn the_first_send_starts_the_job_and_a_retry_gets_its_predecessors_result() {
+    let r = rig();
+    let sub = r
+        .engine
+        .submit(command("acme", "retry-input", 0))
+        .await
+        .unwrap();
+    let job = sub.value.job_id.clone();
+    assert_eq!(
+        r.engine.job(&job).await.unwrap().job.status,
+        JobStatus::Accepted
+    );
+    // The first directive leaving starts the job.
+    r.engine.publish_all(&sub.to_publish).await;
+    assert_eq!(
+        r.engine.job(&job).await.unwrap().job.status,
+        JobStatus::InProgress
+    );
+    let d0 = r.bus.drain().remove(0);
+    assert_eq!(d0.input, None, "the first step has no predecessor");
+    r.engine.ack(call(&job, "ocr", 1)).await.unwrap();
+    let page = json!({"text": "page one"});
+    let out = r
+        .engine
+        .complete(call(&job, "ocr", 1), page.clone())
+        .await
+        .unwrap();
+    r.engine.publish_all(&out.to_publish).await;
+    let d1 = r.bus.drain().remove(0);
+    assert_eq!(d1.input, Some(page.clone().into()));
+    r.engine.ack(call(&job, "embed", 1)).await.unwrap();
+    r.engine
+        .fail(
+            call(&job, "embed", 1),
+            Failure {
+                error: "flaky".into(),
+                retryable: true,
+            },
+        )
+        .await
+        .unwrap();
+    let rec = r.engine.job(&job).await.unwrap();
+    let retry = rec
+        .outbox
+        .iter()
+        .find(|e| e.step_index == 1 && e.attempt == 2)
+        .expect("the retry's directive");
+    assert_eq!(
+        retry.directive.input,
+        Some(page.into()),
+        "the retry works on the same input"
+    );
+}
+
+#[tokio::test]
+async fn an_ack_before_the_send_was_recorded_marks_the_entry_sent() {
+    let r = rig();
+    let sub = r
+        .engine
+        .submit(command("acme", "early-ack", 0))
+        .await
+        .unwrap();
+    let job = sub.value.job_id.clone();
+    // The directive reached a worker before the publisher recorded the send: the ACK
+    // records it, and starts the job.
+    r.engine.ack(call(&job, "ocr", 1)).await.unwrap();
+    let rec = r.engine.job(&job).await.unwrap();
+    assert_eq!(rec.outbox[0].status, OutboxStatus::Sent);
+    assert_eq!(rec.job.status, JobStatus::InProgress);
+    assert_eq!(
+        r.engine.publish(&sub.to_publish[0]).await.unwrap(),
+        PublishOutcome::NotPending
+    );
+    assert!(r.bus.is_empty(), "not sent twice");
+}
+
+#[tokio::test]
+async fn a_retried_step_supersedes_only_its_own_older_pending_entries() {
+    let r = rig();
+    let sub = r
+        .engine
+        .submit(command("acme", "supersede", 0))
+        .await
+        .unwrap();
+    let job = sub.value.job_id.clone();
+    let mut rec = r.engine.job(&job).await.unwrap();
+    // Another step's pending entry, which the retry must leave alone.
+    let mut other = rec.outbox[0].clone();
+    other.step_index = 1;
+    other.id = OutboxId::for_attempt(&job, 1, 1);
+    rec.outbox.push(other.clone());
+    let mut retried = rec.steps[0].clone();
+    retried.attempt = 2;
+    let mut c = Changes::default();
+    let ids = consequences::apply_step(&rec, &mut c, retried, T0.plus(Millis(5)));
+    let of = |attempt: u32, index: u32| {
+        c.outbox
+            .iter()
+            .find(|e| e.attempt == attempt && e.step_index == index)
+            .cloned()
+    };
+    assert_eq!(of(1, 0).map(|e| e.status), Some(OutboxStatus::Dead));
+    let new = of(2, 0).expect("the retry's entry");
+    assert_eq!(new.status, OutboxStatus::Pending);
+    assert_eq!(ids, vec![new.id.clone()]);
+    assert_eq!(of(1, 1), None, "another step's entry is untouched");
+}
+
+#[tokio::test]
+async fn a_replay_publishes_a_first_directive_only_if_it_never_left() {
+    let r = rig();
+    let sub = r.engine.submit(command("acme", "replay", 0)).await.unwrap();
+    // Never published: the replay hands it out again.
+    let again = r.engine.submit(command("acme", "replay", 0)).await.unwrap();
+    assert!(!again.value.created);
+    assert_eq!(again.to_publish, sub.to_publish);
+    // Sent: nothing to publish.
+    r.engine.publish_all(&sub.to_publish).await;
+    let after = r.engine.submit(command("acme", "replay", 0)).await.unwrap();
+    assert!(after.to_publish.is_empty(), "{:?}", after.to_publish);
+}
