@@ -1,6 +1,7 @@
 //! The load benchmark: in one run, with one Rust hyper client, it measures a bare hyper
 //! hello-world server and `POST /v1/commands` on `lucius_http::run` (memory store, memory
-//! publisher), prints their ratio, then intake at half the saturating rate, then how fast
+//! publisher), prints their ratio, then intake at half the saturating rate, then durable
+//! intake on the embedded store (its ratio to memory intake), then how fast
 //! one dispatcher drains a pre-filled partition, then resident bytes per retained job.
 //!
 //! Run: `cargo bench --bench load`. Settings (environment):
@@ -163,6 +164,40 @@ fn main() {
         status_kib("VmHWM:") as f64 / 1024.0
     );
     drop(store);
+
+    // 3b. Durable intake: the same requests on the embedded store, each `202` after the
+    //     group commit that made its rows durable (WAL, synchronous=FULL).
+    let dir = std::env::temp_dir().join(format!("lucius-bench-embedded-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let durable_store =
+        lucius_embedded::EmbeddedStore::open(&dir).expect("the embedded store opens");
+    let engine = Engine::new(
+        Arc::new(durable_store),
+        Arc::new(MemoryPublisher::noop()),
+        Arc::new(SystemClock),
+    );
+    let handle = lucius_runtime::Lucius::from_engine(engine, lucius_runtime::Settings::no_loops())
+        .expect("no lease-owned dispatch");
+    let durable = Server::start(
+        "srv-embedded",
+        s.server_threads,
+        move |l, stop| async move {
+            lucius_http::run(l, handle, HttpConfig::default(), async {
+                let _ = stop.await;
+            })
+            .await
+            .expect("the Lucius server runs");
+        },
+    );
+    let embedded = client.block_on(phase(durable.addr, &s, None, Target::Commands));
+    durable.stop();
+    embedded.print("lucius POST /v1/commands (embedded)");
+    let eratio = embedded.rps() / intake.rps();
+    println!(
+        "RATIO embedded intake/memory intake = {eratio:.2} (goal >= 0.5) {}",
+        verdict(eratio >= 0.5)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 
     // 4. Dispatch: one dispatcher draining a pre-filled partition.
     let drained = client.block_on(dispatch(s.dispatch));
