@@ -704,3 +704,41 @@ async fn a_replay_publishes_a_first_directive_only_if_it_never_left() {
     let after = r.engine.submit(command("acme", "replay", 0)).await.unwrap();
     assert!(after.to_publish.is_empty(), "{:?}", after.to_publish);
 }
+
+#[tokio::test]
+async fn a_partition_sweep_counts_its_failures_and_repairs() {
+    let r = rig();
+    // Job a: its last attempt's ACK deadline passes during the sweep.
+    let a = r.engine.submit(command("acme", "fails", 0)).await.unwrap();
+    r.engine.publish_all(&a.to_publish).await;
+    for _ in 0..2 {
+        r.clock.advance(Millis::from_secs(31));
+        let out = r.engine.sweep_job(&a.value.job_id).await.unwrap();
+        r.engine.publish_all(&out.to_publish).await;
+    }
+    r.clock.advance(Millis::from_secs(31));
+    // Job b: its publication's commit was torn after the step row; the entry stayed PENDING.
+    let b = r.engine.submit(command("acme", "torn", 0)).await.unwrap();
+    r.store.inject(Fault::Tear(1));
+    assert!(r.engine.publish(&b.to_publish[0]).await.is_err());
+    let rec = r.engine.job(&b.value.job_id).await.unwrap();
+    assert_eq!(
+        (rec.steps[0].status, rec.outbox[0].status),
+        (StepStatus::Initiated, OutboxStatus::Pending)
+    );
+    let out = r.engine.sweep_partition(&a.value.partition).await.unwrap();
+    let s = out.value;
+    assert_eq!(
+        (s.jobs, s.retried, s.failed, s.errors),
+        (2, 0, 1, 0),
+        "{s:?}"
+    );
+    // The entry marked SENT, and the job started.
+    assert_eq!(s.repaired, 2, "{s:?}");
+    let rec = r.engine.job(&b.value.job_id).await.unwrap();
+    assert_eq!(rec.outbox[0].status, OutboxStatus::Sent, "repaired");
+    assert_eq!(
+        r.engine.job(&a.value.job_id).await.unwrap().job.status,
+        JobStatus::Failed
+    );
+}
