@@ -191,19 +191,14 @@ impl Builder {
         if let Some(o) = self.observer {
             engine = engine.with_observer(o);
         }
-        let background =
-            Background::new(self.settings.publishers, self.settings.queue_per_publisher);
-        Ok(Lucius {
-            inner: Arc::new(Inner {
-                engine,
-                clock,
-                leases: self.leases,
-                background,
-                settings: self.settings,
-                bus,
-                board: Arc::new(Board::default()),
-            }),
-        })
+        Ok(Inner::handle(
+            engine,
+            clock,
+            self.leases,
+            self.settings,
+            bus,
+            Arc::default(),
+        ))
     }
 }
 
@@ -215,6 +210,31 @@ struct Inner {
     settings: Settings,
     bus: Option<InProcessBus>,
     board: Arc<Board>,
+}
+
+impl Inner {
+    /// A handle with its own background publishers (sized by `settings`).
+    fn handle(
+        engine: Engine,
+        clock: Arc<dyn Clock>,
+        leases: Option<Arc<dyn LeaseStore>>,
+        settings: Settings,
+        bus: Option<InProcessBus>,
+        board: Arc<Board>,
+    ) -> Lucius {
+        let background = Background::new(settings.publishers, settings.queue_per_publisher);
+        Lucius {
+            inner: Arc::new(Inner {
+                engine,
+                clock,
+                leases,
+                background,
+                settings,
+                bus,
+                board,
+            }),
+        }
+    }
 }
 
 /// The engine, running: every call publishes what it implies (in the background, after
@@ -266,18 +286,15 @@ impl Lucius {
         if matches!(settings.dispatch, Dispatch::Owned(_)) {
             return Err(BuildError::NoLeaseStore);
         }
-        let background = Background::new(settings.publishers, settings.queue_per_publisher);
-        Ok(Lucius {
-            inner: Arc::new(Inner {
-                clock: engine.clock().clone(),
-                engine,
-                leases: None,
-                background,
-                settings,
-                bus: None,
-                board: Arc::new(Board::default()),
-            }),
-        })
+        let clock = engine.clock().clone();
+        Ok(Inner::handle(
+            engine,
+            clock,
+            None,
+            settings,
+            None,
+            Arc::default(),
+        ))
     }
 
     /// This handle with `observer` told of every transition and publication (replacing the
@@ -286,17 +303,14 @@ impl Lucius {
     #[must_use]
     pub fn with_observer(&self, observer: Arc<dyn Observer>) -> Lucius {
         let i = &self.inner;
-        Lucius {
-            inner: Arc::new(Inner {
-                engine: i.engine.clone().with_observer(observer),
-                clock: i.clock.clone(),
-                leases: i.leases.clone(),
-                background: Background::new(i.settings.publishers, i.settings.queue_per_publisher),
-                settings: i.settings.clone(),
-                bus: i.bus.clone(),
-                board: i.board.clone(),
-            }),
-        }
+        Inner::handle(
+            i.engine.clone().with_observer(observer),
+            i.clock.clone(),
+            i.leases.clone(),
+            i.settings.clone(),
+            i.bus.clone(),
+            i.board.clone(),
+        )
     }
 
     /// The sans-IO engine underneath (reads, admin listings, one-shot dispatch and sweep).
