@@ -13,6 +13,7 @@ mod dispatch;
 mod intake;
 mod observe;
 pub(crate) mod publish;
+mod pull;
 mod sweep;
 mod worker;
 
@@ -22,6 +23,7 @@ pub use dispatch::DispatchReport;
 pub use intake::{build_new_job, Submission};
 pub use observe::{NoopObserver, Observer};
 pub use publish::PublishOutcome;
+pub use pull::PullFilter;
 pub use sweep::{derived_status, SweepReport};
 pub use worker::WorkerCall;
 

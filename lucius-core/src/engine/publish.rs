@@ -214,11 +214,11 @@ pub(super) fn fenced_error(f: &Fence) -> EngineError {
 
 /// What a publisher saw of its entry when it decided to publish.
 #[derive(Debug, Clone, Copy)]
-struct Attempt {
+pub(super) struct Attempt {
     /// The entry's `publishAttempts` when loaded.
-    failures_seen: u32,
+    pub(super) failures_seen: u32,
     /// When the publication started.
-    started: Timestamp,
+    pub(super) started: Timestamp,
 }
 
 /// Polls `work` first, then `timer`; `None` if the timer finished first.
@@ -238,7 +238,7 @@ async fn race<T>(work: impl Future<Output = T>, timer: impl Future<Output = ()>)
 }
 
 /// Whether the entry's step still waits for this attempt's directive.
-fn awaits(rec: &JobRecord, id: &OutboxId) -> bool {
+pub(super) fn awaits(rec: &JobRecord, id: &OutboxId) -> bool {
     let Some(e) = rec.entry(id) else { return false };
     !rec.job.status.is_terminal()
         && rec
@@ -249,7 +249,11 @@ fn awaits(rec: &JobRecord, id: &OutboxId) -> bool {
 
 /// Settles an entry whose step moved on: `SENT` if the step got past it at the same
 /// attempt (it evidently arrived), else `DEAD` as superseded.
-fn settle_superseded(rec: &JobRecord, id: &OutboxId, now: Timestamp) -> (Changes, PublishOutcome) {
+pub(super) fn settle_superseded(
+    rec: &JobRecord,
+    id: &OutboxId,
+    now: Timestamp,
+) -> (Changes, PublishOutcome) {
     let mut c = Changes::default();
     let Some(e) = rec.entry(id).filter(|e| e.status == OutboxStatus::Pending) else {
         return (c, PublishOutcome::NotPending);
@@ -278,7 +282,7 @@ fn settle_superseded(rec: &JobRecord, id: &OutboxId, now: Timestamp) -> (Changes
 /// the entry is, on this row, still `PENDING`, was due when the publication started, and
 /// no other publisher recorded a failure since it was loaded: concurrent publishers of
 /// one entry count at most one failure per attempt.
-fn record_publication(
+pub(super) fn record_publication(
     rec: &JobRecord,
     id: &OutboxId,
     result: &Result<(), PublishError>,
