@@ -189,7 +189,12 @@ mod tests {
     #[tokio::test]
     async fn a_claimed_directive_is_handed_out_once_and_its_ack_deadline_runs() {
         let (e, clock, bus) = rig();
-        let job = e.submit(command("acme", "k", 0)).await.unwrap().value.job_id;
+        let job = e
+            .submit(command("acme", "k", 0))
+            .await
+            .unwrap()
+            .value
+            .job_id;
         let got = e.claim_due(&PullFilter::any(), 10).await.unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(&*got[0].job_id, job.as_str());
@@ -200,7 +205,11 @@ mod tests {
         assert_eq!(rec.outbox[0].status, OutboxStatus::Sent);
         assert!(bus.drain().is_empty());
         // Nobody else gets it while the ACK deadline runs.
-        assert!(e.claim_due(&PullFilter::any(), 10).await.unwrap().is_empty());
+        assert!(e
+            .claim_due(&PullFilter::any(), 10)
+            .await
+            .unwrap()
+            .is_empty());
         // Never acknowledged: after the deadline the sweeper retries it with a new
         // directive, which the next poll hands out.
         let ack = rec.steps[0].ack_deadline.expect("an ACK deadline");
@@ -240,10 +249,95 @@ mod tests {
         assert_eq!(n, 20, "8 pollers taking 3 each get all 20");
     }
 
+    /// A store whose first two loads wait for each other: two claims of one entry both
+    /// read it `PENDING` before either commits.
+    struct LockstepLoads {
+        inner: MemoryStore,
+        loads: std::sync::atomic::AtomicUsize,
+        barrier: tokio::sync::Barrier,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::ports::Store for LockstepLoads {
+        async fn create_job(
+            &self,
+            new: crate::record::NewJob,
+        ) -> Result<crate::ports::CreateOutcome, crate::ports::StoreError> {
+            self.inner.create_job(new).await
+        }
+        async fn load_job(
+            &self,
+            id: &JobId,
+        ) -> Result<Option<crate::record::JobRecord>, crate::ports::StoreError> {
+            let rec = self.inner.load_job(id).await;
+            if self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+                self.barrier.wait().await;
+            }
+            rec
+        }
+        async fn commit(
+            &self,
+            changes: crate::record::Changes,
+        ) -> Result<crate::record::Changes, crate::ports::StoreError> {
+            self.inner.commit(changes).await
+        }
+        async fn outbox(
+            &self,
+            q: &OutboxQuery,
+        ) -> Result<Vec<crate::outbox::OutboxEntry>, crate::ports::StoreError> {
+            self.inner.outbox(q).await
+        }
+        async fn active_jobs(
+            &self,
+            p: &crate::ids::Partition,
+            after: Option<JobId>,
+            limit: usize,
+        ) -> Result<Vec<JobId>, crate::ports::StoreError> {
+            self.inner.active_jobs(p, after, limit).await
+        }
+        async fn partitions(&self) -> Result<Vec<crate::ids::Partition>, crate::ports::StoreError> {
+            self.inner.partitions().await
+        }
+        async fn ping(&self) -> Result<(), crate::ports::StoreError> {
+            self.inner.ping().await
+        }
+    }
+
+    #[tokio::test]
+    async fn of_two_claims_that_read_the_same_entry_only_the_one_that_commits_gets_it() {
+        let mem = MemoryStore::new();
+        let clock = ManualClock::new(T0);
+        let submitter = Engine::new(
+            Arc::new(mem.clone()),
+            Arc::new(MemoryPublisher::new()),
+            Arc::new(clock.clone()),
+        );
+        let out = submitter.submit(command("acme", "k", 0)).await.unwrap();
+        let id = out.to_publish[0].clone();
+        let store = LockstepLoads {
+            inner: mem,
+            loads: Default::default(),
+            barrier: tokio::sync::Barrier::new(2),
+        };
+        let e = Engine::new(
+            Arc::new(store),
+            Arc::new(MemoryPublisher::new()),
+            Arc::new(clock),
+        );
+        let (a, b) = tokio::join!(e.claim(&id), e.claim(&id));
+        let got: Vec<_> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+        assert_eq!(got.len(), 1, "exactly one of the two claims hands it out");
+    }
+
     #[tokio::test]
     async fn the_filter_picks_topics_and_steps_and_leaves_the_rest_pending() {
         let (e, _clock, _bus) = rig();
-        let job = e.submit(command("acme", "k", 0)).await.unwrap().value.job_id;
+        let job = e
+            .submit(command("acme", "k", 0))
+            .await
+            .unwrap()
+            .value
+            .job_id;
         assert!(e
             .claim_due(&PullFilter::steps(["embed"]), 5)
             .await
@@ -255,7 +349,11 @@ mod tests {
             .unwrap()
             .is_empty());
         let rec = e.job(&job).await.unwrap();
-        assert_eq!(rec.outbox[0].status, OutboxStatus::Pending, "left for others");
+        assert_eq!(
+            rec.outbox[0].status,
+            OutboxStatus::Pending,
+            "left for others"
+        );
         let topic = rec.outbox[0].directive.topic.to_string();
         let got = e
             .claim_due(
@@ -281,7 +379,12 @@ mod tests {
     #[tokio::test]
     async fn a_retryable_failure_hands_out_the_next_attempt() {
         let (e, _clock, _bus) = rig();
-        let job = e.submit(command("acme", "k", 0)).await.unwrap().value.job_id;
+        let job = e
+            .submit(command("acme", "k", 0))
+            .await
+            .unwrap()
+            .value
+            .job_id;
         let d = e.claim_due(&PullFilter::any(), 1).await.unwrap().remove(0);
         e.ack(call(&job, "ocr", 1)).await.unwrap();
         let out = e
@@ -303,7 +406,12 @@ mod tests {
     #[tokio::test]
     async fn a_directive_whose_step_moved_on_is_settled_not_handed_out() {
         let (e, _clock, _bus) = rig();
-        let job = e.submit(command("acme", "k", 0)).await.unwrap().value.job_id;
+        let job = e
+            .submit(command("acme", "k", 0))
+            .await
+            .unwrap()
+            .value
+            .job_id;
         e.cancel(&job, "changed my mind").await.unwrap();
         assert!(e.claim_due(&PullFilter::any(), 5).await.unwrap().is_empty());
         let rec = e.job(&job).await.unwrap();
