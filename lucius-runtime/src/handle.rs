@@ -3,19 +3,21 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use lucius_core::engine::{Observer, Submission, SweepReport, WorkerCall};
+use lucius_core::engine::{Observer, PullFilter, Submission, SweepReport, WorkerCall};
+use lucius_core::ports::PublishError;
 use lucius_core::step::Failure;
 use lucius_core::{
-    Clock, Engine, EngineConfig, EngineError, JobId, JobRecord, LeaseStore, OutboxEntry, OutboxId,
-    OutboxQuery, ProtocolRegistry, Publisher, Step, Store, ValidatedCommand,
+    Clock, Directive, Engine, EngineConfig, EngineError, JobId, JobRecord, LeaseStore, Millis,
+    OutboxEntry, OutboxId, OutboxQuery, ProtocolRegistry, Publisher, Step, Store, ValidatedCommand,
 };
 
 use crate::background::Background;
 use crate::clock::SystemClock;
 use crate::ownership::Board;
+use crate::pull::{PollError, Pull};
 use crate::settings::{Dispatch, Settings};
 use crate::shutdown::Shutdown;
-use crate::source::{InProcess, InProcessBus};
+use crate::source::InProcess;
 
 /// Why [`Builder::build`] refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,8 +38,9 @@ pub enum BuildError {
 
 /// Builds a [`Lucius`]: `Lucius::builder().store(..).publisher(..).build()?`.
 ///
-/// Only the store is required. Without a publisher, directives go to an in-process queue
-/// that [`Lucius::in_process`] hands to a [`crate::Worker`]. The clock defaults to the
+/// Only the store is required. Without a publisher the handle runs in *pull mode*: workers
+/// ask for directives ([`Lucius::poll`], [`Lucius::in_process`], or `POST /v1/workers/poll`
+/// through `lucius-http`) and each is claimed from the store's outbox. The clock defaults to the
 /// system clock, the protocols to the demo set, the engine and runtime settings to their
 /// documented defaults.
 #[derive(Default)]
@@ -91,8 +94,8 @@ impl Builder {
         self
     }
 
-    /// The bus directives are published to. Without one they go to the in-process queue
-    /// ([`Lucius::in_process`]).
+    /// The bus directives are published to. Without one, workers pull them
+    /// ([`Lucius::poll`], [`Lucius::in_process`]).
     pub fn publisher(mut self, publisher: impl Publisher + 'static) -> Builder {
         self.publisher = Some(Arc::new(publisher));
         self
@@ -163,6 +166,7 @@ impl Builder {
         for (name, interval) in [
             ("outbox retry", self.settings.outbox_retry),
             ("sweep", self.settings.sweep),
+            ("pull recheck", Some(self.settings.pull_recheck)),
             (
                 "dispatch",
                 match &self.settings.dispatch {
@@ -178,12 +182,9 @@ impl Builder {
             }
         }
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let (publisher, bus): (Arc<dyn Publisher>, _) = match self.publisher {
+        let (publisher, pull): (Arc<dyn Publisher>, _) = match self.publisher {
             Some(p) => (p, None),
-            None => {
-                let bus = InProcessBus::new();
-                (Arc::new(bus.clone()), Some(bus))
-            }
+            None => (Arc::new(NoBus), Some(Arc::new(Pull::default()))),
         };
         let mut engine = Engine::new(store, publisher, clock.clone())
             .with_protocols(self.protocols.unwrap_or_else(ProtocolRegistry::demo))
@@ -196,8 +197,23 @@ impl Builder {
             clock,
             self.leases,
             self.settings,
-            bus,
+            pull,
             Arc::default(),
+        ))
+    }
+}
+
+/// The engine's publisher in pull mode. The handle never publishes in pull mode (its
+/// loops claim nothing and its calls wake pollers instead); only a direct call on
+/// [`Lucius::engine`]'s publication methods would reach this, and it is refused as
+/// transient so the entry stays `PENDING` for a while rather than being marked sent.
+struct NoBus;
+
+#[async_trait::async_trait]
+impl Publisher for NoBus {
+    async fn publish(&self, _directive: &Directive) -> Result<(), PublishError> {
+        Err(PublishError::Transient(
+            "no bus: workers pull directives (Lucius::poll, POST /v1/workers/poll)".into(),
         ))
     }
 }
@@ -208,7 +224,7 @@ struct Inner {
     leases: Option<Arc<dyn LeaseStore>>,
     background: Background,
     settings: Settings,
-    bus: Option<InProcessBus>,
+    pull: Option<Arc<Pull>>,
     board: Arc<Board>,
 }
 
@@ -219,7 +235,7 @@ impl Inner {
         clock: Arc<dyn Clock>,
         leases: Option<Arc<dyn LeaseStore>>,
         settings: Settings,
-        bus: Option<InProcessBus>,
+        pull: Option<Arc<Pull>>,
         board: Arc<Board>,
     ) -> Lucius {
         let background = Background::new(settings.publishers, settings.queue_per_publisher);
@@ -230,7 +246,7 @@ impl Inner {
                 leases,
                 background,
                 settings,
-                bus,
+                pull,
                 board,
             }),
         }
@@ -268,7 +284,7 @@ impl std::fmt::Debug for Lucius {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Lucius")
             .field("settings", &self.inner.settings)
-            .field("in_process", &self.inner.bus.is_some())
+            .field("pull", &self.inner.pull.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -280,7 +296,8 @@ impl Lucius {
     }
 
     /// A handle over an engine built by hand (its store, publisher, clock, protocols and
-    /// settings), running `settings`' loops. It has no in-process source and no lease store,
+    /// settings), running `settings`' loops. It publishes through the engine's publisher (no
+    /// pull mode) and has no lease store,
     /// so `settings` cannot ask for [`Dispatch::Owned`]: use the [`Builder`] for those.
     pub fn from_engine(engine: Engine, settings: Settings) -> Result<Lucius, BuildError> {
         if matches!(settings.dispatch, Dispatch::Owned(_)) {
@@ -298,7 +315,7 @@ impl Lucius {
     }
 
     /// This handle with `observer` told of every transition and publication (replacing the
-    /// builder's). It shares the store, publisher, in-process queue and watchdog, and has its
+    /// builder's). It shares the store, publisher, pollers and watchdog, and has its
     /// own background publishers: use it, and its clones, from then on.
     #[must_use]
     pub fn with_observer(&self, observer: Arc<dyn Observer>) -> Lucius {
@@ -308,7 +325,7 @@ impl Lucius {
             i.clock.clone(),
             i.leases.clone(),
             i.settings.clone(),
-            i.bus.clone(),
+            i.pull.clone(),
             i.board.clone(),
         )
     }
@@ -334,13 +351,63 @@ impl Lucius {
         self.inner.leases.as_ref()
     }
 
-    /// The in-process directive source, when no publisher was given: hand it to a
-    /// [`crate::Worker`]. Every clone reads the same queue.
+    /// The in-process directive source, in pull mode (no publisher given): hand it to a
+    /// [`crate::Worker`]. It polls like a worker over HTTP does, so it takes its directives
+    /// from the store's outbox, and several sources (in this process or others) share the
+    /// work without ever holding the same directive.
     pub fn in_process(&self) -> Option<InProcess> {
         self.inner
-            .bus
+            .pull
             .as_ref()
-            .map(|bus| InProcess::new(self.clone(), bus.clone()))
+            .map(|_| InProcess::new(self.clone()))
+    }
+
+    /// Whether pull mode was closed by shutdown ([`Lucius::run`] returning).
+    pub(crate) fn pull_closed(&self) -> bool {
+        self.inner.pull.as_ref().is_some_and(|p| p.is_closed())
+    }
+
+    /// Whether workers pull directives from this handle (it was built without a publisher).
+    pub fn pulls(&self) -> bool {
+        self.inner.pull.is_some()
+    }
+
+    /// Pull mode: claims up to `max` due directives that `filter` accepts, waiting up to
+    /// `wait` (on the handle's clock) for some to come due; returns as soon as it has any,
+    /// and with none when `wait` runs out or the node shuts down. Every directive returned
+    /// is recorded as published: its ACK deadline runs from now, and one never
+    /// acknowledged is retried (as a new attempt) once it passes. Waiting pollers are woken
+    /// by every call that writes a directive, and look again every
+    /// [`Settings::pull_recheck`] for directives that came due by time or were written by
+    /// another process.
+    pub async fn poll(
+        &self,
+        filter: &PullFilter,
+        max: usize,
+        wait: Millis,
+    ) -> Result<Vec<Directive>, PollError> {
+        let pull = self.inner.pull.as_ref().ok_or(PollError::Bus)?;
+        let clock = &self.inner.clock;
+        let deadline = clock.sleep(wait);
+        tokio::pin!(deadline);
+        loop {
+            let woken = pull.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if pull.is_closed() {
+                return Ok(Vec::new());
+            }
+            let got = self.inner.engine.claim_due(filter, max).await?;
+            if !got.is_empty() || wait.0 == 0 {
+                return Ok(got);
+            }
+            tokio::select! {
+                biased;
+                _ = &mut deadline => return Ok(Vec::new()),
+                _ = &mut woken => {}
+                _ = clock.sleep(self.inner.settings.pull_recheck) => {}
+            }
+        }
     }
 
     /// Directives queued for background publication or being published.
@@ -364,10 +431,30 @@ impl Lucius {
     }
 
     /// Hands `ids` to the background publishers. What they have no room for stays
-    /// `PENDING` in the store for the loops. Must run inside a tokio runtime.
+    /// `PENDING` in the store for the loops. In pull mode, wakes waiting pollers instead.
+    /// Must run inside a tokio runtime.
     pub fn publish_in_background(&self, ids: Vec<OutboxId>) {
-        if !ids.is_empty() {
-            self.inner.background.publish(&self.inner.engine, ids);
+        if ids.is_empty() {
+            return;
+        }
+        match &self.inner.pull {
+            Some(pull) => pull.wake(),
+            None => self.inner.background.publish(&self.inner.engine, ids),
+        }
+    }
+
+    /// Publishes `ids` now, in order; returns how many were sent. In pull mode, wakes
+    /// waiting pollers and returns 0: the directives are handed out when workers ask.
+    pub(crate) async fn publish_now(&self, ids: &[OutboxId]) -> usize {
+        if ids.is_empty() {
+            return 0;
+        }
+        match &self.inner.pull {
+            Some(pull) => {
+                pull.wake();
+                0
+            }
+            None => self.inner.engine.publish_all(ids).await,
         }
     }
 
@@ -445,10 +532,10 @@ impl Lucius {
 
     /// Sweeps one job now and publishes what the sweep wrote before returning (for one-shot
     /// commands, which must not exit with publications queued); returns the report and the
-    /// number of directives published.
+    /// number of directives published (0 in pull mode: workers take them when they poll).
     pub async fn sweep_job(&self, id: &JobId) -> Result<(SweepReport, usize), EngineError> {
         let out = self.inner.engine.sweep_job(id).await?;
-        let published = self.inner.engine.publish_all(&out.to_publish).await;
+        let published = self.publish_now(&out.to_publish).await;
         Ok((out.value, published))
     }
 
@@ -459,7 +546,11 @@ impl Lucius {
         let stop = Shutdown::new();
         let s = &self.inner.settings;
         let mut loops = tokio::task::JoinSet::new();
-        if let Some(interval) = s.outbox_retry {
+        // In pull mode nothing is published: pollers claim directives, so the outbox retry
+        // and the dispatch of every partition have nothing to do (lease-owned dispatchers
+        // still own and sweep their partitions).
+        let pulls = self.pulls();
+        if let (Some(interval), false) = (s.outbox_retry, pulls) {
             loops.spawn(crate::loops::outbox_retry(
                 self.clone(),
                 interval,
@@ -468,6 +559,7 @@ impl Lucius {
         }
         match &s.dispatch {
             Dispatch::Off => {}
+            Dispatch::All { .. } if pulls => {}
             Dispatch::All { interval } => {
                 loops.spawn(crate::loops::dispatch_all(
                     self.clone(),
@@ -497,6 +589,9 @@ impl Lucius {
             }
         }
         shutdown.await;
+        if let Some(pull) = &self.inner.pull {
+            pull.close();
+        }
         stop.trigger();
         let grace = s.shutdown_grace.to_std();
         let finished =

@@ -13,6 +13,8 @@
 //!            │ each publishes what it implies (background pool)
 //!        run(shutdown): outbox retry · dispatch (all | lease-owned) · sweep · watchdog
 //!   Worker::new(source).handle("ocr", |directive, ctx| async { .. }).run(shutdown)
+//!   no publisher: pull mode — Lucius::poll / InProcess / POST /v1/workers/poll claim
+//!            directives from the store's outbox (nothing queued in memory)
 //!            source: InProcess (here) · HTTP pull · Service Bus (same trait)
 //! ```
 //!
@@ -26,6 +28,7 @@ pub mod clock;
 mod handle;
 mod loops;
 pub mod ownership;
+mod pull;
 pub mod settings;
 pub mod shutdown;
 pub mod source;
@@ -34,7 +37,9 @@ pub mod worker;
 pub use background::{PUBLISHERS, QUEUE_PER_PUBLISHER};
 pub use clock::SystemClock;
 pub use handle::{BuildError, Builder, Lucius};
+pub use lucius_core::engine::PullFilter;
 pub use ownership::{escape_label, metric_header, Board};
+pub use pull::PollError;
 pub use settings::{Candidates, Dispatch, Owned, Settings};
 pub use shutdown::Shutdown;
 pub use source::{CallError, DirectiveSource, InProcess, Settlement};

@@ -76,7 +76,7 @@ pub(crate) async fn sweep_all(lucius: Lucius, interval: Millis, shutdown: Shutdo
     every(clock.as_ref(), interval, &shutdown, || async {
         match lucius.engine().sweep_all().await {
             Ok(o) => {
-                let sent = lucius.engine().publish_all(&o.to_publish).await;
+                let sent = lucius.publish_now(&o.to_publish).await;
                 log_sweep(&o.value, sent);
             }
             Err(e) => tracing::warn!(error = %e, "sweep round failed"),

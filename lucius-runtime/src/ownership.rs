@@ -71,7 +71,7 @@ pub(crate) async fn run(
     let mut last_watch: Option<Timestamp> = None;
     while !shutdown.is_triggered() {
         let list = round(
-            &engine,
+            &lucius,
             leases.as_ref(),
             clock.as_ref(),
             &mut owner,
@@ -103,7 +103,7 @@ pub(crate) async fn run(
 }
 
 async fn round(
-    engine: &Engine,
+    lucius: &Lucius,
     leases: &dyn LeaseStore,
     clock: &dyn Clock,
     owner: &mut PartitionOwner,
@@ -111,6 +111,7 @@ async fn round(
     cfg: LoopConfig,
     backoff: &mut Backoff,
 ) -> Vec<Partition> {
+    let engine = lucius.engine();
     let list = match candidates {
         Candidates::Fixed(v) => v.clone(),
         Candidates::Discover => match engine.store().partitions().await {
@@ -144,7 +145,13 @@ async fn round(
         if !backoff.due(&fence.partition, now) {
             continue;
         }
-        let busy = match engine.dispatch_fenced(fence, leases).await {
+        // In pull mode workers claim directives: the owner only sweeps.
+        let dispatched = if lucius.pulls() {
+            Ok(lucius_core::engine::DispatchReport::default())
+        } else {
+            engine.dispatch_fenced(fence, leases).await
+        };
+        let busy = match dispatched {
             Ok(d) => {
                 tracing::info!(
                     partition = %fence.partition, epoch = fence.epoch, due = d.due, published = d.published,
@@ -163,7 +170,7 @@ async fn round(
         };
         match engine.sweep_partition(&fence.partition).await {
             Ok(o) => {
-                let published = engine.publish_all(&o.to_publish).await;
+                let published = lucius.publish_now(&o.to_publish).await;
                 let s = o.value;
                 if s.retried + s.failed + s.repaired > 0 {
                     tracing::info!(partition = %fence.partition, retried = s.retried, failed = s.failed, repaired = s.repaired, published, "sweep round");

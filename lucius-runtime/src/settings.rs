@@ -28,6 +28,10 @@ pub struct Settings {
     /// How long [`crate::Lucius::run`] waits, after shutdown, for the round in flight of each
     /// loop and for queued publications (default 30 s).
     pub shutdown_grace: Millis,
+    /// Pull mode: how often a waiting poller looks at the store again, for directives that
+    /// came due by time (a retry's backoff) or were written by another process (default
+    /// 500 ms). A call of this handle that writes a directive wakes pollers at once.
+    pub pull_recheck: Millis,
 }
 
 impl Default for Settings {
@@ -41,6 +45,7 @@ impl Default for Settings {
             publishers: PUBLISHERS,
             queue_per_publisher: QUEUE_PER_PUBLISHER,
             shutdown_grace: Millis(30_000),
+            pull_recheck: Millis(500),
         }
     }
 }
@@ -82,6 +87,13 @@ impl Settings {
     pub fn with_publishers(mut self, publishers: usize, queue: usize) -> Settings {
         self.publishers = publishers;
         self.queue_per_publisher = queue;
+        self
+    }
+
+    /// With pollers looking at the store again this often.
+    #[must_use]
+    pub fn with_pull_recheck(mut self, every: Millis) -> Settings {
+        self.pull_recheck = every;
         self
     }
 

@@ -1,17 +1,15 @@
 //! Where a [`crate::Worker`] gets its directives and sends its calls: the
-//! [`DirectiveSource`] trait, and the in-process source of a node without a bus.
+//! [`DirectiveSource`] trait, and the in-process source of a node without a bus (pull mode).
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use lucius_core::engine::WorkerCall;
-use lucius_core::ports::PublishError;
+use lucius_core::engine::{PullFilter, WorkerCall};
 use lucius_core::step::Failure;
-use lucius_core::{Directive, EngineError, JobId, Publisher};
-use tokio::sync::Notify;
+use lucius_core::{Directive, EngineError, JobId, Millis};
 
 use crate::handle::Lucius;
+use crate::pull::PollError;
 
 /// Why a worker call did not go through.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,6 +80,12 @@ pub trait DirectiveSource: Send + Sync + 'static {
     async fn settle(&self, directive: &Directive, settlement: Settlement) {
         let _ = (directive, settlement);
     }
+    /// Told by a [`crate::Worker`] without a fallback which steps it handles, before its
+    /// first [`DirectiveSource::next`]: a source that can filter (pull) takes only those.
+    /// The default ignores it.
+    fn handles(&self, steps: &[String]) {
+        let _ = steps;
+    }
 }
 
 /// A shared source is a source (e.g. to keep a handle on it while a worker runs).
@@ -110,93 +114,54 @@ impl<S: DirectiveSource> DirectiveSource for Arc<S> {
     async fn settle(&self, d: &Directive, settlement: Settlement) {
         (**self).settle(d, settlement).await
     }
-}
-
-/// The in-process queue a [`Lucius`] built without a publisher publishes to.
-#[derive(Clone, Default)]
-pub(crate) struct InProcessBus {
-    queue: Arc<Queue>,
-}
-
-#[derive(Default)]
-struct Queue {
-    items: Mutex<VecDeque<Directive>>,
-    ready: Notify,
-}
-
-impl InProcessBus {
-    pub(crate) fn new() -> InProcessBus {
-        InProcessBus::default()
-    }
-
-    fn push(&self, d: Directive) {
-        self.queue
-            .items
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back(d);
-        self.queue.ready.notify_one();
-    }
-
-    async fn pop(&self) -> Directive {
-        loop {
-            // Register interest before looking, so a push in between is not missed.
-            let ready = self.queue.ready.notified();
-            if let Some(d) = self
-                .queue
-                .items
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop_front()
-            {
-                return d;
-            }
-            ready.await;
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.queue
-            .items
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+    fn handles(&self, steps: &[String]) {
+        (**self).handles(steps)
     }
 }
 
-#[async_trait]
-impl Publisher for InProcessBus {
-    async fn publish(&self, directive: &Directive) -> Result<(), PublishError> {
-        self.push(directive.clone());
-        Ok(())
-    }
-}
-
-/// The in-process directive source ([`Lucius::in_process`]): directives the handle
-/// publishes, and calls straight into the engine. At-least-once like any bus: a directive
-/// lost with the process is republished from the store by the dispatcher and the sweeper.
+/// The in-process directive source of a handle in pull mode ([`Lucius::in_process`]): it
+/// polls like a worker over HTTP does (claiming directives from the store's outbox, waking
+/// when a call writes one) and calls straight into the engine. At-least-once like any
+/// bus: a directive claimed and lost with the process is retried after its ACK deadline.
 #[derive(Clone)]
 pub struct InProcess {
     lucius: Lucius,
-    bus: InProcessBus,
+    filter: Arc<Mutex<PullFilter>>,
 }
 
 impl std::fmt::Debug for InProcess {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InProcess")
-            .field("queued", &self.bus.len())
+            .field("filter", &self.filter())
             .finish_non_exhaustive()
     }
 }
 
+/// How long one in-process poll waits before it looks again (a shutdown ends it sooner).
+const POLL_WAIT: Millis = Millis(30_000);
+
 impl InProcess {
-    pub(crate) fn new(lucius: Lucius, bus: InProcessBus) -> InProcess {
-        InProcess { lucius, bus }
+    pub(crate) fn new(lucius: Lucius) -> InProcess {
+        InProcess {
+            lucius,
+            filter: Arc::default(),
+        }
     }
 
-    /// Directives waiting for a worker.
-    pub fn queued(&self) -> usize {
-        self.bus.len()
+    /// Takes only the directives `filter` accepts (default: every directive; a
+    /// [`crate::Worker`] without a fallback narrows it to the steps it handles).
+    #[must_use]
+    pub fn with_filter(self, filter: PullFilter) -> InProcess {
+        *self.filter.lock().unwrap_or_else(|e| e.into_inner()) = filter;
+        self
+    }
+
+    /// The filter in force.
+    pub fn filter(&self) -> PullFilter {
+        self.filter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -217,7 +182,24 @@ fn call<'a>(job: &'a JobId, d: &'a Directive, worker: &'a str) -> WorkerCall<'a>
 #[async_trait]
 impl DirectiveSource for InProcess {
     async fn next(&self) -> Option<Directive> {
-        Some(self.bus.pop().await)
+        loop {
+            let filter = self.filter();
+            match self.lucius.poll(&filter, 1, POLL_WAIT).await {
+                Ok(mut got) if !got.is_empty() => return Some(got.swap_remove(0)),
+                // Woken by shutdown, or the wait ran out.
+                Ok(_) if self.lucius.pull_closed() => return None,
+                Ok(_) => {}
+                Err(PollError::Bus) => return None,
+                Err(PollError::Engine(e)) => {
+                    tracing::warn!(error = %e, "in-process poll failed; trying again");
+                    self.lucius.clock().sleep(Millis(1_000)).await;
+                }
+            }
+        }
+    }
+
+    fn handles(&self, steps: &[String]) {
+        self.filter.lock().unwrap_or_else(|e| e.into_inner()).steps = steps.to_vec();
     }
 
     async fn ack(&self, d: &Directive, worker: &str) -> Result<(), CallError> {

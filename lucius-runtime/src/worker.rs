@@ -253,6 +253,11 @@ impl<S: DirectiveSource> Worker<S> {
         let halt = Shutdown::new();
         let halted = halt.wait();
         let mut halted = std::pin::pin!(halted);
+        if self.fallback.is_none() {
+            let mut steps: Vec<String> = self.handlers.keys().cloned().collect();
+            steps.sort();
+            self.source.handles(&steps);
+        }
         loop {
             let permit = tokio::select! {
                 biased;
