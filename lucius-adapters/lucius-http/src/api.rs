@@ -128,7 +128,8 @@ impl Api {
                 self.config.admin_api_key.as_deref(),
             )?;
         }
-        if matches!(route, Route::Worker(..)) && self.config.worker_api_key.is_some() {
+        if matches!(route, Route::Worker(..) | Route::Poll) && self.config.worker_api_key.is_some()
+        {
             require_key(
                 &parts.headers,
                 WORKER_KEY_HEADER,
@@ -150,6 +151,7 @@ impl Api {
             Route::Job(id) => self.job(id).await,
             Route::Worker(id, step, op) => self.worker(id, step, op, &body).await,
             Route::Cancel(id) => self.cancel(id, &body).await,
+            Route::Poll => self.poll(&body).await,
             Route::Protocols => Ok(self.protocols()),
             Route::AdminOutbox => self.list_outbox(query).await,
             Route::AdminRetryMatching => self.retry_matching(query, &body).await,

@@ -34,6 +34,7 @@ mod jobs;
 mod metrics;
 pub mod openapi;
 mod ops;
+mod pull;
 mod request;
 mod routes;
 mod server;

@@ -12,7 +12,8 @@ use serde_json::{json, Map, Value};
 
 use crate::views::{
     CancelBody, CompleteBody, ErrorBody, FailBody, Health, JobView, OutboxEntryView, OutboxList,
-    RetryMatchingBody, RetryReport, StepView, SubmitResponse, WorkerCallBody,
+    PollBody, PollResponse, RetryMatchingBody, RetryReport, StepView, SubmitResponse,
+    WorkerCallBody,
 };
 
 const REF: &str = "#/components/schemas/";
@@ -45,6 +46,8 @@ fn schemas() -> Map<String, Value> {
     add::<CompleteBody>(&mut g);
     add::<FailBody>(&mut g);
     add::<CancelBody>(&mut g);
+    add::<PollBody>(&mut g);
+    add::<PollResponse>(&mut g);
     add::<RetryMatchingBody>(&mut g);
     add::<RetryReport>(&mut g);
     add::<OutboxEntryView>(&mut g);
@@ -178,6 +181,14 @@ fn build() -> Value {
             "/v1/jobs/{jobId}/steps/{stepId}/heartbeat": worker("Extend the lease", "WorkerCallBody"),
             "/v1/jobs/{jobId}/steps/{stepId}/complete": worker("Complete a step with its result", "CompleteBody"),
             "/v1/jobs/{jobId}/steps/{stepId}/fail": worker("Fail a step (retryable or not)", "FailBody"),
+            "/v1/workers/poll": { "post": op(
+                "Workers without a bus: claim up to `max` due directives of the given topics and steps, waiting up to `waitSeconds` for one. Each directive returned is the caller's until its ACK deadline (ackTimeoutMs): ack it, or it is retried as a new attempt. Concurrent pollers never get the same directive.",
+                &[],
+                Some(body("PollBody", false)),
+                with(vec![ok("200", "The directives handed out (empty when the wait ran out or the node is shutting down)", "PollResponse")],
+                     &[("401", "Missing or wrong X-Worker-Key"), ("409", "PULL_DISABLED: directives are published to Service Bus; workers receive them there")]),
+                Some("workerKey"),
+            ) },
             "/v1/protocols": { "get": op("The protocol registry", &[], None,
                 vec![ok("200", "Protocols", "ProtocolsFile")], None) },
             "/v1/admin/outbox": { "get": op("List outbox entries", &["status", "partition", "limit"], None,

@@ -230,6 +230,65 @@ impl<'a> Fields<'a> {
         self.opt_string(name, max)
     }
 
+    /// An optional number in `min..=max` (integer or not).
+    pub(crate) fn opt_number(&mut self, name: &str, min: f64, max: f64) -> Option<f64> {
+        match self.obj.get(name) {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_f64() {
+                Some(n) if (min..=max).contains(&n) => Some(n),
+                _ => {
+                    self.fail(
+                        name,
+                        format!("expected a number from {min} to {max}, found {}", brief(v)),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    /// An optional array of at most `max_items` distinct strings of 1 to `max_len`
+    /// characters (absent or `null`: empty).
+    pub(crate) fn opt_strings(
+        &mut self,
+        name: &str,
+        max_items: usize,
+        max_len: usize,
+    ) -> Vec<String> {
+        let items = match self.obj.get(name) {
+            None | Some(Value::Null) => return Vec::new(),
+            Some(Value::Array(items)) if items.len() <= max_items => items,
+            Some(v) => {
+                self.fail(
+                    name,
+                    format!(
+                        "expected an array of at most {max_items} strings, found {}",
+                        brief(v)
+                    ),
+                );
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, v) in items.iter().enumerate() {
+            match v {
+                Value::String(s) if !s.is_empty() && s.chars().count() <= max_len => {
+                    if !out.contains(s) {
+                        out.push(s.clone());
+                    }
+                }
+                _ => self.errors.push((
+                    format!("/{name}/{i}"),
+                    format!(
+                        "expected a string of 1 to {max_len} characters, found {}",
+                        brief(v)
+                    ),
+                )),
+            }
+        }
+        out
+    }
+
     /// An optional boolean.
     pub(crate) fn opt_bool(&mut self, name: &str) -> Option<bool> {
         match self.obj.get(name) {

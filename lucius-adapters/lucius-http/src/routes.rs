@@ -31,6 +31,7 @@ pub(crate) enum Route<'a> {
     Job(&'a str),
     Worker(&'a str, &'a str, WorkerOp),
     Cancel(&'a str),
+    Poll,
     Protocols,
     AdminOutbox,
     AdminRetryMatching,
@@ -51,6 +52,7 @@ impl<'a> Route<'a> {
             ["v1", "jobs", id] => Route::Job(id),
             ["v1", "jobs", id, "cancel"] => Route::Cancel(id),
             ["v1", "jobs", id, "steps", step, op] => Route::Worker(id, step, WorkerOp::parse(op)?),
+            ["v1", "workers", "poll"] => Route::Poll,
             ["v1", "protocols"] => Route::Protocols,
             ["v1", "admin", "outbox"] => Route::AdminOutbox,
             ["v1", "admin", "outbox", "retry"] => Route::AdminRetryMatching,
@@ -69,6 +71,7 @@ impl<'a> Route<'a> {
             Route::Commands
             | Route::Worker(..)
             | Route::Cancel(_)
+            | Route::Poll
             | Route::AdminRetryMatching
             | Route::AdminRetryOne(_) => Method::POST,
             _ => Method::GET,
@@ -94,6 +97,7 @@ impl<'a> Route<'a> {
             Route::Worker(_, _, WorkerOp::Complete) => "/v1/jobs/{jobId}/steps/{stepId}/complete",
             Route::Worker(_, _, WorkerOp::Fail) => "/v1/jobs/{jobId}/steps/{stepId}/fail",
             Route::Cancel(_) => "/v1/jobs/{jobId}/cancel",
+            Route::Poll => "/v1/workers/poll",
             Route::Protocols => "/v1/protocols",
             Route::AdminOutbox => "/v1/admin/outbox",
             Route::AdminRetryMatching => "/v1/admin/outbox/retry",
@@ -122,6 +126,8 @@ mod tests {
     fn paths_match_routes() {
         assert_eq!(Route::of("/v1/commands"), Some(Route::Commands));
         assert_eq!(Route::of("/v1/jobs/abc"), Some(Route::Job("abc")));
+        assert_eq!(Route::of("/v1/workers/poll"), Some(Route::Poll));
+        assert_eq!(Route::Poll.method(), Method::POST);
         assert_eq!(
             Route::of("/v1/jobs/j/steps/ocr/ack"),
             Some(Route::Worker("j", "ocr", WorkerOp::Ack))

@@ -242,6 +242,44 @@ pub struct FailBody {
     pub retryable: bool,
 }
 
+/// Body of `POST /v1/workers/poll` (every member optional: `{}` takes one directive of
+/// any topic, waiting up to 20 s).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PollBody {
+    /// The polling worker's id (1–128 characters), for logs; the lease is taken by `ack`.
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 128))]
+    pub worker_id: Option<String>,
+    /// Only directives of these topics (a step's `topic`, e.g. `lucius.ocr`); absent or
+    /// empty: any topic. At most 100 distinct names of 1–260 characters.
+    #[serde(default)]
+    #[schemars(length(max = 100))]
+    pub topics: Vec<String>,
+    /// Only directives of these steps (e.g. `ocr`); absent or empty: any step. At most 100.
+    #[serde(default)]
+    #[schemars(length(max = 100))]
+    pub steps: Vec<String>,
+    /// At most this many directives (1–100, default 1).
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 100))]
+    pub max: Option<u32>,
+    /// Seconds to wait for a directive when none is due (0–60, default 20; 0 answers at
+    /// once).
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 60))]
+    pub wait_seconds: Option<f64>,
+}
+
+/// Answer of `POST /v1/workers/poll`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PollResponse {
+    /// The directives handed out (empty when the wait ran out). Each is this worker's
+    /// until its `ackTimeoutMs` runs out: `ack` it, then heartbeat and complete or fail.
+    pub directives: Vec<Directive>,
+}
+
 /// Optional body of `cancel`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -163,6 +163,47 @@ impl Server {
         }
     }
 
+    /// A server in pull mode (no publisher: workers poll `POST /v1/workers/poll`). Its
+    /// clock is [`Server::clock`], moved forward by real sleeps so long polls time out.
+    pub async fn start_pull(config: HttpConfig) -> Server {
+        let store = MemoryStore::new();
+        let clock = ManualClock::new(START);
+        let lucius = lucius_runtime::Lucius::builder()
+            .store(store.clone())
+            .clock(Ticking(clock.clone()))
+            .settings(lucius_runtime::Settings::no_loops())
+            .build()
+            .unwrap();
+        assert!(lucius.pulls());
+        let engine = lucius.engine().clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(lucius_http::run(listener, lucius, config, async {
+            let _ = rx.await;
+        }));
+        Server {
+            addr,
+            store,
+            publisher: TestPublisher::new(Mode::Ok),
+            clock,
+            engine,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            stop: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    /// `POST /v1/workers/poll` with the worker key.
+    pub async fn poll(&self, body: &Value) -> Resp {
+        self.post_with(
+            "/v1/workers/poll",
+            &[("x-worker-key", WORKER_KEY.as_bytes())],
+            body,
+        )
+        .await
+    }
+
     /// Sends a request; `headers` are raw name/value bytes.
     pub async fn send(
         &self,
@@ -312,6 +353,27 @@ impl Server {
             .await
             .expect("server did not stop")
             .expect("server task panicked")
+    }
+}
+
+/// A manual clock whose sleeps take real time and then move it forward (overlapping sleeps
+/// do not add up), so waits on it end while tests can still jump it.
+#[derive(Clone)]
+pub struct Ticking(pub ManualClock);
+
+impl lucius_core::Clock for Ticking {
+    fn now(&self) -> Timestamp {
+        lucius_core::Clock::now(&self.0)
+    }
+    fn sleep(&self, d: Millis) -> lucius_core::ports::Sleep {
+        let manual = self.0.clone();
+        let until = lucius_core::Clock::now(&manual).plus(d);
+        Box::pin(async move {
+            tokio::time::sleep(d.to_std()).await;
+            if lucius_core::Clock::now(&manual) < until {
+                manual.set(until);
+            }
+        })
     }
 }
 
