@@ -51,7 +51,7 @@ pub struct Settings {
     pub table_connection: Option<String>,
     /// Table names.
     pub tables: TableNames,
-    /// `LUCIUS_SERVICEBUS_CONNECTION` (none: in-memory publisher).
+    /// `LUCIUS_SERVICEBUS_CONNECTION` (none: pull mode, workers poll `POST /v1/workers/poll`).
     pub servicebus_connection: Option<String>,
     /// `LUCIUS_ADMIN_ENABLED`.
     pub admin_enabled: bool,

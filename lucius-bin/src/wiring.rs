@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use lucius_core::memory::{MemoryPublisher, MemoryStore};
+use lucius_core::memory::MemoryStore;
 use lucius_core::{LeaseStore, ProtocolRegistry, Store};
 use lucius_embedded::EmbeddedStore;
 use lucius_runtime::Lucius;
@@ -67,9 +67,10 @@ pub fn embedded(settings: &Settings) -> anyhow::Result<EmbeddedStore> {
     Ok(store)
 }
 
-/// Builds the handle. `demo_worker` routes directives to the in-process source (for
-/// [`crate::demo::run`]); without it and without `LUCIUS_SERVICEBUS_CONNECTION`,
-/// directives are marked sent and go nowhere (the seeds' in-memory publisher).
+/// Builds the handle. With `LUCIUS_SERVICEBUS_CONNECTION`, directives are published to
+/// Service Bus; without it the node runs in pull mode: workers take directives with
+/// `POST /v1/workers/poll` (or, with `demo_worker`, the in-process source of
+/// [`crate::demo::run`]), claimed from the store's outbox.
 pub async fn build(
     settings: &Settings,
     runtime: lucius_runtime::Settings,
@@ -85,16 +86,15 @@ pub async fn build(
         .settings(runtime);
     match &settings.servicebus_connection {
         Some(_) if demo_worker => anyhow::bail!(
-            "--demo-worker needs the in-process publisher; unset LUCIUS_SERVICEBUS_CONNECTION"
+            "--demo-worker pulls its directives, which a node with a bus does not hand out; unset LUCIUS_SERVICEBUS_CONNECTION"
         ),
         Some(conn) => {
             let p = ServiceBusPublisher::new(conn, settings.engine.publish_timeout.to_std())
                 .map_err(|e| anyhow::anyhow!("LUCIUS_SERVICEBUS_CONNECTION: {e}"))?;
             builder = builder.publisher(p);
         }
-        // No publisher: the in-process source the demo worker reads.
-        None if demo_worker => {}
-        None => builder = builder.publisher(MemoryPublisher::noop()),
+        // No publisher: pull mode.
+        None => {}
     }
     Ok(builder.build()?)
 }

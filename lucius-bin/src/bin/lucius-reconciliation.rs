@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use lucius_bin::config::Settings;
 use lucius_bin::{logging, metrics_server, wiring};
-use lucius_core::{JobId, Millis, Partition};
+use lucius_core::{JobId, Millis, OutboxQuery, OutboxStatus, Partition};
 use lucius_runtime::{Candidates, Shutdown};
 
 #[derive(Parser)]
@@ -31,7 +31,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Publish the due PENDING outbox entries of one partition, once.
+    /// Publish the due PENDING outbox entries of one partition, once (without a bus, only
+    /// report them: workers pull directives from the orchestrator).
     Dispatch {
         /// The partition, `tenant#YYYYMM`.
         #[arg(long, value_parser = parse_partition)]
@@ -91,6 +92,25 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Dispatch { partition } => {
             let lucius = wiring::build(&settings, settings.orchestrator(), false).await?;
+            if lucius.pulls() {
+                // No bus: workers claim directives with POST /v1/workers/poll. Publishing
+                // would mark them sent into nowhere, so only report what is due.
+                let due = lucius
+                    .engine()
+                    .store()
+                    .outbox(&OutboxQuery {
+                        status: Some(OutboxStatus::Pending),
+                        partition: Some(partition.clone()),
+                        due_by: Some(lucius.engine().now()),
+                        after: None,
+                        limit: settings.engine.batch_size,
+                    })
+                    .await?
+                    .len();
+                eprintln!("no LUCIUS_SERVICEBUS_CONNECTION: workers pull directives (POST /v1/workers/poll); nothing is published");
+                println!("dispatch partition={partition} due={due} published=0 retrying=0 dead=0 skipped=0 errors=0");
+                return Ok(ExitCode::SUCCESS);
+            }
             let r = lucius.engine().dispatch(&partition).await?;
             println!(
                 "dispatch partition={partition} due={} published={} retrying={} dead={} skipped={} errors={}",
