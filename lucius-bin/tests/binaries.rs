@@ -5,7 +5,9 @@
 //!   finishes the job;
 //! - `lucius` on its default, the embedded store, keeps a job across a stop and a
 //!   restart on the same `LUCIUS_DATA_DIR`, and a second node on that directory is
-//!   refused.
+//!   refused;
+//! - `examples/worker.py`, a Python worker, pulls directives from a node with no bus and
+//!   finishes its jobs.
 
 #[path = "../../lucius-adapters/lucius-servicebus/tests/common/mod.rs"]
 mod fake_bus;
@@ -451,4 +453,72 @@ async fn an_embedded_node_killed_under_load_loses_nothing_it_accepted() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A worker in another process and another language: `examples/worker.py` (Python's
+/// standard library only) pulls directives from a `lucius` node with no bus, acks,
+/// heartbeats and completes them, and the jobs succeed with its results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_worker_pulls_and_finishes_jobs() {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    assert!(
+        Command::new(&python).arg("--version").output().is_ok(),
+        "{python} is required for examples/worker.py (set PYTHON to another interpreter)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let env = vec![
+        (
+            "LUCIUS_DATA_DIR",
+            tmp.path().join("data").display().to_string(),
+        ),
+        ("LUCIUS_WORKER_API_KEY", "py-secret".to_owned()),
+    ];
+    let node = start(free_port(), &env, &[]).await;
+    let jobs = [
+        submit(node.port, "py-1").await,
+        submit(node.port, "py-2").await,
+    ];
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/worker.py");
+    let mut worker = Command::new(&python)
+        .arg(script)
+        .args(["--url", &format!("http://127.0.0.1:{}", node.port)])
+        .args(["--worker-id", "py-test", "--exit-after", "6"])
+        .args(["--work-seconds", "0.05", "--wait-seconds", "2"])
+        .env("LUCIUS_WORKER_API_KEY", "py-secret")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the Python worker starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = worker.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = worker.kill();
+            panic!("the Python worker did not finish 6 steps in 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "worker.py exited with {status}");
+    for job in &jobs {
+        let (code, view) = http(node.port, "GET", &format!("/v1/jobs/{job}"), None)
+            .await
+            .unwrap();
+        assert_eq!(code, 200);
+        assert_eq!(view["status"], "SUCCEEDED", "{view}");
+        for step in view["steps"].as_array().unwrap() {
+            assert_eq!(step["result"]["worker"], "python", "{step}");
+            assert_eq!(step["workerId"], "py-test", "{step}");
+            assert_eq!(
+                step["attempt"], 1,
+                "no directive needed a second attempt: {step}"
+            );
+        }
+    }
+    // The poll route refuses a worker without the key, like every worker route.
+    let (code, body) = http(node.port, "POST", "/v1/workers/poll", Some(json!({})))
+        .await
+        .unwrap();
+    assert_eq!(code, 401, "{body}");
 }
