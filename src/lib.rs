@@ -28,8 +28,8 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // The store is the one required part; without a publisher, directives go to an
-//! // in-process queue a Worker reads.
+//! // The store is the one required part; without a publisher, workers pull directives
+//! // (here in process; over HTTP with POST /v1/workers/poll).
 //! let lucius = Lucius::builder().store(MemoryStore::new()).build()?;
 //! let shutdown = Shutdown::new();
 //! let loops = tokio::spawn({
