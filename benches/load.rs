@@ -1,7 +1,8 @@
 //! The load benchmark: in one run, with one Rust hyper client, it measures a bare hyper
-//! hello-world server and `POST /v1/commands` on `lucius_http::run` (memory store, memory
-//! publisher), prints their ratio, then intake at half the saturating rate, then durable
-//! intake on the embedded store (its ratio to memory intake), then how fast
+//! hello-world server and `POST /v1/commands` on `lucius_http::run` (memory store, pull
+//! mode as the node runs with no bus), prints their ratio, then intake at half the saturating rate, then durable
+//! intake on the embedded store (its ratio to memory intake), then jobs/s end to end with
+//! HTTP workers pulling their directives (embedded store), then how fast
 //! one dispatcher drains a pre-filled partition, then resident bytes per retained job.
 //!
 //! Run: `cargo bench --bench load`. Settings (environment):
@@ -121,14 +122,10 @@ fn main() {
     bare_stats.print("bare hyper  GET /");
 
     // 2. Intake at saturation.
+    //    As the `lucius` node runs with no bus: pull mode, so a `202` costs the intake write
+    //    and nothing after it (workers claim directives when they poll).
     let store = MemoryStore::new();
-    let engine = Engine::new(
-        Arc::new(store.clone()),
-        Arc::new(MemoryPublisher::noop()),
-        Arc::new(SystemClock),
-    );
-    let handle = lucius_runtime::Lucius::from_engine(engine, lucius_runtime::Settings::no_loops())
-        .expect("no lease-owned dispatch");
+    let handle = pulling(Arc::new(store.clone()));
     let lucius = Server::start("srv-lucius", s.server_threads, move |l, stop| async move {
         lucius_http::run(l, handle, HttpConfig::default(), async {
             let _ = stop.await;
@@ -171,13 +168,7 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     let durable_store =
         lucius_embedded::EmbeddedStore::open(&dir).expect("the embedded store opens");
-    let engine = Engine::new(
-        Arc::new(durable_store),
-        Arc::new(MemoryPublisher::noop()),
-        Arc::new(SystemClock),
-    );
-    let handle = lucius_runtime::Lucius::from_engine(engine, lucius_runtime::Settings::no_loops())
-        .expect("no lease-owned dispatch");
+    let handle = pulling(Arc::new(durable_store.clone()));
     let durable = Server::start(
         "srv-embedded",
         s.server_threads,
@@ -192,12 +183,43 @@ fn main() {
     let embedded = client.block_on(phase(durable.addr, &s, None, Target::Commands));
     durable.stop();
     embedded.print("lucius POST /v1/commands (embedded)");
+    let w = durable_store.write_stats();
+    println!(
+        "embedded group commit: {} writes in {} transactions ({:.1} per fsync)",
+        w.requests,
+        w.batches,
+        w.requests as f64 / w.batches.max(1) as f64
+    );
     let eratio = embedded.rps() / intake.rps();
     println!(
         "RATIO embedded intake/memory intake = {eratio:.2} (goal >= 0.5) {}",
         verdict(eratio >= 0.5)
     );
     let _ = std::fs::remove_dir_all(&dir);
+
+    // 3c. End to end with pulling workers: jobs submitted over HTTP while HTTP workers
+    //     poll, ack and complete every step, on the embedded store (the durable node).
+    let e2e_dir = std::env::temp_dir().join(format!("lucius-bench-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&e2e_dir);
+    let e2e_store =
+        lucius_embedded::EmbeddedStore::open(&e2e_dir).expect("the embedded store opens");
+    let handle = pulling(Arc::new(e2e_store));
+    let node = Server::start("srv-e2e", s.server_threads, move |l, stop| async move {
+        lucius_http::run(l, handle, HttpConfig::default(), async {
+            let _ = stop.await;
+        })
+        .await
+        .expect("the Lucius server runs");
+    });
+    let jobs = (intake.rps() as usize / 20).clamp(200, 5_000);
+    let (secs, finished) = client.block_on(end_to_end(node.addr, jobs, s.conns.clamp(2, 16)));
+    node.stop();
+    let _ = std::fs::remove_dir_all(&e2e_dir);
+    println!(
+        "end to end, pulling HTTP workers (embedded): {finished}/{jobs} jobs of 3 steps in {secs:.2} s = {:.0} jobs/s ({:.0} worker calls/s)",
+        finished as f64 / secs,
+        (finished * 3 * 3) as f64 / secs
+    );
 
     // 4. Dispatch: one dispatcher draining a pre-filled partition.
     let drained = client.block_on(dispatch(s.dispatch));
@@ -220,6 +242,103 @@ fn main() {
     for n in counts {
         memory_parent(n);
     }
+}
+
+/// One HTTP/1.1 connection's requests, in turn.
+struct Conn(hyper::client::conn::http1::SendRequest<Full<Bytes>>);
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).await.expect("the node accepts");
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("an HTTP/1.1 handshake");
+        tokio::spawn(conn);
+        Conn(sender)
+    }
+
+    async fn post(&mut self, path: &str, body: String) -> (u16, serde_json::Value) {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("host", "127.0.0.1")
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .expect("a well-formed request");
+        let res = self.0.send_request(req).await.expect("an answer");
+        let status = res.status().as_u16();
+        let bytes = res.into_body().collect().await.expect("a body").to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or_default())
+    }
+}
+
+/// Submits `jobs` commands over HTTP while `workers` HTTP workers poll (up to 8 directives
+/// a poll), ack and complete every step; returns the seconds until every job's last step
+/// completed (or 60 s passed) and how many jobs finished.
+async fn end_to_end(addr: SocketAddr, jobs: usize, workers: usize) -> (f64, usize) {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(60);
+    let steps_done = Arc::new(AtomicU64::new(0));
+    let total = (jobs * 3) as u64;
+    let submitter = tokio::spawn(async move {
+        let mut c = Conn::open(addr).await;
+        for _ in 0..jobs {
+            let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
+            let body = String::from_utf8(command(key)).expect("UTF-8");
+            let (status, _) = c.post("/v1/commands", body).await;
+            assert_eq!(status, 202, "intake refused a command");
+        }
+    });
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let done = steps_done.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = Conn::open(addr).await;
+            let id = format!("bench-{w}");
+            while done.load(Ordering::Relaxed) < total && Instant::now() < deadline {
+                let poll = serde_json::json!({"workerId": id, "max": 8, "waitSeconds": 0.2});
+                let (status, body) = c.post("/v1/workers/poll", poll.to_string()).await;
+                assert_eq!(status, 200, "poll refused: {body}");
+                for d in body["directives"].as_array().into_iter().flatten() {
+                    let base = format!(
+                        "/v1/jobs/{}/steps/{}",
+                        d["jobId"].as_str().unwrap_or(""),
+                        d["stepId"].as_str().unwrap_or("")
+                    );
+                    let call = serde_json::json!({"attempt": d["attempt"], "workerId": id});
+                    let (ack, _) = c.post(&format!("{base}/ack"), call.to_string()).await;
+                    if ack != 200 {
+                        continue;
+                    }
+                    let result = serde_json::json!({
+                        "attempt": d["attempt"], "workerId": id, "result": {"ok": true}
+                    });
+                    let (status, _) = c
+                        .post(&format!("{base}/complete"), result.to_string())
+                        .await;
+                    if status == 200 {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    let _ = submitter.await;
+    for t in tasks {
+        let _ = t.await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    (secs, (steps_done.load(Ordering::Relaxed) / 3) as usize)
+}
+
+/// A handle in pull mode (no publisher) over `store`, running no loops.
+fn pulling(store: Arc<dyn lucius_core::Store>) -> lucius_runtime::Lucius {
+    lucius_runtime::Lucius::builder()
+        .store_arc(store)
+        .settings(lucius_runtime::Settings::no_loops())
+        .build()
+        .expect("a store is all pull mode needs")
 }
 
 fn verdict(ok: bool) -> &'static str {
