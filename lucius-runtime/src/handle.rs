@@ -362,6 +362,16 @@ impl Lucius {
             .map(|_| InProcess::new(self.clone()))
     }
 
+    /// Ends pull mode's waits for good: polls waiting for work return at once with what
+    /// they have (nothing), and later polls do not wait. [`Lucius::run`] calls it at
+    /// shutdown; a server calls it when it stops taking requests so long polls do not hold
+    /// its drain. Does nothing on a handle with a publisher.
+    pub fn end_polls(&self) {
+        if let Some(pull) = &self.inner.pull {
+            pull.close();
+        }
+    }
+
     /// Whether pull mode was closed by shutdown ([`Lucius::run`] returning).
     pub(crate) fn pull_closed(&self) -> bool {
         self.inner.pull.as_ref().is_some_and(|p| p.is_closed())
@@ -589,9 +599,7 @@ impl Lucius {
             }
         }
         shutdown.await;
-        if let Some(pull) = &self.inner.pull {
-            pull.close();
-        }
+        self.end_polls();
         stop.trigger();
         let grace = s.shutdown_grace.to_std();
         let finished =

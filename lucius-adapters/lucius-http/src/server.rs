@@ -85,6 +85,9 @@ pub async fn serve(
         }
     }
     drop(listener);
+    // Long polls waiting for work answer now (with what they have: nothing), so they do
+    // not hold the drain for their whole wait.
+    api.lucius().end_polls();
     tracing::info!("HTTP server draining in-flight requests");
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await

@@ -250,3 +250,41 @@ async fn the_route_is_in_the_openapi_document() {
         assert!(body[field].is_object(), "{field}");
     }
 }
+
+#[tokio::test]
+async fn stopping_the_server_answers_waiting_polls_at_once() {
+    let mut s = Server::start_pull(keyed_config()).await;
+    let addr = s.addr;
+    let poll = tokio::spawn(async move {
+        let c = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<http_body_util::Full<bytes::Bytes>>();
+        let req = hyper::Request::builder()
+            .method(Method::POST)
+            .uri(format!("http://{addr}/v1/workers/poll"))
+            .header("content-type", "application/json")
+            .header("x-worker-key", WORKER_KEY)
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                r#"{"waitSeconds": 60}"#,
+            )))
+            .unwrap();
+        let res = c.request(req).await.unwrap();
+        let status = res.status();
+        let body = http_body_util::BodyExt::collect(res.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        (status, body)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    s.trigger_shutdown();
+    let (status, body) = poll.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&body[..], br#"{"directives":[]}"#);
+    s.join().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the drain waited for the poll: {:?}",
+        started.elapsed()
+    );
+}
