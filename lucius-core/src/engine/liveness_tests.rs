@@ -696,7 +696,7 @@ async fn a_dispatch_round_stops_at_its_batch_size() {
 }
 
 #[tokio::test]
-async fn a_job_that_cannot_be_read_counts_one_error_in_its_partitions_sweep() {
+async fn a_job_that_cannot_be_read_counts_one_error_in_its_partitions_sweep_and_in_the_total() {
     let r = rig();
     let mut jobs = Vec::new();
     for key in ["readable", "unreadable"] {
@@ -716,4 +716,7 @@ async fn a_job_that_cannot_be_read_counts_one_error_in_its_partitions_sweep() {
     assert_eq!((s.jobs, s.retried, s.errors), (1, 1, 1), "{s:?}");
     let rec = r.engine.job(&jobs[0].job_id).await.unwrap();
     assert_eq!(rec.steps[0].attempt, 2);
+    // A sweep of every partition adds up each partition's errors.
+    let all = r.engine.sweep_all().await.unwrap().value;
+    assert_eq!((all.jobs, all.retried, all.errors), (1, 0, 1), "{all:?}");
 }
