@@ -33,6 +33,10 @@ fi
 tests=(--test-package lucius-core)
 if [[ -z "${CORE_ONLY:-}" ]]; then tests+=(--test-package lucius); fi
 
+# cargo-mutants refuses --timeout twice: the default applies only when none is given.
+timeout=(--timeout 300)
+if [[ " $* " == *" --timeout "* || " $* " == *" --timeout="* ]]; then timeout=(); fi
+
 exec cargo mutants --package lucius-core "${files[@]}" \
   -e 'lucius-core/src/engine/*tests.rs' -e 'lucius-core/src/ownership/tests.rs' \
-  "${tests[@]}" --timeout 300 "$@"
+  "${tests[@]}" "${timeout[@]}" "$@"

@@ -517,3 +517,206 @@ async fn a_dispatch_round_counts_each_outcome_once() {
         "{report:?}"
     );
 }
+
+#[tokio::test]
+async fn an_entry_whose_step_moved_on_is_settled_by_the_dispatcher_not_published() {
+    let r = rig();
+    let mut entries = Vec::new();
+    for key in ["retried", "taken-later", "arrived", "cancelled"] {
+        let sub = r.engine.submit(command("acme", key, 0)).await.unwrap();
+        let rec = r.engine.job(&sub.value.job_id).await.unwrap();
+        let mut step = rec.steps[0].clone();
+        let mut job = None;
+        match key {
+            // A retry's step write landed; its entry writes did not.
+            "retried" => step.attempt = 2,
+            // Then a worker took attempt 2 (its directive was published by another entry).
+            "taken-later" => (step.attempt, step.status) = (2, StepStatus::Running),
+            // The directive arrived; the write recording the send was lost.
+            "arrived" => step.status = StepStatus::Running,
+            // Cancelled; the write settling the entry was lost.
+            _ => {
+                step = step.on_cancel(T0).unwrap();
+                job = Some(rec.job.on_cancel("client asked", T0).unwrap());
+            }
+        }
+        r.store
+            .commit(Changes {
+                steps: vec![step],
+                job,
+                ..Changes::default()
+            })
+            .await
+            .unwrap();
+        entries.push((key, sub.value.job_id.clone(), sub.to_publish[0].clone()));
+    }
+    let report = r.engine.retry_pending().await.unwrap();
+    assert_eq!(
+        (report.due, report.published, report.skipped, report.errors),
+        (4, 0, 4, 0),
+        "{report:?}"
+    );
+    assert_eq!(r.bus.calls(), 0, "nothing published");
+    for (key, job, id) in entries {
+        let rec = r.engine.job(&job).await.unwrap();
+        let e = rec.entry(&id).unwrap();
+        let error = e.last_error.as_deref().unwrap_or("");
+        match key {
+            "arrived" => assert_eq!(e.status, OutboxStatus::Sent, "{key}"),
+            "cancelled" => {
+                assert_eq!(e.status, OutboxStatus::Dead, "{key}");
+                assert!(error.contains("step is CANCELLED"), "{key}: {error}");
+            }
+            _ => {
+                assert_eq!(e.status, OutboxStatus::Dead, "{key}");
+                assert!(error.contains("step is at attempt 2"), "{key}: {error}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failure_is_not_counted_once_an_admin_retried_the_entry_during_the_publication() {
+    // The entry had no failure yet; while its publication is in flight an operator retries
+    // it (due later than the publication started). The failure belongs to the superseded
+    // attempt and is not counted against the revived entry.
+    let r = rig();
+    let sub = r.engine.submit(command("acme", "k", 0)).await.unwrap();
+    let id = sub.to_publish[0].clone();
+    let (other, clock) = (r.engine.clone(), r.clock.clone());
+    r.bus.set(move |d, _| {
+        let (other, clock) = (other.clone(), clock.clone());
+        Box::pin(async move {
+            clock.advance(Millis(1));
+            let id = OutboxId::parse(&d.directive_id).unwrap().0;
+            other.retry_outbox(&id).await.unwrap();
+            Err(PublishError::Transient("503 server busy".into()))
+        })
+    });
+    assert_eq!(
+        r.engine.publish(&id).await.unwrap(),
+        PublishOutcome::NotPending
+    );
+    let e = first_entry(&r.engine, &sub.value.job_id).await;
+    assert_eq!((e.status, e.publish_attempts), (OutboxStatus::Pending, 0));
+    assert!(e.next_attempt_at > T0, "due from the admin retry");
+}
+
+#[tokio::test]
+async fn an_unfenced_publisher_records_nothing_once_a_dispatcher_stamped_the_entry() {
+    // While an unfenced publisher's publication is in flight, a partition-owning
+    // dispatcher writes the entry: the publisher's result is not recorded over its row.
+    let r = rig();
+    let sub = r.engine.submit(command("acme", "k", 0)).await.unwrap();
+    let (engine, store) = (r.engine.clone(), r.store.clone());
+    let job = sub.value.job_id.clone();
+    r.bus.set(move |_, _| {
+        let (engine, store, job) = (engine.clone(), store.clone(), job.clone());
+        Box::pin(async move {
+            let mut e = first_entry(&engine, &job).await;
+            e.fence = 1;
+            store
+                .commit(Changes {
+                    outbox: vec![e],
+                    ..Changes::default()
+                })
+                .await
+                .unwrap();
+            Ok(())
+        })
+    });
+    assert_eq!(
+        r.engine.publish(&sub.to_publish[0]).await.unwrap(),
+        PublishOutcome::Owned
+    );
+    let rec = r.engine.job(&sub.value.job_id).await.unwrap();
+    assert_eq!(
+        (rec.outbox[0].status, rec.outbox[0].fence),
+        (OutboxStatus::Pending, 1)
+    );
+    assert_eq!(rec.steps[0].status, StepStatus::Queued);
+}
+
+#[tokio::test]
+async fn a_lease_ending_exactly_when_a_publication_would_is_not_enough() {
+    let r = rig();
+    let timeout = r.engine.config().publish_timeout;
+    let a = r.engine.submit(command("acme", "a", 0)).await.unwrap();
+    let p = a.value.partition.clone();
+    let mut owner = owned_rig(&r, "d1");
+    owner.rebalance(std::slice::from_ref(&p)).await.unwrap();
+    let fence = owner.fences().remove(0);
+    // One millisecond to spare: the publication starts.
+    r.clock
+        .set(Timestamp(fence.valid_until.0 - timeout.0 as i64 - 1));
+    let report = r
+        .engine
+        .dispatch_fenced(&fence, &r.store.inner)
+        .await
+        .unwrap();
+    assert_eq!((report.deferred, report.published), (0, 1));
+    // None to spare (the lease row, read again, says the same): deferred. (The manual
+    // clock's publish timeout moved it on; put it back at the boundary.)
+    r.clock
+        .set(Timestamp(fence.valid_until.0 - timeout.0 as i64));
+    let b = r.engine.submit(command("acme", "b", 0)).await.unwrap();
+    assert_eq!(b.value.partition, p);
+    let report = r
+        .engine
+        .dispatch_fenced(&fence, &r.store.inner)
+        .await
+        .unwrap();
+    assert_eq!((report.deferred, report.published), (1, 0));
+    assert_eq!(r.bus.calls(), 1);
+    assert_eq!(
+        first_entry(&r.engine, &b.value.job_id).await.status,
+        OutboxStatus::Pending
+    );
+}
+
+#[tokio::test]
+async fn a_dispatch_round_stops_at_its_batch_size() {
+    let mut r = rig();
+    r.engine = r.engine.with_config(EngineConfig {
+        batch_size: 1,
+        ..EngineConfig::default()
+    });
+    let a = r.engine.submit(command("acme", "first", 0)).await.unwrap();
+    r.clock.advance(Millis(1));
+    let b = r.engine.submit(command("acme", "second", 0)).await.unwrap();
+    assert_eq!(a.value.partition, b.value.partition);
+    let report = r.engine.dispatch(&a.value.partition).await.unwrap();
+    assert_eq!((report.due, report.published), (1, 1), "{report:?}");
+    assert_eq!(r.bus.calls(), 1);
+    assert_eq!(
+        first_entry(&r.engine, &b.value.job_id).await.status,
+        OutboxStatus::Pending,
+        "left for the next round"
+    );
+}
+
+#[tokio::test]
+async fn a_job_that_cannot_be_read_counts_one_error_in_its_partitions_sweep_and_in_the_total() {
+    let r = rig();
+    let mut jobs = Vec::new();
+    for key in ["readable", "unreadable"] {
+        let sub = r.engine.submit(command("acme", key, 0)).await.unwrap();
+        r.engine.publish_all(&sub.to_publish).await;
+        jobs.push(sub.value);
+    }
+    assert_eq!(jobs[0].partition, jobs[1].partition);
+    r.store
+        .bad_jobs
+        .lock()
+        .unwrap()
+        .insert(jobs[1].job_id.clone());
+    r.clock.advance(Millis::from_secs(31));
+    let out = r.engine.sweep_partition(&jobs[0].partition).await.unwrap();
+    let s = out.value;
+    assert_eq!((s.jobs, s.retried, s.errors), (1, 1, 1), "{s:?}");
+    let rec = r.engine.job(&jobs[0].job_id).await.unwrap();
+    assert_eq!(rec.steps[0].attempt, 2);
+    // A sweep of every partition adds up each partition's errors.
+    let all = r.engine.sweep_all().await.unwrap().value;
+    assert_eq!((all.jobs, all.retried, all.errors), (1, 0, 1), "{all:?}");
+}

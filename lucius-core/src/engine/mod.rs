@@ -328,3 +328,6 @@ enum OnPartial {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod drift_tests;

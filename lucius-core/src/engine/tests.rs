@@ -742,3 +742,144 @@ async fn a_partition_sweep_counts_its_failures_and_repairs() {
         JobStatus::Failed
     );
 }
+
+#[tokio::test]
+async fn a_partition_sweep_reads_pages_until_a_short_one_and_no_further() {
+    let tenant = crate::ids::TenantId::parse("acme").unwrap();
+    let ids: Vec<JobId> = ["a", "b", "c"]
+        .iter()
+        .map(|k| JobId::derive(&tenant, k))
+        .collect();
+    let partition = crate::testkit::new_job("acme", "a", 0, T0).job.partition;
+    let mut st = MockSt::new();
+    let pages = ids.clone();
+    // Two pages: a full one, then a short one. A third read fails the test.
+    st.expect_active_jobs()
+        .times(2)
+        .returning(move |_, after, limit| {
+            assert_eq!(limit, 2);
+            Ok(match after {
+                None => pages[..2].to_vec(),
+                Some(last) if last == pages[1] => pages[2..].to_vec(),
+                Some(other) => panic!("read after {other}"),
+            })
+        });
+    // Every job vanished meanwhile: each counts as an error.
+    st.expect_load_job().times(3).returning(|_| Ok(None));
+    let engine = Engine::new(
+        Arc::new(st),
+        Arc::new(MemoryPublisher::new()),
+        Arc::new(ManualClock::new(T0)),
+    )
+    .with_config(EngineConfig {
+        batch_size: 2,
+        ..EngineConfig::default()
+    });
+    let out = engine.sweep_partition(&partition).await.unwrap();
+    assert_eq!(
+        (out.value.jobs, out.value.errors),
+        (0, 3),
+        "{:?}",
+        out.value
+    );
+}
+
+/// Records what the engine reports, one line an event.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<String>>);
+
+impl Observer for Recorder {
+    fn job_transition(&self, from: Option<JobStatus>, to: JobStatus) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("job {from:?} -> {to:?}"));
+    }
+    fn step_transition(&self, from: Option<StepStatus>, to: StepStatus) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("step {from:?} -> {to:?}"));
+    }
+    fn outbox_transition(&self, from: Option<OutboxStatus>, to: OutboxStatus) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("outbox {from:?} -> {to:?}"));
+    }
+}
+
+impl Recorder {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+#[tokio::test]
+async fn the_observer_hears_each_status_change_once_and_no_rewrite_of_a_status() {
+    let recorder = Arc::new(Recorder::default());
+    let mut r = rig();
+    r.engine = r.engine.with_observer(recorder.clone());
+    let sub = r
+        .engine
+        .submit(command("acme", "observed", 0))
+        .await
+        .unwrap();
+    let job = sub.value.job_id.clone();
+    assert_eq!(
+        recorder.take(),
+        [
+            "job None -> Accepted",
+            "step None -> Queued",
+            "step None -> Pending",
+            "step None -> Pending",
+            "outbox None -> Pending",
+        ]
+    );
+    r.engine.publish_all(&sub.to_publish).await;
+    assert_eq!(
+        recorder.take(),
+        [
+            "step Some(Queued) -> Initiated",
+            "outbox Some(Pending) -> Sent",
+            "job Some(Accepted) -> InProgress",
+        ]
+    );
+    r.engine.ack(call(&job, "ocr", 1)).await.unwrap();
+    assert_eq!(recorder.take(), ["step Some(Initiated) -> Running"]);
+    // A heartbeat rewrites the step (a later lease) without changing its status.
+    r.clock.advance(Millis(10));
+    r.engine.heartbeat(call(&job, "ocr", 1)).await.unwrap();
+    assert_eq!(recorder.take(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn the_outbox_listing_returns_the_entries_the_query_matches() {
+    let r = rig();
+    let a = r.engine.submit(command("acme", "list-a", 0)).await.unwrap();
+    let b = r.engine.submit(command("acme", "list-b", 0)).await.unwrap();
+    r.engine.publish_all(&a.to_publish).await;
+    let engine = &r.engine;
+    let listed = |status| async move {
+        let q = OutboxQuery {
+            status: Some(status),
+            limit: 10,
+            ..OutboxQuery::default()
+        };
+        let entries = engine.list_outbox(&q).await.unwrap();
+        entries.into_iter().map(|e| e.id).collect::<Vec<_>>()
+    };
+    assert_eq!(listed(OutboxStatus::Pending).await, b.to_publish);
+    assert_eq!(listed(OutboxStatus::Sent).await, a.to_publish);
+}
+
+#[test]
+fn an_engine_shows_its_settings_when_debugged() {
+    let engine = rig().engine.with_config(EngineConfig {
+        batch_size: 7,
+        ..EngineConfig::default()
+    });
+    let shown = format!("{engine:?}");
+    assert!(shown.starts_with("Engine {"), "{shown}");
+    assert!(shown.contains("batch_size: 7"), "{shown}");
+}

@@ -424,3 +424,21 @@ fn dispatchers_start_their_acquisitions_at_spread_offsets() {
     }
     assert_eq!(offset("dispatcher-3", 100), offset("dispatcher-3", 100));
 }
+
+#[tokio::test]
+async fn an_owner_shows_its_name_and_the_partitions_it_holds_when_debugged() {
+    let store = MemoryStore::new();
+    let clock = ManualClock::new(T0);
+    let mut o = owner("d7", &store, &clock);
+    let ps = parts(2);
+    o.rebalance(&ps).await.unwrap();
+    let shown = format!("{o:?}");
+    assert!(shown.starts_with("PartitionOwner {"), "{shown}");
+    assert!(shown.contains("\"d7\""), "{shown}");
+    for p in &ps {
+        assert!(
+            shown.contains(&format!("{p:?}")),
+            "{p} missing from {shown}"
+        );
+    }
+}
