@@ -330,6 +330,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_poll_reads_past_full_pages_of_other_steps() {
+        let (e, clock, _bus) = rig();
+        let e = e.with_config(crate::engine::EngineConfig {
+            batch_size: 2,
+            ..crate::engine::EngineConfig::default()
+        });
+        let job = e
+            .submit(command("acme", "first", 0))
+            .await
+            .unwrap()
+            .value
+            .job_id;
+        let ocr = e.claim_due(&PullFilter::steps(["ocr"]), 1).await.unwrap();
+        assert_eq!(ocr.len(), 1);
+        // Five `ocr` directives come due, then this job's `embed`: with pages of two, the
+        // `embed` entry is on the third page of due entries.
+        for i in 0..5 {
+            clock.advance(Millis(1));
+            e.submit(command("acme", &format!("k{i}"), 0))
+                .await
+                .unwrap();
+        }
+        clock.advance(Millis(10));
+        e.ack(call(&job, "ocr", 1)).await.unwrap();
+        e.complete(call(&job, "ocr", 1), json!({})).await.unwrap();
+        let got = e.claim_due(&PullFilter::steps(["embed"]), 1).await.unwrap();
+        assert_eq!(got.len(), 1, "pages are read while they come back full");
+        assert_eq!(&*got[0].job_id, job.as_str());
+        // The five `ocr` directives are still there for an `ocr` worker.
+        let rest = e.claim_due(&PullFilter::steps(["ocr"]), 10).await.unwrap();
+        assert_eq!(rest.len(), 5);
+    }
+
+    #[tokio::test]
     async fn the_filter_picks_topics_and_steps_and_leaves_the_rest_pending() {
         let (e, _clock, _bus) = rig();
         let job = e
