@@ -1,37 +1,19 @@
 //! Pull mode: a handle built without a publisher hands directives to workers that poll,
 //! claiming them from the store's outbox; nothing is queued in memory.
 
+mod common;
+
 use std::time::Duration;
 
 use lucius_core::memory::{ManualClock, MemoryPublisher, MemoryStore};
-use lucius_core::ports::Sleep;
 use lucius_core::testkit::command;
-use lucius_core::{Clock, JobStatus, Millis, OutboxStatus, StepStatus, Timestamp};
+use lucius_core::{JobStatus, Millis, OutboxStatus, StepStatus, Timestamp};
 use lucius_runtime::{Lucius, PollError, PullFilter, Settings, Shutdown, Worker};
 use serde_json::json;
 
+use common::Ticking;
+
 const T0: Timestamp = Timestamp(1_709_596_800_000);
-
-/// A manual clock that tokio's paused time drives, like a real clock: overlapping sleeps
-/// do not add up.
-#[derive(Clone)]
-struct Ticking(ManualClock);
-
-impl Clock for Ticking {
-    fn now(&self) -> Timestamp {
-        self.0.now()
-    }
-    fn sleep(&self, d: Millis) -> Sleep {
-        let manual = self.0.clone();
-        let until = manual.now().plus(d);
-        Box::pin(async move {
-            tokio::time::sleep(d.to_std()).await;
-            if manual.now() < until {
-                manual.set(until);
-            }
-        })
-    }
-}
 
 fn pulling(store: &MemoryStore, clock: &Ticking, settings: Settings) -> Lucius {
     Lucius::builder()

@@ -1,13 +1,15 @@
 //! The runtime as an embedder uses it: the builder, the handle's calls publishing what they
 //! imply, the loops on a manual clock, lease-owned dispatch, and typed step handlers.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use lucius_core::memory::{ManualClock, MemoryPublisher, MemoryStore};
-use lucius_core::ports::{PublishError, Sleep};
+use lucius_core::ports::PublishError;
 use lucius_core::testkit::command;
 use lucius_core::{
     Clock, Directive, EngineConfig, JobStatus, Millis, OutboxStatus, Partition, PublishRetryPolicy,
@@ -17,6 +19,8 @@ use lucius_runtime::{
     BuildError, Candidates, Dispatch, Lucius, Owned, Settings, Shutdown, StepFailure, Worker,
 };
 use serde_json::json;
+
+use common::Ticking;
 
 /// 2024-03-05T00:00:00Z.
 const T0: Timestamp = Timestamp(1_709_596_800_000);
@@ -267,28 +271,6 @@ async fn lease_owned_dispatchers_share_partitions_and_publish_them() {
     let now = clock.now();
     let leases = lucius_core::LeaseStore::leases(&store).await.unwrap();
     assert!(leases.iter().all(|l| !l.is_held(now)), "{leases:?}");
-}
-
-/// A clock whose sleeps take tokio time (paused in these tests, so they auto-advance) and
-/// move a manual clock by as much, so leases expire when heartbeats stop.
-#[derive(Clone)]
-struct Ticking(ManualClock);
-
-impl Clock for Ticking {
-    fn now(&self) -> Timestamp {
-        self.0.now()
-    }
-    fn sleep(&self, d: Millis) -> Sleep {
-        // Like a real clock: sleepers that overlap do not add up their time.
-        let manual = self.0.clone();
-        let until = manual.now().plus(d);
-        Box::pin(async move {
-            tokio::time::sleep(d.to_std()).await;
-            if manual.now() < until {
-                manual.set(until);
-            }
-        })
-    }
 }
 
 fn in_process(clock: &Ticking) -> Lucius {
