@@ -88,29 +88,27 @@ pub(crate) fn load_job(conn: &Connection, id: &JobId) -> Result<Option<JobRecord
 }
 
 fn load_job_in(conn: &Connection, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
-    let job: Option<(String, i64)> = conn
-        .prepare_cached("SELECT body, rev FROM jobs WHERE id = ?1")
+    let job: Option<(String, i64, i64)> = conn
+        .prepare_cached("SELECT body, rev, seq FROM jobs WHERE id = ?1")
         .and_then(|mut s| {
-            s.query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+            s.query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .optional()
         })
         .map_err(|e| sqlite(format_args!("reading job {id}"), e))?;
-    let Some((body, rev)) = job else {
+    let Some((body, rev, seq)) = job else {
         return Ok(None);
     };
     let job = decode(&body, rev, || format!("job {id}"))?;
     let steps = rows(
         conn,
-        "SELECT body, rev FROM steps WHERE job_id = ?1 ORDER BY idx",
-        params![id.as_str()],
+        "SELECT body, rev FROM steps WHERE job_seq = ?1 ORDER BY idx",
+        params![seq],
         || format!("a step of job {id}"),
     )?;
-    // `<jobId>.<step>.<attempt>`: the ids between `<jobId>.` and `<jobId>/` ('/' follows
-    // '.') are this job's, a range of the primary key.
     let outbox = rows(
         conn,
-        "SELECT body, rev FROM outbox WHERE id > ?1 AND id < ?2 AND job_id = ?3 ORDER BY id",
-        params![format!("{id}."), format!("{id}/"), id.as_str()],
+        "SELECT body, rev FROM outbox WHERE job_seq = ?1 ORDER BY id",
+        params![seq],
         || format!("an outbox entry of job {id}"),
     )?;
     Ok(Some(JobRecord { job, steps, outbox }))
@@ -171,7 +169,8 @@ pub(crate) fn outbox(conn: &Connection, q: &OutboxQuery) -> Result<Vec<OutboxEnt
     })
 }
 
-/// Ids of the partition's non-terminal jobs, ascending, after `after`.
+/// Ids of the partition's non-terminal jobs in creation order, after `after` (from the
+/// start when `after` no longer exists).
 pub(crate) fn active_jobs(
     conn: &Connection,
     partition: &Partition,
@@ -182,8 +181,9 @@ pub(crate) fn active_jobs(
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut stmt = conn
         .prepare_cached(
-            "SELECT id FROM jobs WHERE partition = ?1 AND active = 1 AND id > ?2 \
-             ORDER BY id LIMIT ?3",
+            "SELECT id FROM jobs WHERE partition = ?1 AND active = 1 \
+             AND seq > coalesce((SELECT seq FROM jobs WHERE id = ?2), 0) \
+             ORDER BY seq LIMIT ?3",
         )
         .map_err(|e| sqlite(format_args!("listing active jobs of {p}"), e))?;
     let ids = stmt
@@ -203,15 +203,12 @@ pub(crate) fn active_jobs(
         .collect()
 }
 
-/// Every partition that holds jobs.
+/// Every partition a job was written to.
 pub(crate) fn partitions(conn: &Connection) -> Result<Vec<Partition>, StoreError> {
-    strings(
-        conn,
-        "SELECT DISTINCT partition FROM jobs ORDER BY partition",
-    )?
-    .into_iter()
-    .map(|p| parse_partition(&p))
-    .collect()
+    strings(conn, "SELECT partition FROM partitions ORDER BY partition")?
+        .into_iter()
+        .map(|p| parse_partition(&p))
+        .collect()
 }
 
 fn strings(conn: &Connection, sql: &str) -> Result<Vec<String>, StoreError> {

@@ -83,8 +83,10 @@ fn complete_intake(
         }
     }
     let has_entry: bool = conn
-        .prepare_cached("SELECT 1 FROM outbox WHERE id = ?1")
-        .and_then(|mut s| s.exists([new.outbox.id.as_str()]))
+        .prepare_cached(
+            "SELECT 1 FROM outbox WHERE job_seq = (SELECT seq FROM jobs WHERE id = ?1) AND id = ?2",
+        )
+        .and_then(|mut s| s.exists([new.job.id.as_str(), new.outbox.id.as_str()]))
         .map_err(|e| sqlite(format_args!("reading outbox entry {}", new.outbox.id), e))?;
     if !has_entry {
         let body = encode(&new.outbox, || format!("outbox entry {}", new.outbox.id))?;
@@ -112,7 +114,10 @@ fn load_job_row(conn: &Connection, id: &JobId) -> Result<Option<Job>, StoreError
 
 fn load_step_row(conn: &Connection, id: &JobId, index: u32) -> Result<Option<Step>, StoreError> {
     let row: Option<(String, i64)> = conn
-        .prepare_cached("SELECT body, rev FROM steps WHERE job_id = ?1 AND idx = ?2")
+        .prepare_cached(
+            "SELECT body, rev FROM steps \
+             WHERE job_seq = (SELECT seq FROM jobs WHERE id = ?1) AND idx = ?2",
+        )
         .and_then(|mut s| {
             s.query_row(params![id.as_str(), index], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
@@ -123,9 +128,11 @@ fn load_step_row(conn: &Connection, id: &JobId, index: u32) -> Result<Option<Ste
 }
 
 fn step_exists(conn: &Connection, job: &JobId, index: u32) -> Result<bool, StoreError> {
-    conn.prepare_cached("SELECT 1 FROM steps WHERE job_id = ?1 AND idx = ?2")
-        .and_then(|mut s| s.exists(params![job.as_str(), index]))
-        .map_err(|e| sqlite(format_args!("reading step {index} of job {job}"), e))
+    conn.prepare_cached(
+        "SELECT 1 FROM steps WHERE job_seq = (SELECT seq FROM jobs WHERE id = ?1) AND idx = ?2",
+    )
+    .and_then(|mut s| s.exists(params![job.as_str(), index]))
+    .map_err(|e| sqlite(format_args!("reading step {index} of job {job}"), e))
 }
 
 fn insert_claim(conn: &Connection, c: &IdempotencyRecord, body: &str) -> Result<(), StoreError> {
@@ -164,10 +171,35 @@ fn insert_job(conn: &Connection, j: &Job, body: &str) -> Result<i64, StoreError>
             ])
         })
         .map_err(|e| sqlite(format_args!("writing job {}", j.id), e))?;
-    match n {
-        1 => Ok(1),
-        _ => Err(StoreError::conflict(format!("job {} already exists", j.id))),
+    if n != 1 {
+        return Err(StoreError::conflict(format!("job {} already exists", j.id)));
     }
+    note_partition(conn, j)?;
+    Ok(1)
+}
+
+/// Records the job's partition in `partitions` (what `partitions()` lists).
+fn note_partition(conn: &Connection, j: &Job) -> Result<(), StoreError> {
+    conn.prepare_cached("INSERT INTO partitions (partition) VALUES (?1) ON CONFLICT DO NOTHING")
+        .and_then(|mut s| s.execute([j.partition.to_string()]))
+        .map_err(|e| sqlite(format_args!("recording partition {}", j.partition), e))?;
+    Ok(())
+}
+
+/// Why a step or entry insert wrote nothing: its job does not exist (`NotFound`), or the
+/// row does (`Conflict`).
+fn not_inserted(conn: &Connection, job: &JobId, what: String) -> StoreError {
+    match job_exists(conn, job) {
+        Ok(true) => StoreError::conflict(format!("{what} already exists")),
+        Ok(false) => StoreError::not_found(format!("{what}: job {job} does not exist")),
+        Err(e) => e,
+    }
+}
+
+fn job_exists(conn: &Connection, job: &JobId) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")
+        .and_then(|mut s| s.exists([job.as_str()]))
+        .map_err(|e| sqlite(format_args!("reading job {job}"), e))
 }
 
 fn update_job(conn: &Connection, j: &Job, body: &str) -> Result<i64, StoreError> {
@@ -188,7 +220,10 @@ fn update_job(conn: &Connection, j: &Job, body: &str) -> Result<i64, StoreError>
         })
         .map_err(|e| sqlite(format_args!("writing job {}", j.id), e))?;
     match n {
-        1 => Ok(given + 1),
+        1 => {
+            note_partition(conn, j)?;
+            Ok(given + 1)
+        }
         _ => Err(lost_row(
             conn,
             "SELECT rev FROM jobs WHERE id = ?1",
@@ -202,8 +237,8 @@ fn update_job(conn: &Connection, j: &Job, body: &str) -> Result<i64, StoreError>
 fn insert_step(conn: &Connection, s: &Step, body: &str) -> Result<i64, StoreError> {
     let n = conn
         .prepare_cached(
-            "INSERT INTO steps (job_id, idx, rev, body) VALUES (?1, ?2, 1, ?3) \
-             ON CONFLICT DO NOTHING",
+            "INSERT INTO steps (job_seq, idx, rev, body) \
+             SELECT seq, ?2, 1, ?3 FROM jobs WHERE id = ?1 ON CONFLICT DO NOTHING",
         )
         .and_then(|mut st| st.execute(params![s.job_id.as_str(), s.index, body]))
         .map_err(|e| {
@@ -214,10 +249,11 @@ fn insert_step(conn: &Connection, s: &Step, body: &str) -> Result<i64, StoreErro
         })?;
     match n {
         1 => Ok(1),
-        _ => Err(StoreError::conflict(format!(
-            "step {} of job {} already exists",
-            s.index, s.job_id
-        ))),
+        _ => Err(not_inserted(
+            conn,
+            &s.job_id,
+            format!("step {} of job {}", s.index, s.job_id),
+        )),
     }
 }
 
@@ -225,7 +261,8 @@ fn update_step(conn: &Connection, s: &Step, body: &str) -> Result<i64, StoreErro
     let given = expected_rev(&s.revision);
     let n = conn
         .prepare_cached(
-            "UPDATE steps SET rev = rev + 1, body = ?3 WHERE job_id = ?1 AND idx = ?2 AND rev = ?4",
+            "UPDATE steps SET rev = rev + 1, body = ?3 \
+             WHERE job_seq = (SELECT seq FROM jobs WHERE id = ?1) AND idx = ?2 AND rev = ?4",
         )
         .and_then(|mut st| st.execute(params![s.job_id.as_str(), s.index, body, given]))
         .map_err(|e| {
@@ -238,7 +275,7 @@ fn update_step(conn: &Connection, s: &Step, body: &str) -> Result<i64, StoreErro
         1 => Ok(given + 1),
         _ => Err(lost_row(
             conn,
-            "SELECT rev FROM steps WHERE job_id = ?1 AND idx = ?2",
+            "SELECT rev FROM steps WHERE job_seq = (SELECT seq FROM jobs WHERE id = ?1) AND idx = ?2",
             params![s.job_id.as_str(), s.index],
             format!("step {} of job {}", s.index, s.job_id),
             &s.revision,
@@ -249,8 +286,8 @@ fn update_step(conn: &Connection, s: &Step, body: &str) -> Result<i64, StoreErro
 fn insert_entry(conn: &Connection, e: &OutboxEntry, body: &str) -> Result<i64, StoreError> {
     let n = conn
         .prepare_cached(
-            "INSERT INTO outbox (id, job_id, partition, status, next_attempt_at, rev, body) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6) ON CONFLICT DO NOTHING",
+            "INSERT INTO outbox (job_seq, id, partition, status, next_attempt_at, rev, body) \
+             SELECT seq, ?1, ?3, ?4, ?5, 1, ?6 FROM jobs WHERE id = ?2 ON CONFLICT DO NOTHING",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -265,10 +302,11 @@ fn insert_entry(conn: &Connection, e: &OutboxEntry, body: &str) -> Result<i64, S
         .map_err(|err| sqlite(format_args!("writing outbox entry {}", e.id), err))?;
     match n {
         1 => Ok(1),
-        _ => Err(StoreError::conflict(format!(
-            "outbox entry {} already exists",
-            e.id
-        ))),
+        _ => Err(not_inserted(
+            conn,
+            &e.job_id,
+            format!("outbox entry {}", e.id),
+        )),
     }
 }
 
@@ -277,7 +315,8 @@ fn update_entry(conn: &Connection, e: &OutboxEntry, body: &str) -> Result<i64, S
     let n = conn
         .prepare_cached(
             "UPDATE outbox SET partition = ?2, status = ?3, next_attempt_at = ?4, \
-             rev = rev + 1, body = ?5 WHERE id = ?1 AND rev = ?6",
+             rev = rev + 1, body = ?5 \
+             WHERE job_seq = (SELECT seq FROM jobs WHERE id = ?7) AND id = ?1 AND rev = ?6",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -286,7 +325,8 @@ fn update_entry(conn: &Connection, e: &OutboxEntry, body: &str) -> Result<i64, S
                 e.status.as_str(),
                 e.next_attempt_at.0,
                 body,
-                given
+                given,
+                e.job_id.as_str()
             ])
         })
         .map_err(|err| sqlite(format_args!("writing outbox entry {}", e.id), err))?;
@@ -294,8 +334,8 @@ fn update_entry(conn: &Connection, e: &OutboxEntry, body: &str) -> Result<i64, S
         1 => Ok(given + 1),
         _ => Err(lost_row(
             conn,
-            "SELECT rev FROM outbox WHERE id = ?1",
-            params![e.id.as_str()],
+            "SELECT rev FROM outbox WHERE job_seq = (SELECT seq FROM jobs WHERE id = ?2) AND id = ?1",
+            params![e.id.as_str(), e.job_id.as_str()],
             format!("outbox entry {}", e.id),
             &e.revision,
         )),
@@ -326,8 +366,7 @@ fn lost_row(
 // commit ------------------------------------------------------------------------------
 
 pub(crate) fn commit(conn: &Connection, enc: &Encoded<Changes>) -> Result<Changes, StoreError> {
-    let (changes, mut bodies) = (&enc.rows, enc.bodies.iter().map(String::as_str));
-    let mut body = || bodies.next().ok_or_else(missing_body);
+    let changes = &enc.rows;
     if let Some(id) = changes.job_id() {
         let other = changes
             .steps
@@ -342,25 +381,35 @@ pub(crate) fn commit(conn: &Connection, enc: &Encoded<Changes>) -> Result<Change
             )));
         }
     }
-    let mut revs = Vec::with_capacity(
-        changes.steps.len() + changes.outbox.len() + usize::from(changes.job.is_some()),
-    );
-    for s in &changes.steps {
+    let rows = changes.steps.len() + changes.outbox.len() + usize::from(changes.job.is_some());
+    if enc.bodies.len() != rows {
+        return Err(missing_body());
+    }
+    let (step_bodies, rest) = enc.bodies.split_at(changes.steps.len());
+    let (entry_bodies, job_body) = rest.split_at(changes.outbox.len());
+    // Steps and entries are keyed by their job's sequence: a new job goes in first. Its
+    // revision still comes last, in the order `assign_revisions` reads them.
+    let new_job = match (&changes.job, job_body.first()) {
+        (Some(j), Some(body)) if j.revision.is_new() => Some(insert_job(conn, j, body)?),
+        _ => None,
+    };
+    let mut revs = Vec::with_capacity(rows);
+    for (s, body) in changes.steps.iter().zip(step_bodies) {
         revs.push(match s.revision.is_new() {
-            true => insert_step(conn, s, body()?)?,
-            false => update_step(conn, s, body()?)?,
+            true => insert_step(conn, s, body)?,
+            false => update_step(conn, s, body)?,
         });
     }
-    for e in &changes.outbox {
+    for (e, body) in changes.outbox.iter().zip(entry_bodies) {
         revs.push(match e.revision.is_new() {
-            true => insert_entry(conn, e, body()?)?,
-            false => update_entry(conn, e, body()?)?,
+            true => insert_entry(conn, e, body)?,
+            false => update_entry(conn, e, body)?,
         });
     }
-    if let Some(j) = &changes.job {
-        revs.push(match j.revision.is_new() {
-            true => insert_job(conn, j, body()?)?,
-            false => update_job(conn, j, body()?)?,
+    if let (Some(j), Some(body)) = (&changes.job, job_body.first()) {
+        revs.push(match new_job {
+            Some(rev) => rev,
+            None => update_job(conn, j, body)?,
         });
     }
     let mut out = changes.clone();

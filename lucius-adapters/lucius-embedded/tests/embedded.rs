@@ -185,6 +185,10 @@ async fn the_directory_and_file_are_created_and_in_wal_mode() {
         .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(v, SCHEMA_VERSION);
+    let page: i64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(page, 2048, "a new file takes the store's page size");
 }
 
 /// Many tasks write at once: every write lands, in fewer transactions than requests, and
@@ -262,7 +266,8 @@ async fn a_row_that_does_not_parse_is_a_permanent_error_naming_it() {
         // Another connection to the same file (the lock is only the directory's).
         let conn = rusqlite::Connection::open(store.database_path()).unwrap();
         conn.execute(
-            "UPDATE steps SET body = '{\"not\": \"a step\"}' WHERE job_id = ?1 AND idx = 1",
+            "UPDATE steps SET body = '{\"not\": \"a step\"}' \
+             WHERE job_seq = (SELECT seq FROM jobs WHERE id = ?1) AND idx = 1",
             [new.job.id.as_str()],
         )
         .unwrap();
