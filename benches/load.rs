@@ -3,7 +3,9 @@
 //! mode as the node runs with no bus), prints their ratio, then intake at half the saturating rate, then durable
 //! intake on the embedded store (its ratio to memory intake), then jobs/s end to end with
 //! HTTP workers pulling their directives (embedded store), then how fast
-//! one dispatcher drains a pre-filled partition, then resident bytes per retained job.
+//! one dispatcher drains a pre-filled partition, then the `lucius` binary's intake and
+//! peak resident memory on the memory store and on the embedded store, then resident
+//! bytes per retained job.
 //!
 //! Run: `cargo bench --bench load`. Settings (environment):
 //! - `LUCIUS_BENCH_SECS` (5): measured seconds per load phase (each after a 1 s warm-up);
@@ -15,7 +17,7 @@
 //! - `LUCIUS_BENCH_JOBS` (100000): jobs retained for the memory figure;
 //! - `LUCIUS_BENCH_MILLION=1`: also measure memory at 1,000,000 jobs;
 //! - `LUCIUS_BENCH_BIN`: the `lucius` binary to load (default: `target/release/lucius` if
-//!   built), whose peak RSS under the intake load is reported.
+//!   built), whose intake and peak RSS are reported on each store.
 //!
 //! Everything stays on 127.0.0.1; every phase is bounded by its duration.
 
@@ -228,9 +230,11 @@ fn main() {
         verdict(dratio >= 1.0)
     );
 
-    // 5. The `lucius` binary itself (memory mode, no worker) under the same intake load:
-    //    its peak resident memory, read from /proc while it still runs.
-    client.block_on(binary(&s));
+    // 5. The `lucius` binary itself (no worker) under the same intake load, on the memory
+    //    store and on its default, the embedded store: its peak resident memory, read from
+    //    /proc while it still runs.
+    client.block_on(binary(&s, Backend::Memory));
+    client.block_on(binary(&s, Backend::Embedded));
     drop(client);
 
     // 6. Memory per retained job, each count in a fresh process.
@@ -643,8 +647,17 @@ fn lucius_binary() -> Option<std::path::PathBuf> {
     candidate.is_file().then_some(candidate)
 }
 
+/// The store a measured `lucius` process runs on.
+#[derive(Clone, Copy)]
+enum Backend {
+    /// Every job retained in the process.
+    Memory,
+    /// `lucius`'s default: a SQLite file in a fresh temporary data directory.
+    Embedded,
+}
+
 /// Runs the intake load against a `lucius` process and reports its peak RSS.
-async fn binary(s: &Settings) {
+async fn binary(s: &Settings, backend: Backend) {
     let Some(bin) = lucius_binary() else {
         println!(
             "lucius binary: skipped (build it first: cargo build --release -p lucius-bin, \
@@ -657,10 +670,16 @@ async fn binary(s: &Settings) {
         .expect("a free loopback port")
         .port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let data = std::env::temp_dir().join(format!("lucius-bench-bin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let (name, store) = match backend {
+        Backend::Memory => ("memory", "memory store, every job retained"),
+        Backend::Embedded => ("embedded", "embedded store, fresh data directory"),
+    };
     let mut child = match std::process::Command::new(&bin)
         .args(["--listen", &addr.to_string()])
-        // The figures below are the memory store's (`lucius` defaults to embedded).
-        .env("LUCIUS_STORAGE_BACKEND", "memory")
+        .env("LUCIUS_STORAGE_BACKEND", name)
+        .env("LUCIUS_DATA_DIR", &data)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -686,16 +705,17 @@ async fn binary(s: &Settings) {
     // them, so this phase lets the client sleep.
     let sleeping = Settings { spin: false, ..*s };
     let stats = phase(addr, &sleeping, None, Target::Commands).await;
-    stats.print("lucius binary POST /v1/commands");
+    stats.print(&format!("lucius binary ({name}) POST /v1/commands"));
     let pid = child.id();
     println!(
-        "lucius binary: peak RSS {:.0} MiB after a 1 s warm-up and {} measured commands \
-         (memory store, every job retained)",
+        "lucius binary ({name}): peak RSS {:.0} MiB after a 1 s warm-up and {} measured \
+         commands ({store})",
         proc_status_kib(&format!("/proc/{pid}/status"), "VmHWM:") as f64 / 1024.0,
         stats.requests
     );
     let _ = child.kill();
     let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&data);
 }
 
 /// A value in kB from `/proc/self/status` (`VmHWM:`, `VmRSS:`).
