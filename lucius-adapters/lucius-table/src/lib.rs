@@ -267,3 +267,42 @@ impl Store for TableStore {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use lucius_core::testkit::new_job;
+    use lucius_core::{StoreErrorKind, Timestamp};
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::fake_service::{Answer, FakeService};
+
+    #[tokio::test(start_paused = true)]
+    async fn each_store_call_gets_one_budget_of_its_own() {
+        let fake = FakeService::new(vec![], Answer::Hang);
+        let mut config = TableConfig::new(Mode::Table);
+        config.create_tables = false;
+        let client = fake.client(config.retry);
+        let store = TableStore::on(client, config, "a fake service".into())
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let t0 = Instant::now();
+            let new = new_job("acme", "budget", 0, Timestamp(0));
+            let e = store.create_job(new).await.unwrap_err();
+            assert_eq!(e.kind, StoreErrorKind::Transient, "{e}");
+            assert!(
+                e.message.starts_with(
+                    "table store: operation budget of 20 s exhausted after 2 attempts: insert into LuciusIdempotency"
+                ),
+                "{e}"
+            );
+            // Two attempts of 7 s and one backoff: well inside 20 s, and the second call
+            // starts with a full budget again.
+            assert_eq!(t0.elapsed(), Duration::from_millis(14_200));
+        }
+        assert_eq!(fake.seen().len(), 4);
+    }
+}

@@ -87,6 +87,8 @@ impl Refusal {
                 (None, first)
             };
             refusal.operation = index;
+            // Without its full stop: the store's reading follows after a colon.
+            let rest = rest.trim_end_matches('.');
             refusal.message = Some(rest.to_owned()).filter(|m| !m.is_empty());
         }
         refusal
@@ -224,12 +226,12 @@ mod tests {
         assert_eq!(r.code.as_deref(), Some("TableNotFound"));
         assert_eq!(
             r.message.as_deref(),
-            Some("The table specified does not exist.")
+            Some("The table specified does not exist")
         );
         assert_eq!(r.operation, None);
         assert_eq!(
             r.to_string(),
-            "HTTP 404 TableNotFound: The table specified does not exist."
+            "HTTP 404 TableNotFound: The table specified does not exist"
         );
         // The header's code wins; a digit prefix outside a batch is part of the message.
         let body = br#"{"odata.error":{"code":"X","message":{"value":"3:odd"}}}"#;
@@ -252,7 +254,7 @@ RequestId:r</message></error>"#;
         assert_eq!(r.operation, Some(1));
         assert_eq!(
             r.message.as_deref(),
-            Some("The entity is larger than allowed.")
+            Some("The entity is larger than allowed")
         );
     }
 
@@ -278,7 +280,7 @@ RequestId:r</message></error>"#;
         assert_eq!(r.operation, Some(2));
         assert_eq!(
             r.to_string(),
-            "batch operation 2 failed: HTTP 409 EntityAlreadyExists: The specified entity already exists."
+            "batch operation 2 failed: HTTP 409 EntityAlreadyExists: The specified entity already exists"
         );
         let labelled = Refusal {
             operation_label: Some("insert (a, b)".into()),
@@ -294,7 +296,7 @@ RequestId:r</message></error>"#;
         assert_eq!(r.operation, Some(2));
         assert_eq!(
             r.message.as_deref(),
-            Some("The specified entity already exists.")
+            Some("The specified entity already exists")
         );
     }
 
