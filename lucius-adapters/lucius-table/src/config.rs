@@ -86,6 +86,18 @@ pub enum RetrySetting {
     OperationBudget,
 }
 
+impl RetrySetting {
+    /// The `LUCIUS_*` variable the binaries read it from.
+    pub fn env_var(self) -> &'static str {
+        match self {
+            RetrySetting::Attempts => "LUCIUS_TABLE_ATTEMPTS",
+            RetrySetting::ServerTimeout => "LUCIUS_TABLE_SERVER_TIMEOUT",
+            RetrySetting::RequestTimeout => "LUCIUS_TABLE_REQUEST_TIMEOUT",
+            RetrySetting::OperationBudget => "LUCIUS_TABLE_OPERATION_BUDGET",
+        }
+    }
+}
+
 /// Why a [`RetryPolicy`] was refused: the setting at fault, what was expected and what was
 /// found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
