@@ -23,6 +23,9 @@ pub(crate) enum Answer {
         code: Option<&'static str>,
         body: String,
     },
+    /// A write accepted: `204` with the headers the SDK requires of an insert, update or
+    /// upsert answer (ETag, request id, version, date, server, `return-no-content`).
+    Written,
     /// No answer for an hour (the client's timeout fires first).
     Hang,
 }
@@ -100,6 +103,21 @@ impl Policy for FakeService {
                     azure_core::error::ErrorKind::Io,
                     "the fake service hung for an hour",
                 ))
+            }
+            Answer::Written => {
+                let mut h = Headers::new();
+                for (name, value) in [
+                    ("etag", "W/\"datetime'2024-03-05T00%3A00%3A00.0000000Z'\""),
+                    ("x-ms-request-id", "00000000-0000-0000-0000-000000000000"),
+                    ("x-ms-version", "2019-02-02"),
+                    ("date", "Tue, 05 Mar 2024 00:00:00 GMT"),
+                    ("server", "fake"),
+                    ("preference-applied", "return-no-content"),
+                ] {
+                    h.insert(headers::HeaderName::from_static(name), value);
+                }
+                let stream = futures::stream::once(async { Ok(bytes::Bytes::new()) });
+                Ok(Response::new(StatusCode::NoContent, h, Box::pin(stream)))
             }
             Answer::Reply { status, code, body } => {
                 let mut h = Headers::new();

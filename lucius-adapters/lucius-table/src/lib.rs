@@ -305,4 +305,36 @@ mod tests {
         }
         assert_eq!(fake.seen().len(), 4);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_requests_an_intake_chains_share_one_budget() {
+        // Table mode: the claim lands at once, the job row after one hang (7 s, 200 ms),
+        // then the steps hang: 12.8 s are left, enough for one attempt of 7 s but not for
+        // its retry (400 ms + 7 s).
+        let fake = FakeService::new(
+            vec![Answer::Written, Answer::Hang, Answer::Written],
+            Answer::Hang,
+        );
+        let mut config = TableConfig::new(Mode::Table);
+        config.create_tables = false;
+        let store = TableStore::on(fake.client(config.retry), config, "fake".into())
+            .await
+            .unwrap();
+        let t0 = Instant::now();
+        let e = store
+            .create_job(new_job("acme", "chain", 0, Timestamp(0)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::Transient, "{e}");
+        assert!(
+            e.message
+                .starts_with("table store: operation budget of 20 s exhausted after 1 attempt: "),
+            "{e}"
+        );
+        assert!(e.message.contains("LuciusSteps"), "{e}");
+        assert_eq!(t0.elapsed(), Duration::from_millis(14_200));
+        assert_eq!(fake.seen().len(), 4);
+        let c = store.request_counts();
+        assert_eq!(c.insert + c.batch, 4, "{c:?}");
+    }
 }
