@@ -8,6 +8,7 @@ use std::str::FromStr;
 use lucius_core::engine::EngineConfig;
 use lucius_core::ownership::OwnershipConfig;
 use lucius_core::{Millis, PublishRetryPolicy};
+use lucius_table::RetryPolicy;
 
 /// Where jobs are stored. Unset, `lucius` uses [`StorageBackend::Embedded`] and the
 /// other binaries [`StorageBackend::Memory`] (see [`Settings::from_env_with_default`]).
@@ -51,6 +52,10 @@ pub struct Settings {
     pub table_connection: Option<String>,
     /// Table names.
     pub tables: TableNames,
+    /// `LUCIUS_TABLE_SERVER_TIMEOUT`, `LUCIUS_TABLE_REQUEST_TIMEOUT`,
+    /// `LUCIUS_TABLE_OPERATION_BUDGET`, `LUCIUS_TABLE_ATTEMPTS`: timeouts and retries of
+    /// the `table` and `ledger` backends.
+    pub table_retry: RetryPolicy,
     /// `LUCIUS_SERVICEBUS_CONNECTION` (none: pull mode, workers poll `POST /v1/workers/poll`).
     pub servicebus_connection: Option<String>,
     /// `LUCIUS_ADMIN_ENABLED`.
@@ -262,6 +267,7 @@ impl Settings {
                 message: format!("expected at least 1024, found {max_body_bytes}"),
             });
         }
+        let table_retry = table_retry(&env)?;
         let defaults = EngineConfig::default();
         Ok(Settings {
             storage,
@@ -275,6 +281,7 @@ impl Settings {
                 job_index: env.table_name("LUCIUS_JOB_INDEX_TABLE", "LuciusJobIndex")?,
                 ledger: env.table_name("LUCIUS_LEDGER_TABLE", "LuciusLedger")?,
             },
+            table_retry,
             servicebus_connection: env.raw("LUCIUS_SERVICEBUS_CONNECTION"),
             admin_enabled,
             admin_api_key,
@@ -373,6 +380,51 @@ impl Settings {
     }
 }
 
+/// The table backends' timeouts and retries. An unset client timeout follows the server
+/// timeout (2 s above it) and an unset budget covers at least one request, so setting the
+/// server timeout alone is enough; nonsense together (a client timeout at or below the
+/// server timeout, a budget below the client timeout) names the variable at fault.
+fn table_retry(env: &Env<'_>) -> Result<RetryPolicy, ConfigError> {
+    let defaults = RetryPolicy::default();
+    let secs = |d: std::time::Duration| d.as_secs_f64();
+    let attempts = env.parse(
+        "LUCIUS_TABLE_ATTEMPTS",
+        defaults.attempts,
+        "a whole number of attempts",
+    )?;
+    let server_timeout = env
+        .seconds(
+            "LUCIUS_TABLE_SERVER_TIMEOUT",
+            secs(defaults.server_timeout),
+            0.0,
+        )?
+        .to_std();
+    let follows_server =
+        (server_timeout + std::time::Duration::from_secs(2)).max(defaults.request_timeout);
+    let request_timeout = env
+        .seconds("LUCIUS_TABLE_REQUEST_TIMEOUT", secs(follows_server), 0.0)?
+        .to_std();
+    let operation_budget = env
+        .seconds(
+            "LUCIUS_TABLE_OPERATION_BUDGET",
+            secs(defaults.operation_budget.max(request_timeout)),
+            0.0,
+        )?
+        .to_std();
+    let policy = RetryPolicy {
+        attempts,
+        server_timeout,
+        request_timeout,
+        operation_budget,
+        ..defaults
+    };
+    policy.validate().map_err(|e| ConfigError {
+        var: e.setting.env_var(),
+        message: e.message,
+    })?;
+    Ok(policy)
+}
+
 fn default_dispatcher_id() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
@@ -410,6 +462,92 @@ mod tests {
         assert_eq!(s.max_body_bytes, 1_048_576);
         assert!(!s.admin_enabled);
         assert_eq!(s.tables.ledger, "LuciusLedger");
+        assert_eq!(s.table_retry, RetryPolicy::default());
+    }
+
+    #[test]
+    fn table_timeouts_are_parsed_and_follow_each_other() {
+        let secs = std::time::Duration::from_secs;
+        let s = from(&[
+            ("LUCIUS_TABLE_SERVER_TIMEOUT", "3"),
+            ("LUCIUS_TABLE_REQUEST_TIMEOUT", "4.5"),
+            ("LUCIUS_TABLE_OPERATION_BUDGET", "12"),
+            ("LUCIUS_TABLE_ATTEMPTS", "2"),
+        ])
+        .unwrap();
+        let r = s.table_retry;
+        assert_eq!(r.server_timeout, secs(3));
+        assert_eq!(r.request_timeout, std::time::Duration::from_millis(4_500));
+        assert_eq!(r.operation_budget, secs(12));
+        assert_eq!(r.attempts, 2);
+        // The server timeout alone: the client timeout follows it, the budget covers it.
+        let r = from(&[("LUCIUS_TABLE_SERVER_TIMEOUT", "30")])
+            .unwrap()
+            .table_retry;
+        assert_eq!(
+            (r.server_timeout, r.request_timeout, r.operation_budget),
+            (secs(30), secs(32), secs(32))
+        );
+        assert_eq!(r.validate(), Ok(()));
+    }
+
+    #[test]
+    fn table_timeouts_that_make_no_sense_name_their_variable() {
+        for (pairs, var, says) in [
+            (
+                &[
+                    ("LUCIUS_TABLE_SERVER_TIMEOUT", "10"),
+                    ("LUCIUS_TABLE_REQUEST_TIMEOUT", "8"),
+                ][..],
+                "LUCIUS_TABLE_REQUEST_TIMEOUT",
+                "above the server timeout (10 s), found 8 s",
+            ),
+            (
+                &[("LUCIUS_TABLE_REQUEST_TIMEOUT", "5")],
+                "LUCIUS_TABLE_REQUEST_TIMEOUT",
+                "above the server timeout (5 s)",
+            ),
+            (
+                &[("LUCIUS_TABLE_SERVER_TIMEOUT", "2.5")],
+                "LUCIUS_TABLE_SERVER_TIMEOUT",
+                "whole seconds",
+            ),
+            (
+                &[("LUCIUS_TABLE_SERVER_TIMEOUT", "45")],
+                "LUCIUS_TABLE_SERVER_TIMEOUT",
+                "at most 30",
+            ),
+            (
+                &[("LUCIUS_TABLE_SERVER_TIMEOUT", "0")],
+                "LUCIUS_TABLE_SERVER_TIMEOUT",
+                "from 1 to 30",
+            ),
+            (
+                &[("LUCIUS_TABLE_OPERATION_BUDGET", "6")],
+                "LUCIUS_TABLE_OPERATION_BUDGET",
+                "at least the client timeout (7 s), found 6 s",
+            ),
+            (
+                &[("LUCIUS_TABLE_OPERATION_BUDGET", "soon")],
+                "LUCIUS_TABLE_OPERATION_BUDGET",
+                "a number of seconds",
+            ),
+            (
+                &[("LUCIUS_TABLE_ATTEMPTS", "0")],
+                "LUCIUS_TABLE_ATTEMPTS",
+                "at least 1 attempt",
+            ),
+            (
+                &[("LUCIUS_TABLE_ATTEMPTS", "-1")],
+                "LUCIUS_TABLE_ATTEMPTS",
+                "a whole number",
+            ),
+        ] {
+            let err = from(pairs).unwrap_err();
+            assert_eq!(err.var, var, "{pairs:?}: {err}");
+            assert!(err.to_string().starts_with(var), "{err}");
+            assert!(err.message.contains(says), "{pairs:?}: {err}");
+        }
     }
 
     #[test]

@@ -44,7 +44,8 @@ pub async fn store(settings: &Settings) -> anyhow::Result<(Arc<dyn Store>, Arc<d
                 Mode::Ledger
             };
             let conn = settings.table_connection.as_deref().unwrap_or_default();
-            let config = TableConfig::new(mode).with_names_from(|k| std::env::var(k).ok());
+            let mut config = TableConfig::new(mode).with_names_from(|k| std::env::var(k).ok());
+            config.retry = settings.table_retry;
             let table = TableStore::connect(conn, config)
                 .await
                 .map_err(|e| anyhow::anyhow!("LUCIUS_TABLE_CONNECTION: {e}"))?;

@@ -24,26 +24,149 @@ impl std::str::FromStr for Mode {
     }
 }
 
-/// Retries of requests the service answered with "later" (500, 503, 408, 429, timeouts,
-/// connection failures).
+/// Timeouts and retries of table requests, and the budget of one store operation.
+///
+/// Every request carries the server-side `timeout` URI parameter (`server_timeout`, whole
+/// seconds: the service stops working on the request and answers `500 OperationTimedOut`
+/// after it) and is abandoned by the client after `request_timeout` (a little longer, so
+/// the service's answer normally arrives first). Requests the service answered with
+/// "later" (`500`, `503`, `408`, `429`, timeouts, connection failures) are retried with
+/// backoff, up to `attempts` in all. Every request of one store operation (a `create_job`
+/// that chains five requests, a `commit`, one dispatcher poll) shares one
+/// `operation_budget`, backoff included: a retry starts only if what is left of the budget
+/// after its backoff covers a whole `request_timeout`, and a first attempt is bounded by
+/// what is left. When the budget runs out the operation fails as
+/// [`lucius_core::StoreErrorKind::Transient`] with a message naming the budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts per request, the first included (default 4).
     pub attempts: u32,
     /// Wait before the first retry; doubled each time, at most 5 s (default 200 ms).
     pub base_delay: Duration,
-    /// Bound on one request (default 30 s).
+    /// The service's bound on one request, sent as the `timeout` URI parameter: whole
+    /// seconds from 1 to 30, the service's maximum (default 5 s).
+    pub server_timeout: Duration,
+    /// The client's bound on one request; must exceed `server_timeout` (default 7 s).
     pub request_timeout: Duration,
+    /// The bound on one store operation, every request, retry and backoff included; at
+    /// least `request_timeout` (default 20 s).
+    pub operation_budget: Duration,
 }
 
 impl Default for RetryPolicy {
+    /// Sized so a store call fails well inside a caller's patience: a healthy request takes
+    /// tens of milliseconds, so 5 s on the service means it is stuck (the service's own
+    /// default is 30 s, and a query page already stops after 5 s with a continuation); 2 s
+    /// more on the client covers the network and a 4 MiB batch body; 20 s per operation
+    /// leaves room for one stuck request, its backoff and a full retry on top of the
+    /// normal requests of an intake, and stays below the 30 s clients and load balancers
+    /// commonly allow an HTTP call.
     fn default() -> Self {
         RetryPolicy {
             attempts: 4,
             base_delay: Duration::from_millis(200),
-            request_timeout: Duration::from_secs(30),
+            server_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(7),
+            operation_budget: Duration::from_secs(20),
         }
     }
+}
+
+/// A [`RetryPolicy`] setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RetrySetting {
+    /// [`RetryPolicy::attempts`].
+    Attempts,
+    /// [`RetryPolicy::server_timeout`].
+    ServerTimeout,
+    /// [`RetryPolicy::request_timeout`].
+    RequestTimeout,
+    /// [`RetryPolicy::operation_budget`].
+    OperationBudget,
+}
+
+impl RetrySetting {
+    /// The `LUCIUS_*` variable the binaries read it from.
+    pub fn env_var(self) -> &'static str {
+        match self {
+            RetrySetting::Attempts => "LUCIUS_TABLE_ATTEMPTS",
+            RetrySetting::ServerTimeout => "LUCIUS_TABLE_SERVER_TIMEOUT",
+            RetrySetting::RequestTimeout => "LUCIUS_TABLE_REQUEST_TIMEOUT",
+            RetrySetting::OperationBudget => "LUCIUS_TABLE_OPERATION_BUDGET",
+        }
+    }
+}
+
+/// Why a [`RetryPolicy`] was refused: the setting at fault, what was expected and what was
+/// found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct BadRetryPolicy {
+    /// The setting at fault.
+    pub setting: RetrySetting,
+    /// What was expected and what was found.
+    pub message: String,
+}
+
+/// The longest server timeout the table service honours (it lowers longer ones to this).
+pub const MAX_SERVER_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl RetryPolicy {
+    /// Checks that the settings make sense together: at least one attempt; a server
+    /// timeout of whole seconds from 1 to 30; a client timeout above the server timeout
+    /// (else the client gives up before the service can answer); a budget that covers at
+    /// least one request.
+    pub fn validate(&self) -> Result<(), BadRetryPolicy> {
+        let bad = |setting, message: String| Err(BadRetryPolicy { setting, message });
+        if self.attempts == 0 {
+            return bad(
+                RetrySetting::Attempts,
+                "expected at least 1 attempt, found 0".into(),
+            );
+        }
+        let server = self.server_timeout;
+        if server < Duration::from_secs(1)
+            || server > MAX_SERVER_TIMEOUT
+            || server.subsec_nanos() != 0
+        {
+            return bad(
+                RetrySetting::ServerTimeout,
+                format!(
+                    "expected a server timeout of whole seconds from 1 to 30 (the service's \
+                     `timeout` parameter is in seconds, at most 30), found {}",
+                    seconds(server)
+                ),
+            );
+        }
+        if self.request_timeout <= server {
+            return bad(
+                RetrySetting::RequestTimeout,
+                format!(
+                    "expected a client timeout above the server timeout ({}), found {}: the \
+                     client would give up before the service answers",
+                    seconds(server),
+                    seconds(self.request_timeout)
+                ),
+            );
+        }
+        if self.operation_budget < self.request_timeout {
+            return bad(
+                RetrySetting::OperationBudget,
+                format!(
+                    "expected an operation budget of at least the client timeout ({}), found {}",
+                    seconds(self.request_timeout),
+                    seconds(self.operation_budget)
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `1.5 s`, `20 s`: a duration as people read it.
+pub(crate) fn seconds(d: Duration) -> String {
+    format!("{} s", d.as_secs_f64())
 }
 
 /// Everything [`crate::TableStore::connect`] needs besides the connection string.
@@ -143,8 +266,10 @@ impl TableConfig {
         }
     }
 
-    /// Checks the table names: 3–63 letters and digits, starting with a letter.
+    /// Checks the table names (3–63 letters and digits, starting with a letter) and the
+    /// retry policy ([`RetryPolicy::validate`]).
     pub fn validate(&self) -> Result<(), String> {
+        self.retry.validate().map_err(|e| e.message)?;
         for t in self.tables() {
             let ok = (3..=63).contains(&t.len())
                 && t.starts_with(|c: char| c.is_ascii_alphabetic())
@@ -197,5 +322,55 @@ mod tests {
         c.leases = "x".into();
         assert!(c.validate().is_err());
         assert!("x".parse::<Mode>().is_err());
+    }
+
+    #[test]
+    fn the_default_retry_policy_is_valid_and_bounded() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.validate(), Ok(()));
+        assert!(p.server_timeout < p.request_timeout);
+        assert!(p.request_timeout <= p.operation_budget);
+    }
+
+    #[test]
+    fn nonsense_retry_policies_name_the_setting() {
+        let with = |f: &dyn Fn(&mut RetryPolicy)| {
+            let mut p = RetryPolicy::default();
+            f(&mut p);
+            p.validate().unwrap_err()
+        };
+        let e = with(&|p| p.attempts = 0);
+        assert_eq!(e.setting, RetrySetting::Attempts);
+        for bad in [
+            Duration::ZERO,
+            Duration::from_millis(1500),
+            Duration::from_secs(31),
+        ] {
+            let e = with(&|p| p.server_timeout = bad);
+            assert_eq!(e.setting, RetrySetting::ServerTimeout, "{bad:?}");
+            assert!(e.message.contains("whole seconds"), "{e}");
+        }
+        let e = with(&|p| p.request_timeout = Duration::from_secs(4));
+        assert_eq!(e.setting, RetrySetting::RequestTimeout);
+        assert!(e.message.contains("above the server timeout (5 s)"), "{e}");
+        assert!(e.message.contains("found 4 s"), "{e}");
+        // Equal is refused too: the client would cut the service's answer off.
+        let e = with(&|p| p.request_timeout = p.server_timeout);
+        assert_eq!(e.setting, RetrySetting::RequestTimeout);
+        let e = with(&|p| p.operation_budget = Duration::from_secs(6));
+        assert_eq!(e.setting, RetrySetting::OperationBudget);
+        assert!(e.message.contains("found 6 s"), "{e}");
+        // The edges that are fine.
+        let mut p = RetryPolicy {
+            server_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_millis(30_001),
+            ..RetryPolicy::default()
+        };
+        p.operation_budget = p.request_timeout;
+        assert_eq!(p.validate(), Ok(()));
+        // The table configuration refuses it at connect time.
+        let mut c = TableConfig::new(Mode::Ledger);
+        c.retry.attempts = 0;
+        assert!(c.validate().unwrap_err().contains("at least 1 attempt"));
     }
 }

@@ -113,7 +113,8 @@ impl TableStore {
 #[async_trait]
 impl LeaseStore for TableStore {
     async fn lease(&self, partition: &Partition) -> Result<Option<Lease>, StoreError> {
-        self.client
+        self.operation()
+            .client
             .get(self.leases_table(), LEASE, &partition_key(partition))
             .await?
             .as_ref()
@@ -123,7 +124,11 @@ impl LeaseStore for TableStore {
 
     async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
         let f = format!("PartitionKey eq {}", literal(LEASE));
-        let rows = self.client.query(self.leases_table(), &f, None).await?;
+        let rows = self
+            .operation()
+            .client
+            .query(self.leases_table(), &f, None)
+            .await?;
         rows.iter().map(read_lease).collect()
     }
 
@@ -132,6 +137,7 @@ impl LeaseStore for TableStore {
         // NEW inserts (409 if present), anything else is If-Match (412 if changed): both
         // are `Conflict`.
         let revision = self
+            .operation()
             .client
             .write(self.leases_table(), &row, &lease.revision)
             .await?;
@@ -142,12 +148,16 @@ impl LeaseStore for TableStore {
         let mut row = keyed(MEMBER, &member_key(member)?);
         row.insert("Member".into(), Value::String(member.to_owned()));
         int64(&mut row, "AliveUntil", until.as_millis());
-        self.client.upsert(self.leases_table(), &row).await
+        self.operation()
+            .client
+            .upsert(self.leases_table(), &row)
+            .await
     }
 
     async fn members(&self) -> Result<Vec<(String, Timestamp)>, StoreError> {
+        let op = self.operation();
         let f = format!("PartitionKey eq {}", literal(MEMBER));
-        let rows = self.client.query(self.leases_table(), &f, None).await?;
+        let rows = op.client.query(self.leases_table(), &f, None).await?;
         let members = rows
             .iter()
             .map(|r| {
@@ -163,7 +173,7 @@ impl LeaseStore for TableStore {
         let mut out = Vec::with_capacity(members.len());
         for (id, until, key) in members {
             if newest.since(until) > MEMBER_RETENTION {
-                if let Err(e) = self.client.delete(self.leases_table(), MEMBER, &key).await {
+                if let Err(e) = op.client.delete(self.leases_table(), MEMBER, &key).await {
                     tracing::warn!(member = %id, error = %e, "removing a stale member row failed");
                 }
             } else {

@@ -75,7 +75,10 @@ fn index_outbox_row(e: &OutboxEntry) -> Row {
 }
 
 /// How long an index row whose ledger entry is missing is kept: longer than the slowest
-/// commit (its index write, then its ledger batch, each up to 4 attempts of 30 s), judged
+/// commit (its index write, then its ledger batch, all within one operation budget of
+/// [`crate::RetryPolicy::operation_budget`], 20 s by default; the SDK cannot cancel a request
+/// the service already holds, and the service works on it for at most its 30 s maximum
+/// `timeout`), judged
 /// by the service's `Timestamp` of the row against this machine's clock (so also longer
 /// than any plausible skew). Until then the entry may still land; after it, the commit
 /// that wrote the row has failed for good and the row is removed.

@@ -17,7 +17,9 @@
 //!
 //! Connect with [`TableStore::connect`] (a connection string and a [`TableConfig`]); the
 //! tables are created when absent. [`TableStore::request_counts`] tells how many requests
-//! of each kind the store sent. Layouts, write order and round-trip counts are in
+//! of each kind the store sent. Every request carries the service's `timeout` parameter and
+//! a client timeout, and every store call (all its requests, retries and backoff) has one
+//! budget ([`RetryPolicy`]). Layouts, write order and round-trip counts are in
 //! `docs/storage.md`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -25,11 +27,17 @@
 mod client;
 mod config;
 mod connection;
+mod deadline;
 mod entity;
+#[cfg(test)]
+mod fake_service;
 mod leases;
 mod ledger;
+mod refusal;
 mod rows;
 mod tables;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use azure_data_tables::clients::TableServiceClientBuilder;
@@ -38,7 +46,9 @@ use lucius_core::ports::{CreateOutcome, OutboxQuery, Store, StoreError};
 use lucius_core::{Changes, JobRecord, NewJob, OutboxEntry};
 
 pub use client::RequestCounts;
-pub use config::{Mode, RetryPolicy, TableConfig};
+pub use config::{
+    BadRetryPolicy, Mode, RetryPolicy, RetrySetting, TableConfig, MAX_SERVER_TIMEOUT,
+};
 pub use connection::ConnectionStringError;
 pub use leases::MEMBER_RETENTION;
 
@@ -49,7 +59,7 @@ pub enum ConnectError {
     /// The connection string is malformed or incomplete.
     #[error(transparent)]
     ConnectionString(#[from] ConnectionStringError),
-    /// A table name is not valid.
+    /// A table name or the retry policy is not valid.
     #[error("bad table configuration: {0}")]
     Config(String),
     /// The service refused or did not answer (creating the tables).
@@ -66,8 +76,8 @@ pub enum ConnectError {
 #[derive(Debug, Clone)]
 pub struct TableStore {
     client: client::Client,
-    config: TableConfig,
-    endpoint: String,
+    config: Arc<TableConfig>,
+    endpoint: Arc<str>,
 }
 
 impl TableStore {
@@ -82,27 +92,52 @@ impl TableStore {
         let endpoint = connection::parse(connection_string)?;
         let service =
             TableServiceClientBuilder::with_location(endpoint.location, endpoint.credentials)
-                // Retries are ours (counted, and bounded by the config).
-                .retry(azure_core::RetryOptions::none())
+                // Retries are ours (counted, and bounded by the config); the service's
+                // `timeout` parameter goes on every request.
+                .client_options(client::pipeline_options(&config.retry))
                 .build();
-        let store = TableStore {
-            client: client::Client::new(service, config.retry),
+        TableStore::on(
+            client::Client::new(service, config.retry),
             config,
-            endpoint: endpoint.describe,
+            endpoint.describe,
+        )
+        .await
+    }
+
+    /// The store on `client`, its tables created when the config says so (one operation:
+    /// one budget for them all).
+    async fn on(
+        client: client::Client,
+        config: TableConfig,
+        endpoint: String,
+    ) -> Result<TableStore, ConnectError> {
+        let store = TableStore {
+            client,
+            config: Arc::new(config),
+            endpoint: endpoint.into(),
         };
         if store.config.create_tables {
-            for t in store.config.tables() {
-                store
-                    .client
+            let op = store.operation();
+            for t in op.config.tables() {
+                op.client
                     .create_table(t)
                     .await
                     .map_err(|error| ConnectError::Service {
-                        endpoint: store.endpoint.clone(),
+                        endpoint: store.endpoint.to_string(),
                         error,
                     })?;
             }
         }
         Ok(store)
+    }
+
+    /// This store for one operation: every request it sends shares one budget
+    /// ([`RetryPolicy::operation_budget`]), starting now.
+    fn operation(&self) -> TableStore {
+        TableStore {
+            client: self.client.within(self.client.budget_from_now()),
+            ..self.clone()
+        }
     }
 
     /// The configuration in use.
@@ -155,16 +190,18 @@ impl TableStore {
 #[async_trait]
 impl Store for TableStore {
     async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError> {
-        match self.config.mode {
-            Mode::Table => self.table_create(&new).await,
-            Mode::Ledger => self.ledger_create(&new).await,
+        let op = self.operation();
+        match op.config.mode {
+            Mode::Table => op.table_create(&new).await,
+            Mode::Ledger => op.ledger_create(&new).await,
         }
     }
 
     async fn load_job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
-        match self.config.mode {
-            Mode::Table => self.table_load(id).await,
-            Mode::Ledger => self.ledger_load(id).await,
+        let op = self.operation();
+        match op.config.mode {
+            Mode::Table => op.table_load(id).await,
+            Mode::Ledger => op.ledger_load(id).await,
         }
     }
 
@@ -172,9 +209,10 @@ impl Store for TableStore {
         if changes.is_empty() {
             return Ok(changes);
         }
-        match self.config.mode {
-            Mode::Table => self.table_commit(changes).await,
-            Mode::Ledger => self.ledger_commit(changes).await,
+        let op = self.operation();
+        match op.config.mode {
+            Mode::Table => op.table_commit(changes).await,
+            Mode::Ledger => op.ledger_commit(changes).await,
         }
     }
 
@@ -182,9 +220,10 @@ impl Store for TableStore {
         if query.limit == 0 {
             return Ok(Vec::new());
         }
-        match self.config.mode {
-            Mode::Table => self.table_outbox(query).await,
-            Mode::Ledger => self.ledger_outbox(query).await,
+        let op = self.operation();
+        match op.config.mode {
+            Mode::Table => op.table_outbox(query).await,
+            Mode::Ledger => op.ledger_outbox(query).await,
         }
     }
 
@@ -197,16 +236,18 @@ impl Store for TableStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        match self.config.mode {
-            Mode::Table => self.table_active_jobs(partition, after, limit).await,
-            Mode::Ledger => self.ledger_active_jobs(partition, after, limit).await,
+        let op = self.operation();
+        match op.config.mode {
+            Mode::Table => op.table_active_jobs(partition, after, limit).await,
+            Mode::Ledger => op.ledger_active_jobs(partition, after, limit).await,
         }
     }
 
     async fn partitions(&self) -> Result<Vec<Partition>, StoreError> {
-        let mut v = match self.config.mode {
-            Mode::Table => self.table_partitions().await?,
-            Mode::Ledger => self.ledger_partitions().await?,
+        let op = self.operation();
+        let mut v = match op.config.mode {
+            Mode::Table => op.table_partitions().await?,
+            Mode::Ledger => op.ledger_partitions().await?,
         };
         v.sort();
         v.dedup();
@@ -215,7 +256,8 @@ impl Store for TableStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         let table = self.config.tables()[0].to_owned();
-        self.client
+        self.operation()
+            .client
             .query_limit(&table, "PartitionKey eq 'PING'", Some(1), 1)
             .await
             .map(|_| ())
@@ -223,5 +265,76 @@ impl Store for TableStore {
                 message: format!("{}: {}", self.endpoint, e.message),
                 ..e
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use lucius_core::testkit::new_job;
+    use lucius_core::{StoreErrorKind, Timestamp};
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::fake_service::{Answer, FakeService};
+
+    #[tokio::test(start_paused = true)]
+    async fn each_store_call_gets_one_budget_of_its_own() {
+        let fake = FakeService::new(vec![], Answer::Hang);
+        let mut config = TableConfig::new(Mode::Table);
+        config.create_tables = false;
+        let client = fake.client(config.retry);
+        let store = TableStore::on(client, config, "a fake service".into())
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let t0 = Instant::now();
+            let new = new_job("acme", "budget", 0, Timestamp(0));
+            let e = store.create_job(new).await.unwrap_err();
+            assert_eq!(e.kind, StoreErrorKind::Transient, "{e}");
+            assert!(
+                e.message.starts_with(
+                    "table store: operation budget of 20 s exhausted after 2 attempts: insert into LuciusIdempotency"
+                ),
+                "{e}"
+            );
+            // Two attempts of 7 s and one backoff: well inside 20 s, and the second call
+            // starts with a full budget again.
+            assert_eq!(t0.elapsed(), Duration::from_millis(14_200));
+        }
+        assert_eq!(fake.seen().len(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_requests_an_intake_chains_share_one_budget() {
+        // Table mode: the claim lands at once, the job row after one hang (7 s, 200 ms),
+        // then the steps hang: 12.8 s are left, enough for one attempt of 7 s but not for
+        // its retry (400 ms + 7 s).
+        let fake = FakeService::new(
+            vec![Answer::Written, Answer::Hang, Answer::Written],
+            Answer::Hang,
+        );
+        let mut config = TableConfig::new(Mode::Table);
+        config.create_tables = false;
+        let store = TableStore::on(fake.client(config.retry), config, "fake".into())
+            .await
+            .unwrap();
+        let t0 = Instant::now();
+        let e = store
+            .create_job(new_job("acme", "chain", 0, Timestamp(0)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::Transient, "{e}");
+        assert!(
+            e.message
+                .starts_with("table store: operation budget of 20 s exhausted after 1 attempt: "),
+            "{e}"
+        );
+        assert!(e.message.contains("LuciusSteps"), "{e}");
+        assert_eq!(t0.elapsed(), Duration::from_millis(14_200));
+        assert_eq!(fake.seen().len(), 4);
+        let c = store.request_counts();
+        assert_eq!(c.insert + c.batch, 4, "{c:?}");
     }
 }

@@ -100,6 +100,14 @@ async fn a_ledger_batch_with_one_stale_etag_applies_nothing() {
         .await
         .unwrap_err();
     assert_eq!(err.kind, StoreErrorKind::Conflict, "{err}");
+    // The service names the operation that lost: the job row, the batch's last.
+    assert!(
+        err.message.contains(&format!(
+            "batch operation 2 (update of ({}, JOB)) failed: HTTP 412 UpdateConditionNotSatisfied",
+            new.job.id
+        )),
+        "{err}"
+    );
     let after = store.load_job(&new.job.id).await.unwrap().unwrap();
     assert_eq!(
         after.steps[0], old.steps[0],
