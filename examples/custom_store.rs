@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use lucius::memory::{Fault, MemoryStore};
-use lucius::ports::{CreateOutcome, OutboxQuery, StoreError};
+use lucius::ports::{CreateOutcome, EndedJob, OutboxQuery, StoreError};
 use lucius::record::{Changes, JobRecord, NewJob};
 use lucius::testkit::conformance::{run_all, Capabilities, Subject, CHECKS};
-use lucius::{JobId, Lucius, OutboxEntry, Partition, Store};
+use lucius::{JobId, Lucius, OutboxEntry, Partition, Revision, Store, Timestamp};
 
 /// Counts each operation's calls and failures, and delegates to `inner`.
 #[derive(Clone)]
@@ -83,6 +83,18 @@ impl<S: Store> Store for Audited<S> {
         self.count("partitions", self.inner.partitions().await)
     }
 
+    async fn ended_jobs(
+        &self,
+        ended_by: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<EndedJob>, StoreError> {
+        self.count("ended_jobs", self.inner.ended_jobs(ended_by, limit).await)
+    }
+
+    async fn purge_job(&self, id: &JobId, revision: &Revision) -> Result<(), StoreError> {
+        self.count("purge_job", self.inner.purge_job(id, revision).await)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.count("ping", self.inner.ping().await)
     }
@@ -112,6 +124,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         Capabilities {
             atomic_commit: true,
+            retention: true,
         },
     )
     .await;

@@ -176,6 +176,7 @@ fn the_table_model_passes_the_conformance_suite() {
             subject,
             Capabilities {
                 atomic_commit: false,
+                retention: true,
             },
         ));
     }

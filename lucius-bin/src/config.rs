@@ -305,6 +305,10 @@ impl Settings {
                 },
                 batch_size,
                 intake_grace: env.seconds("LUCIUS_INTAKE_GRACE", 600.0, 1.0)?,
+                retention: {
+                    let r = env.seconds("LUCIUS_RETENTION", 604_800.0, 0.0)?;
+                    (r.0 > 0).then_some(r)
+                },
                 ..defaults
             },
             ownership: {
@@ -354,15 +358,32 @@ impl Settings {
                 interval: self.dispatch_interval,
             })
             .with_sweep(Some(self.sweep_interval))
+            .with_purge(self.purge_interval())
+    }
+
+    /// How often finished jobs past `LUCIUS_RETENTION` are purged: a quarter of the
+    /// retention, between 1 s and 60 s (`None` when jobs are kept forever).
+    pub fn purge_interval(&self) -> Option<Millis> {
+        self.engine
+            .retention
+            .map(|r| Millis((r.0 / 4).clamp(1_000, 60_000)))
     }
 
     /// The orchestrator's loops: the outbox retry when `LUCIUS_OUTBOX_RETRY_ENABLED`
     /// (every `LUCIUS_OUTBOX_RETRY_INTERVAL`); dispatch and sweeps are the reconciliation's.
+    /// On a store only this process sees (memory, embedded) it also purges finished jobs;
+    /// on Table Storage the reconciliation loop does.
     pub fn orchestrator(&self) -> lucius_runtime::Settings {
-        lucius_runtime::Settings::no_loops().with_outbox_retry(
-            self.outbox_retry_enabled
-                .then_some(self.outbox_retry_interval),
-        )
+        let own_store = matches!(
+            self.storage,
+            StorageBackend::Memory | StorageBackend::Embedded
+        );
+        lucius_runtime::Settings::no_loops()
+            .with_outbox_retry(
+                self.outbox_retry_enabled
+                    .then_some(self.outbox_retry_interval),
+            )
+            .with_purge(self.purge_interval().filter(|_| own_store))
     }
 
     /// The reconciliation loop's: a lease-owned dispatcher named `LUCIUS_DISPATCHER_ID`
@@ -376,7 +397,9 @@ impl Settings {
         owned.interval = interval;
         owned.idle_ceiling = self.idle_poll_ceiling;
         owned.ownership = self.ownership;
-        lucius_runtime::Settings::no_loops().with_dispatch(lucius_runtime::Dispatch::Owned(owned))
+        lucius_runtime::Settings::no_loops()
+            .with_dispatch(lucius_runtime::Dispatch::Owned(owned))
+            .with_purge(self.purge_interval())
     }
 }
 
@@ -463,6 +486,30 @@ mod tests {
         assert!(!s.admin_enabled);
         assert_eq!(s.tables.ledger, "LuciusLedger");
         assert_eq!(s.table_retry, RetryPolicy::default());
+        assert_eq!(s.engine.retention, Some(Millis(604_800_000)));
+        assert_eq!(s.purge_interval(), Some(Millis(60_000)));
+    }
+
+    #[test]
+    fn retention_zero_keeps_jobs_forever_and_short_ones_purge_often() {
+        let forever = from(&[("LUCIUS_RETENTION", "0")]).unwrap();
+        assert_eq!(forever.engine.retention, None);
+        assert_eq!(forever.purge_interval(), None);
+        assert_eq!(forever.all_in_one().purge, None);
+        let minute = from(&[("LUCIUS_RETENTION", "60")]).unwrap();
+        assert_eq!(minute.engine.retention, Some(Millis(60_000)));
+        assert_eq!(minute.all_in_one().purge, Some(Millis(15_000)));
+        // The orchestrator purges the stores only it sees; on tables the reconciliation does.
+        assert_eq!(minute.orchestrator().purge, Some(Millis(15_000)));
+        let table = from(&[
+            ("LUCIUS_RETENTION", "60"),
+            ("LUCIUS_STORAGE_BACKEND", "table"),
+            ("LUCIUS_TABLE_CONNECTION", "UseDevelopmentStorage=true"),
+        ])
+        .unwrap();
+        assert_eq!(table.orchestrator().purge, None);
+        let tiny = from(&[("LUCIUS_RETENTION", "0.5")]).unwrap();
+        assert_eq!(tiny.purge_interval(), Some(Millis(1_000)));
     }
 
     #[test]
@@ -632,6 +679,8 @@ mod tests {
                 "LUCIUS_OUTBOX_RETRY_BATCH_SIZE",
             ),
             (&[("LUCIUS_HTTP_ADDR", "8000")], "LUCIUS_HTTP_ADDR"),
+            (&[("LUCIUS_RETENTION", "-1")], "LUCIUS_RETENTION"),
+            (&[("LUCIUS_RETENTION", "a week")], "LUCIUS_RETENTION"),
             (&[("LUCIUS_MAX_BODY_BYTES", "10")], "LUCIUS_MAX_BODY_BYTES"),
             (&[("LUCIUS_JOBS_TABLE", "bad-name")], "LUCIUS_JOBS_TABLE"),
             (

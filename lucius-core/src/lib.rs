@@ -47,8 +47,8 @@ pub use json::Json;
 pub use lease::{Fence, Lease, LeaseError};
 pub use outbox::{OutboxEntry, OutboxStatus, PublishRetryPolicy};
 pub use ports::{
-    Clock, CreateOutcome, LeaseStore, OutboxQuery, PublishError, Publisher, Store, StoreError,
-    StoreErrorKind,
+    Clock, CreateOutcome, EndedJob, LeaseStore, OutboxQuery, PublishError, Publisher, Store,
+    StoreError, StoreErrorKind,
 };
 pub use protocol::{ProtocolRegistry, ProtocolSpec, StepSpec};
 pub use record::{Changes, IdempotencyRecord, JobIndexEntry, JobRecord, NewJob};

@@ -11,6 +11,7 @@ use crate::ids::{JobId, Partition};
 use crate::lease::Lease;
 use crate::outbox::{OutboxEntry, OutboxStatus};
 use crate::record::{Changes, IdempotencyRecord, JobRecord, NewJob};
+use crate::revision::Revision;
 use crate::time::{Millis, Timestamp};
 
 /// The kind of a store failure, which decides what the engine does with it.
@@ -121,6 +122,17 @@ pub struct OutboxQuery {
     pub limit: usize,
 }
 
+/// A finished job, as [`Store::ended_jobs`] lists it for the purge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedJob {
+    /// The job.
+    pub job_id: JobId,
+    /// When it ended: the `updatedAt` of its terminal job row.
+    pub ended_at: Timestamp,
+    /// Its job row's revision when listed; [`Store::purge_job`] is guarded by it.
+    pub revision: Revision,
+}
+
 /// Durable storage of jobs, steps, outbox entries, idempotency claims and the job index.
 ///
 /// Every write is guarded by the row's [`crate::Revision`]: a lost race is a
@@ -160,6 +172,23 @@ pub trait Store: Send + Sync {
 
     /// Every partition that holds jobs.
     async fn partitions(&self) -> Result<Vec<Partition>, StoreError>;
+
+    /// Terminal jobs that ended at or before `ended_by`, earliest end first (ties in an
+    /// order the store keeps), at most `limit`. Read from an index of finished jobs kept
+    /// with each job write, never from a scan of every job: the purge's cost follows what
+    /// it deletes, not the history kept.
+    async fn ended_jobs(
+        &self,
+        ended_by: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<EndedJob>, StoreError>;
+
+    /// Deletes a terminal job and every row of it: steps, outbox entries, its idempotency
+    /// claim (the key is free again) and its index rows, if its job row still has
+    /// `revision`. A job row with another revision, or one that is not terminal, is a
+    /// [`StoreErrorKind::Conflict`] and nothing is deleted; a job already gone is
+    /// [`StoreErrorKind::NotFound`].
+    async fn purge_job(&self, id: &JobId, revision: &Revision) -> Result<(), StoreError>;
 
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;

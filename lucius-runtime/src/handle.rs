@@ -549,7 +549,7 @@ impl Lucius {
         Ok((out.value, published))
     }
 
-    /// Runs the loops the settings name (outbox retry, dispatch, sweep) until `shutdown`
+    /// Runs the loops the settings name (outbox retry, dispatch, sweep, purge) until `shutdown`
     /// completes; then lets each finish its round in flight, releases partition leases and
     /// waits for queued publications, each for up to the shutdown grace.
     pub async fn run(&self, shutdown: impl Future<Output = ()> + Send) {
@@ -597,6 +597,9 @@ impl Lucius {
                     stop.clone(),
                 ));
             }
+        }
+        if let (Some(interval), Some(_)) = (s.purge, self.engine().config().retention) {
+            loops.spawn(crate::loops::purge(self.clone(), interval, stop.clone()));
         }
         shutdown.await;
         self.end_polls();

@@ -1,11 +1,13 @@
-//! The unfenced background loops: the outbox retry, the dispatch of every partition and the
-//! sweep of every partition. Each runs a round, waits its interval on the [`Clock`] port,
+//! The unfenced background loops: the outbox retry, the dispatch of every partition, the
+//! sweep of every partition and the purge of finished jobs. Each runs a round, waits its interval on the [`Clock`] port,
 //! and stops after the round in flight once shutdown is triggered.
 
 use std::future::Future;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use lucius_core::engine::{DispatchReport, SweepReport};
-use lucius_core::{Clock, Millis};
+use lucius_core::{Clock, EngineError, Millis, StoreErrorKind};
 
 use crate::handle::Lucius;
 use crate::shutdown::Shutdown;
@@ -32,6 +34,47 @@ pub(crate) async fn every<F, Fut>(
         // A manual clock's sleep is ready at once: let the other tasks run between rounds.
         tokio::task::yield_now().await;
     }
+}
+
+/// Purges finished jobs past the engine's retention, a batch per store round trip, until
+/// none are left (or shutdown). Each purge is its own store write, so intake is never held
+/// behind it. A store that cannot purge (a permanent error) is reported once and the loop
+/// does nothing more.
+pub(crate) async fn purge(lucius: Lucius, interval: Millis, shutdown: Shutdown) {
+    let clock = lucius.clock().clone();
+    let gave_up = AtomicBool::new(false);
+    let batch = lucius.engine().config().batch_size.max(1);
+    every(clock.as_ref(), interval, &shutdown, || async {
+        if gave_up.load(Ordering::Relaxed) {
+            return;
+        }
+        let (mut purged, mut skipped) = (0, 0);
+        while !shutdown.is_triggered() {
+            match lucius.engine().purge_ended().await {
+                Ok(r) => {
+                    purged += r.purged;
+                    skipped += r.skipped;
+                    if r.listed < batch || r.purged == 0 {
+                        break;
+                    }
+                }
+                Err(EngineError::Store(e)) if e.kind == StoreErrorKind::Permanent => {
+                    tracing::error!(error = %e, "purge of finished jobs stopped: finished jobs are kept");
+                    gave_up.store(true, Ordering::Relaxed);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "purge round failed");
+                    break;
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        if purged + skipped > 0 {
+            tracing::info!(purged, skipped, "purge round");
+        }
+    })
+    .await;
 }
 
 /// Republishes due `PENDING` entries of every partition.

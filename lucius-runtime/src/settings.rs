@@ -32,6 +32,10 @@ pub struct Settings {
     /// came due by time (a retry's backoff) or were written by another process (default
     /// 500 ms). A call of this handle that writes a directive wakes pollers at once.
     pub pull_recheck: Millis,
+    /// Purge finished jobs older than the engine's retention
+    /// ([`lucius_core::EngineConfig::retention`]) this often (default every 60 s; `None`:
+    /// never, as with no retention).
+    pub purge: Option<Millis>,
 }
 
 impl Default for Settings {
@@ -46,6 +50,7 @@ impl Default for Settings {
             queue_per_publisher: QUEUE_PER_PUBLISHER,
             shutdown_grace: Millis(30_000),
             pull_recheck: Millis(500),
+            purge: Some(Millis(60_000)),
         }
     }
 }
@@ -57,6 +62,7 @@ impl Settings {
         Settings {
             dispatch: Dispatch::Off,
             sweep: None,
+            purge: None,
             ..Settings::default()
         }
     }
@@ -94,6 +100,13 @@ impl Settings {
     #[must_use]
     pub fn with_pull_recheck(mut self, every: Millis) -> Settings {
         self.pull_recheck = every;
+        self
+    }
+
+    /// With the purge of finished jobs every `interval` (`None`: off).
+    #[must_use]
+    pub fn with_purge(mut self, interval: Option<Millis>) -> Settings {
+        self.purge = interval;
         self
     }
 

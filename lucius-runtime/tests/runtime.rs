@@ -617,3 +617,47 @@ async fn a_fatal_call_error_releases_the_directive_and_stops_the_worker() {
         "never acknowledged"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_purge_loop_deletes_finished_jobs_after_the_retention() {
+    let clock = Ticking(ManualClock::new(T0));
+    let store = MemoryStore::new();
+    let lucius = Lucius::builder()
+        .store(store.clone())
+        .clock(clock.clone())
+        .engine_config(EngineConfig {
+            retention: Some(Millis(60_000)),
+            ..EngineConfig::default()
+        })
+        .settings(Settings::no_loops().with_purge(Some(Millis(10_000))))
+        .build()
+        .unwrap();
+    let done = lucius.submit(command("acme", "done", 0)).await.unwrap();
+    lucius.cancel(&done.job_id, "finished").await.unwrap();
+    let live = lucius.submit(command("acme", "live", 0)).await.unwrap();
+    let shutdown = Shutdown::new();
+    let loops = tokio::spawn({
+        let (l, s) = (lucius.clone(), shutdown.clone());
+        async move { l.run(s.wait()).await }
+    });
+    // The loop's sleeps move the clock: rounds at 0, 10, …, 50 s find nothing old enough.
+    tokio::time::sleep(Duration::from_secs(55)).await;
+    assert!(clock.now().0 - T0.0 >= 50_000, "{:?}", clock.now());
+    let kept = lucius_core::Store::load_job(&store, &done.job_id).await;
+    assert!(kept.unwrap().is_some(), "kept within the retention");
+    until("the purge", 1_000, || async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        lucius_core::Store::load_job(&store, &done.job_id)
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+    assert!(clock.now().0 - T0.0 >= 60_000, "not before the retention");
+    assert!(lucius_core::Store::load_job(&store, &live.job_id)
+        .await
+        .unwrap()
+        .is_some());
+    shutdown.trigger();
+    loops.await.unwrap();
+}

@@ -216,6 +216,20 @@ impl Store for SimStore {
         out
     }
 
+    async fn ended_jobs(
+        &self,
+        ended_by: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<lucius::ports::EndedJob>, StoreError> {
+        self.round_trip().await;
+        self.rows.ended_jobs(ended_by, limit).await
+    }
+
+    async fn purge_job(&self, id: &JobId, revision: &lucius::Revision) -> Result<(), StoreError> {
+        self.round_trip().await;
+        self.rows.purge_job(id, revision).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.round_trip().await;
         Ok(())

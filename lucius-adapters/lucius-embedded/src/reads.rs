@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use lucius_core::{
-    JobId, JobRecord, Lease, OutboxEntry, OutboxQuery, Partition, Revision, StoreError, Timestamp,
+    EndedJob, JobId, JobRecord, Lease, OutboxEntry, OutboxQuery, Partition, Revision, StoreError,
+    Timestamp,
 };
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -198,6 +199,44 @@ pub(crate) fn active_jobs(
                 StoreError::permanent(format!(
                     "embedded store: jobs holds an id that is not a job id ({id:?}): {e}"
                 ))
+            })
+        })
+        .collect()
+}
+
+/// Finished jobs that ended by `ended_by`, earliest end first (then creation order).
+pub(crate) fn ended_jobs(
+    conn: &Connection,
+    ended_by: Timestamp,
+    limit: usize,
+) -> Result<Vec<EndedJob>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, ended_at, rev FROM jobs WHERE ended_at IS NOT NULL AND ended_at <= ?1 \
+             ORDER BY ended_at, seq LIMIT ?2",
+        )
+        .map_err(|e| sqlite("listing finished jobs", e))?;
+    let raw = stmt
+        .query_map(params![ended_by.0, limit], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| sqlite("listing finished jobs", e))?;
+    raw.into_iter()
+        .map(|(id, ended_at, rev)| {
+            Ok(EndedJob {
+                job_id: JobId::parse(&id).map_err(|e| {
+                    StoreError::permanent(format!(
+                        "embedded store: jobs holds an id that is not a job id ({id:?}): {e}"
+                    ))
+                })?,
+                ended_at: Timestamp(ended_at),
+                revision: Revision::counter(rev as u64),
             })
         })
         .collect()

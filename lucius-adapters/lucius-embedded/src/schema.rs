@@ -141,8 +141,17 @@ CREATE INDEX outbox_by_status ON outbox (status, next_attempt_at, id);
 CREATE INDEX outbox_by_partition ON outbox (partition, next_attempt_at, id);
 ";
 
+/// Version 3: when a finished job ended (`ended_at`, the `updatedAt` of its terminal row;
+/// null while it runs), indexed for the purge, which reads the oldest ends first and never
+/// scans every job.
+const V3: &str = "
+ALTER TABLE jobs ADD COLUMN ended_at INTEGER;
+UPDATE jobs SET ended_at = json_extract(body, '$.updatedAt') WHERE active = 0;
+CREATE INDEX jobs_ended ON jobs (ended_at, seq) WHERE ended_at IS NOT NULL;
+";
+
 /// Every migration, oldest first. Append only: a released entry never changes.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// Brings the file at `path` (open on `conn`) to [`SCHEMA_VERSION`], in one transaction.
 pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {
@@ -224,10 +233,11 @@ mod tests {
         .unwrap();
         let j = &new.job;
         conn.execute(
-            "INSERT INTO jobs (id, partition, active, rev, body) VALUES (?1, ?2, 1, 1, ?3)",
+            "INSERT INTO jobs (id, partition, active, rev, body) VALUES (?1, ?2, ?3, 1, ?4)",
             params![
                 j.id.as_str(),
                 j.partition.to_string(),
+                !j.status.is_terminal(),
                 encode(j, String::new).unwrap()
             ],
         )
@@ -262,6 +272,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = new_job("acme", "one", 0, Timestamp(1_700_000_000_000));
         let b = new_job("globex", "two", 1, Timestamp(1_800_000_000_000));
+        let mut done = new_job("acme", "three", 0, Timestamp(1_700_000_000_000));
+        let ended = Timestamp(1_700_000_005_000);
+        done.job = done.job.on_cancel("done", ended).unwrap();
         {
             std::fs::create_dir_all(dir.path()).unwrap();
             let conn = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
@@ -273,6 +286,7 @@ mod tests {
             .unwrap();
             write_v1(&conn, &a, true);
             write_v1(&conn, &b, true);
+            write_v1(&conn, &done, true);
             // A step whose job is missing: no read could reach it.
             conn.execute(
                 "INSERT INTO steps (job_id, idx, rev, body) VALUES ('nope', 0, 1, '{}')",
@@ -303,6 +317,13 @@ mod tests {
             assert_eq!(rec.outbox.len(), 1);
             assert_eq!(rec.outbox[0].id, new.outbox.id);
         }
+        // Version 3 dates the finished job from its row, for the purge.
+        let listed = store.ended_jobs(Timestamp(i64::MAX), 10).await.unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(
+            (&listed[0].job_id, listed[0].ended_at),
+            (&done.job.id, ended)
+        );
         let mut parts = store.partitions().await.unwrap();
         parts.sort();
         let mut want = vec![a.job.partition.clone(), b.job.partition.clone()];
@@ -320,7 +341,7 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(pending.len(), 2);
+        assert_eq!(pending.len(), 3);
         // The same key is still claimed, and a guarded write lands on the migrated rows.
         match store.create_job(a.clone()).await.unwrap() {
             lucius_core::CreateOutcome::Existing(claim) => assert_eq!(claim.job_id, a.job.id),

@@ -8,8 +8,8 @@ use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use lucius_core::{
-    Changes, CreateOutcome, JobId, JobRecord, Lease, LeaseStore, NewJob, OutboxEntry, OutboxQuery,
-    Partition, Store, StoreError, Timestamp,
+    Changes, CreateOutcome, EndedJob, JobId, JobRecord, Lease, LeaseStore, NewJob, OutboxEntry,
+    OutboxQuery, Partition, Revision, Store, StoreError, Timestamp,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -223,6 +223,22 @@ impl Store for EmbeddedStore {
         self.inner.readers.read(reads::partitions).await
     }
 
+    async fn ended_jobs(
+        &self,
+        ended_by: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<EndedJob>, StoreError> {
+        self.inner
+            .readers
+            .read(move |c| reads::ended_jobs(c, ended_by, limit))
+            .await
+    }
+
+    async fn purge_job(&self, id: &JobId, revision: &Revision) -> Result<(), StoreError> {
+        let (id, revision) = (id.clone(), revision.clone());
+        self.write(|tx| Request::Purge(id, revision, tx)).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner
             .readers
@@ -306,6 +322,7 @@ mod tests {
             || async { subject() },
             Capabilities {
                 atomic_commit: true,
+                retention: true,
             },
         )
         .await;

@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use lucius_core::{Changes, CreateOutcome, Lease, NewJob, StoreError, Timestamp};
+use lucius_core::{Changes, CreateOutcome, JobId, Lease, NewJob, Revision, StoreError, Timestamp};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
@@ -15,7 +15,7 @@ use crate::error::sqlite;
 use crate::rows::Encoded;
 #[cfg(test)]
 use crate::writes::torn_intake;
-use crate::writes::{announce, commit, create_job, put_lease};
+use crate::writes::{announce, commit, create_job, purge_job, put_lease};
 
 /// The most requests one transaction takes.
 pub(crate) const MAX_BATCH: usize = 512;
@@ -35,6 +35,8 @@ pub(crate) enum Request {
     ),
     PutLease(Lease, oneshot::Sender<Result<Lease, StoreError>>),
     Announce(String, Timestamp, oneshot::Sender<Result<(), StoreError>>),
+    /// Deletes a finished job with its rows ([`lucius_core::Store::purge_job`]).
+    Purge(JobId, Revision, oneshot::Sender<Result<(), StoreError>>),
     /// Writes a new job's claim, job and steps but not its first directive: what a
     /// non-atomic intake leaves when it dies midway (for the conformance suite).
     #[cfg(test)]
@@ -187,6 +189,7 @@ fn answer(r: Request, outcome: Option<Outcome>, fallback: &StoreError) {
                 Request::Commit(_, tx) => drop(tx.send(Err(e))),
                 Request::PutLease(_, tx) => drop(tx.send(Err(e))),
                 Request::Announce(_, _, tx) => drop(tx.send(Err(e))),
+                Request::Purge(_, _, tx) => drop(tx.send(Err(e))),
                 #[cfg(test)]
                 Request::TornIntake(_, tx) => drop(tx.send(Err(e))),
             }
@@ -201,6 +204,7 @@ fn send(r: Request, o: Outcome) {
         (Request::Commit(_, tx), Outcome::Commit(v)) => drop(tx.send(v)),
         (Request::PutLease(_, tx), Outcome::Lease(v)) => drop(tx.send(v)),
         (Request::Announce(_, _, tx), Outcome::Unit(v)) => drop(tx.send(v)),
+        (Request::Purge(_, _, tx), Outcome::Unit(v)) => drop(tx.send(v)),
         #[cfg(test)]
         (Request::TornIntake(_, tx), Outcome::Unit(v)) => drop(tx.send(v)),
         // `apply` answers each request with its own kind.
@@ -218,6 +222,7 @@ fn apply(conn: &Connection, r: &Request) -> Outcome {
         Request::Commit(changes, _) => Outcome::Commit(commit(conn, changes)),
         Request::PutLease(lease, _) => Outcome::Lease(put_lease(conn, lease)),
         Request::Announce(member, until, _) => Outcome::Unit(announce(conn, member, *until)),
+        Request::Purge(id, rev, _) => Outcome::Unit(purge_job(conn, id, rev)),
         #[cfg(test)]
         Request::TornIntake(new, _) => Outcome::Unit(torn_intake(conn, new)),
     }

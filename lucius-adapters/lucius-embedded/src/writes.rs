@@ -159,15 +159,16 @@ fn insert_claim(conn: &Connection, c: &IdempotencyRecord, body: &str) -> Result<
 fn insert_job(conn: &Connection, j: &Job, body: &str) -> Result<i64, StoreError> {
     let n = conn
         .prepare_cached(
-            "INSERT INTO jobs (id, partition, active, rev, body) VALUES (?1, ?2, ?3, 1, ?4) \
-             ON CONFLICT DO NOTHING",
+            "INSERT INTO jobs (id, partition, active, rev, body, ended_at) \
+             VALUES (?1, ?2, ?3, 1, ?4, ?5) ON CONFLICT DO NOTHING",
         )
         .and_then(|mut s| {
             s.execute(params![
                 j.id.as_str(),
                 j.partition.to_string(),
                 !j.status.is_terminal(),
-                body
+                body,
+                ended_at(j)
             ])
         })
         .map_err(|e| sqlite(format_args!("writing job {}", j.id), e))?;
@@ -176,6 +177,61 @@ fn insert_job(conn: &Connection, j: &Job, body: &str) -> Result<i64, StoreError>
     }
     note_partition(conn, j)?;
     Ok(1)
+}
+
+/// When a terminal job ended (its last change); none while it runs.
+fn ended_at(j: &Job) -> Option<i64> {
+    j.status.is_terminal().then_some(j.updated_at.0)
+}
+
+/// Deletes a terminal job at `revision` with its steps, entries and claim.
+pub(crate) fn purge_job(
+    conn: &Connection,
+    id: &JobId,
+    revision: &Revision,
+) -> Result<(), StoreError> {
+    let row: Option<(i64, i64, String)> = conn
+        .prepare_cached("SELECT seq, rev, body FROM jobs WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+        })
+        .map_err(|e| sqlite(format_args!("reading job {id}"), e))?;
+    let Some((seq, rev, body)) = row else {
+        return Err(StoreError::not_found(format!("job {id} does not exist")));
+    };
+    let given = expected_rev(revision);
+    if rev != given {
+        return Err(StoreError::conflict(format!(
+            "job {id} changed: expected revision {revision}, found {rev}"
+        )));
+    }
+    let job: Job = decode(&body, rev, || format!("job {id}"))?;
+    if !job.status.is_terminal() {
+        return Err(StoreError::conflict(format!(
+            "job {id} is {}, not finished",
+            job.status.as_str()
+        )));
+    }
+    conn.prepare_cached("DELETE FROM steps WHERE job_seq = ?1")
+        .and_then(|mut s| s.execute([seq]))
+        .map_err(|e| sqlite(format_args!("deleting the steps of job {id}"), e))?;
+    conn.prepare_cached("DELETE FROM outbox WHERE job_seq = ?1")
+        .and_then(|mut s| s.execute([seq]))
+        .map_err(|e| sqlite(format_args!("deleting the outbox entries of job {id}"), e))?;
+    conn.prepare_cached("DELETE FROM claims WHERE tenant = ?1 AND key = ?2 AND job_id = ?3")
+        .and_then(|mut s| {
+            s.execute(params![
+                job.tenant_id.as_str(),
+                &*job.idempotency_key,
+                id.as_str()
+            ])
+        })
+        .map_err(|e| sqlite(format_args!("deleting the claim of job {id}"), e))?;
+    conn.prepare_cached("DELETE FROM jobs WHERE seq = ?1")
+        .and_then(|mut s| s.execute([seq]))
+        .map_err(|e| sqlite(format_args!("deleting job {id}"), e))?;
+    Ok(())
 }
 
 /// Records the job's partition in `partitions` (what `partitions()` lists).
@@ -206,8 +262,8 @@ fn update_job(conn: &Connection, j: &Job, body: &str) -> Result<i64, StoreError>
     let given = expected_rev(&j.revision);
     let n = conn
         .prepare_cached(
-            "UPDATE jobs SET partition = ?2, active = ?3, rev = rev + 1, body = ?4 \
-             WHERE id = ?1 AND rev = ?5",
+            "UPDATE jobs SET partition = ?2, active = ?3, rev = rev + 1, body = ?4, \
+             ended_at = ?6 WHERE id = ?1 AND rev = ?5",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -215,7 +271,8 @@ fn update_job(conn: &Connection, j: &Job, body: &str) -> Result<i64, StoreError>
                 j.partition.to_string(),
                 !j.status.is_terminal(),
                 body,
-                given
+                given,
+                ended_at(j)
             ])
         })
         .map_err(|e| sqlite(format_args!("writing job {}", j.id), e))?;

@@ -224,6 +224,20 @@ impl lucius_core::Store for DownStore {
     async fn partitions(&self) -> Result<Vec<lucius_core::Partition>, lucius_core::StoreError> {
         Err(lucius_core::StoreError::transient("down"))
     }
+    async fn ended_jobs(
+        &self,
+        _: Timestamp,
+        _: usize,
+    ) -> Result<Vec<lucius_core::EndedJob>, lucius_core::StoreError> {
+        Err(lucius_core::StoreError::transient("down"))
+    }
+    async fn purge_job(
+        &self,
+        _: &lucius_core::JobId,
+        _: &lucius_core::Revision,
+    ) -> Result<(), lucius_core::StoreError> {
+        Err(lucius_core::StoreError::transient("down"))
+    }
     async fn ping(&self) -> Result<(), lucius_core::StoreError> {
         Err(lucius_core::StoreError::transient("down"))
     }

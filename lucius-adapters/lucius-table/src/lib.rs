@@ -42,8 +42,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use azure_data_tables::clients::TableServiceClientBuilder;
 use lucius_core::ids::{JobId, Partition};
-use lucius_core::ports::{CreateOutcome, OutboxQuery, Store, StoreError};
-use lucius_core::{Changes, JobRecord, NewJob, OutboxEntry};
+use lucius_core::ports::{CreateOutcome, EndedJob, OutboxQuery, Store, StoreError};
+use lucius_core::{Changes, JobRecord, NewJob, OutboxEntry, Revision, Timestamp};
 
 pub use client::RequestCounts;
 pub use config::{
@@ -187,6 +187,11 @@ impl TableStore {
     }
 }
 
+/// What the purge gets from this store until Table Storage keeps an index of finished
+/// jobs: the runtime logs it once and keeps every job.
+pub const RETENTION_UNSUPPORTED: &str =
+    "table store: retention is not supported yet; finished jobs are kept";
+
 #[async_trait]
 impl Store for TableStore {
     async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError> {
@@ -252,6 +257,14 @@ impl Store for TableStore {
         v.sort();
         v.dedup();
         Ok(v)
+    }
+
+    async fn ended_jobs(&self, _: Timestamp, _: usize) -> Result<Vec<EndedJob>, StoreError> {
+        Err(StoreError::permanent(RETENTION_UNSUPPORTED))
+    }
+
+    async fn purge_job(&self, _: &JobId, _: &Revision) -> Result<(), StoreError> {
+        Err(StoreError::permanent(RETENTION_UNSUPPORTED))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

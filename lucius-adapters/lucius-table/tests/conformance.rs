@@ -31,6 +31,7 @@ async fn ledger_mode_passes_the_conformance_suite() {
         || subject(Mode::Ledger, 1),
         Capabilities {
             atomic_commit: true,
+            retention: false,
         },
     )
     .await;
@@ -43,6 +44,7 @@ async fn table_mode_passes_the_conformance_suite() {
         || subject(Mode::Table, 4),
         Capabilities {
             atomic_commit: false,
+            retention: false,
         },
     )
     .await;

@@ -119,6 +119,20 @@ impl Store for Faulty {
     async fn partitions(&self) -> Result<Vec<Partition>, StoreError> {
         self.inner.partitions().await
     }
+    async fn ended_jobs(
+        &self,
+        ended_by: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<crate::ports::EndedJob>, StoreError> {
+        self.inner.ended_jobs(ended_by, limit).await
+    }
+    async fn purge_job(
+        &self,
+        id: &JobId,
+        revision: &crate::revision::Revision,
+    ) -> Result<(), StoreError> {
+        self.inner.purge_job(id, revision).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }

@@ -14,6 +14,7 @@ mod intake;
 mod observe;
 pub(crate) mod publish;
 mod pull;
+mod retention;
 mod sweep;
 mod worker;
 
@@ -24,6 +25,7 @@ pub use intake::{build_new_job, Submission};
 pub use observe::{NoopObserver, Observer};
 pub use publish::PublishOutcome;
 pub use pull::PullFilter;
+pub use retention::PurgeReport;
 pub use sweep::{derived_status, SweepReport};
 pub use worker::WorkerCall;
 
@@ -52,6 +54,11 @@ pub struct EngineConfig {
     /// no `202`) waits for the client's retry to complete it before the sweeper fails it
     /// (default 10 min).
     pub intake_grace: Millis,
+    /// How long a finished job is kept, with every row of it and its idempotency claim,
+    /// before [`Engine::purge_ended`] deletes it (`LUCIUS_RETENTION`, default 7 days;
+    /// `None` keeps them forever). The idempotency window: a key reused after its job was
+    /// purged creates a new job.
+    pub retention: Option<Millis>,
 }
 
 impl Default for EngineConfig {
@@ -65,6 +72,7 @@ impl Default for EngineConfig {
             batch_size: 100,
             conflict_retries: 8,
             intake_grace: Millis(600_000),
+            retention: Some(Millis(7 * 24 * 3600 * 1000)),
         }
     }
 }

@@ -298,6 +298,20 @@ mod tests {
         async fn partitions(&self) -> Result<Vec<crate::ids::Partition>, crate::ports::StoreError> {
             self.inner.partitions().await
         }
+        async fn ended_jobs(
+            &self,
+            ended_by: Timestamp,
+            limit: usize,
+        ) -> Result<Vec<crate::ports::EndedJob>, crate::ports::StoreError> {
+            self.inner.ended_jobs(ended_by, limit).await
+        }
+        async fn purge_job(
+            &self,
+            id: &JobId,
+            revision: &crate::revision::Revision,
+        ) -> Result<(), crate::ports::StoreError> {
+            self.inner.purge_job(id, revision).await
+        }
         async fn ping(&self) -> Result<(), crate::ports::StoreError> {
             self.inner.ping().await
         }

@@ -37,6 +37,8 @@ mock! {
         async fn outbox(&self, query: &OutboxQuery) -> Result<Vec<crate::outbox::OutboxEntry>, StoreError>;
         async fn active_jobs(&self, partition: &crate::ids::Partition, after: Option<JobId>, limit: usize) -> Result<Vec<JobId>, StoreError>;
         async fn partitions(&self) -> Result<Vec<crate::ids::Partition>, StoreError>;
+        async fn ended_jobs(&self, ended_by: Timestamp, limit: usize) -> Result<Vec<crate::ports::EndedJob>, StoreError>;
+        async fn purge_job(&self, id: &JobId, revision: &crate::revision::Revision) -> Result<(), StoreError>;
         async fn ping(&self) -> Result<(), StoreError>;
     }
 }
@@ -882,4 +884,84 @@ fn an_engine_shows_its_settings_when_debugged() {
     let shown = format!("{engine:?}");
     assert!(shown.starts_with("Engine {"), "{shown}");
     assert!(shown.contains("batch_size: 7"), "{shown}");
+}
+
+#[tokio::test]
+async fn finished_jobs_are_purged_after_the_retention_and_not_before() {
+    let mut r = rig();
+    r.engine = r.engine.with_config(EngineConfig {
+        retention: Some(Millis(60_000)),
+        batch_size: 2,
+        ..EngineConfig::default()
+    });
+    let mut done = Vec::new();
+    for k in ["a", "b", "c"] {
+        let sub = r.engine.submit(command("acme", k, 0)).await.unwrap();
+        r.engine.cancel(&sub.value.job_id, "done").await.unwrap();
+        done.push(sub.value.job_id);
+        r.clock.advance(Millis(1_000));
+    }
+    let live = r.engine.submit(command("acme", "live", 0)).await.unwrap();
+    // "a" ended at T0, "c" at T0 + 2 s: at T0 + 60.5 s only "a" is old enough.
+    r.clock.set(T0.plus(Millis(60_500)));
+    let report = r.engine.purge_ended().await.unwrap();
+    assert_eq!((report.listed, report.purged, report.skipped), (1, 1, 0));
+    assert_eq!(r.store.load_job(&done[0]).await.unwrap(), None);
+    assert!(r.store.load_job(&done[1]).await.unwrap().is_some());
+    // Later: a batch of two, then the rest; the running job stays.
+    r.clock.set(T0.plus(Millis(3_600_000)));
+    let report = r.engine.purge_ended().await.unwrap();
+    assert_eq!((report.listed, report.purged), (2, 2));
+    let report = r.engine.purge_ended().await.unwrap();
+    assert_eq!(report, PurgeReport::default());
+    assert_eq!(r.store.job_count(), 1);
+    assert!(r
+        .store
+        .load_job(&live.value.job_id)
+        .await
+        .unwrap()
+        .is_some());
+    // The idempotency window is the retention: the key makes a new job.
+    let again = r.engine.submit(command("acme", "a", 0)).await.unwrap();
+    assert!(again.value.created, "a purged key is free again");
+}
+
+#[tokio::test]
+async fn without_a_retention_nothing_is_purged() {
+    let mut r = rig();
+    r.engine = r.engine.with_config(EngineConfig {
+        retention: None,
+        ..EngineConfig::default()
+    });
+    let sub = r.engine.submit(command("acme", "k", 0)).await.unwrap();
+    r.engine.cancel(&sub.value.job_id, "done").await.unwrap();
+    r.clock.set(T0.plus(Millis(365 * 24 * 3_600_000)));
+    assert_eq!(
+        r.engine.purge_ended().await.unwrap(),
+        PurgeReport::default()
+    );
+    assert_eq!(r.store.job_count(), 1);
+}
+
+#[tokio::test]
+async fn a_job_that_changes_after_it_is_listed_is_skipped() {
+    let mut store = MockSt::new();
+    let listed = JobId::derive(&crate::ids::TenantId::parse("acme").unwrap(), "k");
+    store.expect_ended_jobs().returning(move |_, _| {
+        Ok(vec![crate::ports::EndedJob {
+            job_id: listed.clone(),
+            ended_at: T0,
+            revision: crate::revision::Revision::counter(3),
+        }])
+    });
+    store
+        .expect_purge_job()
+        .returning(|_, _| Err(StoreError::conflict("job changed")));
+    let engine = Engine::new(
+        Arc::new(store),
+        Arc::new(MemoryPublisher::new()),
+        Arc::new(ManualClock::new(T0.plus(Millis(30 * 24 * 3_600_000)))),
+    );
+    let report = engine.purge_ended().await.unwrap();
+    assert_eq!((report.listed, report.purged, report.skipped), (1, 0, 1));
 }

@@ -10,7 +10,9 @@ use crate::ids::{JobId, OutboxId, Partition};
 use crate::job::Job;
 use crate::lease::Lease;
 use crate::outbox::{OutboxEntry, OutboxStatus};
-use crate::ports::{CreateOutcome, LeaseStore, OutboxQuery, Store, StoreError, StoreErrorKind};
+use crate::ports::{
+    CreateOutcome, EndedJob, LeaseStore, OutboxQuery, Store, StoreError, StoreErrorKind,
+};
 use crate::record::{Changes, IdempotencyRecord, JobRecord, NewJob};
 use crate::revision::Revision;
 use crate::step::Step;
@@ -40,6 +42,8 @@ struct Inner {
     // rehash moves pointers, not slots, while every caller waits on the lock.
     jobs: HashMap<u128, Box<Slot>, IdHash>,
     partitions: BTreeMap<Partition, PartitionIndex>,
+    /// Terminal jobs by end time (`updated_at` of the terminal row), for the purge.
+    ended: BTreeSet<(Timestamp, u128)>,
     faults: VecDeque<Fault>,
     leases: BTreeMap<Partition, Lease>,
     members: BTreeMap<String, Timestamp>,
@@ -376,6 +380,7 @@ impl Inner {
         let Inner {
             jobs,
             partitions,
+            ended,
             next_rev,
             ..
         } = self;
@@ -396,9 +401,13 @@ impl Inner {
                             idx.active.remove(&(old.created_at, k));
                         }
                     }
+                    if let Some(old) = slot.job.as_ref().filter(|o| o.status.is_terminal()) {
+                        ended.remove(&(old.updated_at, k));
+                    }
                     let idx = index_of(partitions, &j.partition);
                     if j.status.is_terminal() {
                         idx.active.remove(&(j.created_at, k));
+                        ended.insert((j.updated_at, k));
                     } else {
                         idx.active.insert((j.created_at, k));
                     }
@@ -500,6 +509,70 @@ impl Inner {
         Ok(self.apply(k, writes))
     }
 
+    /// Removes a terminal job with every row and index entry of it (see
+    /// [`Store::purge_job`]).
+    fn purge(&mut self, id: &JobId, revision: &Revision) -> Result<(), StoreError> {
+        let k = key(id).ok_or_else(|| bad_id(id))?;
+        let gone = || StoreError::not_found(format!("job {id} does not exist"));
+        let job = self
+            .jobs
+            .get(&k)
+            .and_then(|s| s.job.as_ref())
+            .ok_or_else(gone)?;
+        if &job.revision != revision {
+            return Err(StoreError::conflict(format!(
+                "job {id} changed: expected revision {revision}, found {}",
+                job.revision
+            )));
+        }
+        if !job.status.is_terminal() {
+            return Err(StoreError::conflict(format!(
+                "job {id} is {}, not finished",
+                job.status.as_str()
+            )));
+        }
+        let Some(mut slot) = self.jobs.remove(&k) else {
+            return Err(gone());
+        };
+        let job = slot.job.take().ok_or_else(gone)?;
+        self.ended.remove(&(job.updated_at, k));
+        if let Some(idx) = self.partitions.get_mut(&job.partition) {
+            idx.active.remove(&(job.created_at, k));
+        }
+        for e in &slot.outbox {
+            if let Some(idx) = self.partitions.get_mut(&e.partition) {
+                idx.pending.remove(&(e.next_attempt_at, e.id.clone()));
+                idx.dead.remove(&e.id);
+            }
+        }
+        // Another job's claim on a key deriving to this slot (a caller whose ids are not
+        // derived from their keys) stays, alone in the slot. The claim made of the job
+        // row, or this job's own, goes with it.
+        if matches!(&slot.claim, Claim::Other(c) if c.job_id != *id) {
+            let claim = std::mem::take(&mut slot.claim);
+            self.jobs.insert(
+                k,
+                Box::new(Slot {
+                    claim,
+                    ..Slot::default()
+                }),
+            );
+        }
+        // This job's claim, when it lives in the slot its key derives to.
+        let own_key = JobId::derive_u128(&job.tenant_id, &job.idempotency_key);
+        if own_key != k {
+            if let Some(s) = self.jobs.get_mut(&own_key) {
+                if s.claim().is_some_and(|c| c.job_id == *id) {
+                    s.claim = Claim::None;
+                    if s.job.is_none() {
+                        self.jobs.remove(&own_key);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn record(&self, id: &JobId) -> Option<JobRecord> {
         let slot = self.slot(id)?;
         Some(JobRecord {
@@ -589,6 +662,30 @@ impl Store for MemoryStore {
         };
         changes.assign_revisions(revs);
         Ok(changes)
+    }
+
+    async fn ended_jobs(
+        &self,
+        ended_by: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<EndedJob>, StoreError> {
+        let g = self.lock();
+        Ok(g.ended
+            .range(..=(ended_by, u128::MAX))
+            .take(limit)
+            .filter_map(|&(ended_at, k)| {
+                let job = g.jobs.get(&k)?.job.as_ref()?;
+                Some(EndedJob {
+                    job_id: job.id.clone(),
+                    ended_at,
+                    revision: job.revision.clone(),
+                })
+            })
+            .collect())
+    }
+
+    async fn purge_job(&self, id: &JobId, revision: &Revision) -> Result<(), StoreError> {
+        self.lock().purge(id, revision)
     }
 
     async fn outbox(&self, q: &OutboxQuery) -> Result<Vec<OutboxEntry>, StoreError> {
@@ -761,6 +858,7 @@ mod tests {
             || async { subject() },
             Capabilities {
                 atomic_commit: true,
+                retention: true,
             },
         )
         .await;

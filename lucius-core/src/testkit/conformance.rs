@@ -12,7 +12,7 @@
 //!             async move { store.crash_before_first_directive(); let _ = store.create_job(new).await; }
 //!         })
 //!     },
-//!     Capabilities { atomic_commit: true },
+//!     Capabilities { atomic_commit: true, retention: true },
 //! ).await;
 //! ```
 
@@ -41,6 +41,9 @@ pub struct Capabilities {
     /// them in the documented order, stops at the first failure and reports it as
     /// [`StoreErrorKind::Partial`] once a write has landed (table).
     pub atomic_commit: bool,
+    /// `ended_jobs` and `purge_job` work (retention); every store but Table Storage's,
+    /// which does not keep an index of finished jobs yet.
+    pub retention: bool,
 }
 
 /// A store under test, with the one crash the suite cannot play through the port.
@@ -91,6 +94,7 @@ pub const CHECKS: &[&str] = &[
     "outbox_cursor_pages_in_order",
     "active_jobs_and_partitions",
     "unknown_rows",
+    "finished_jobs_are_listed_and_purged",
 ];
 
 /// Runs every check, each on a fresh subject from `make`. Panics naming the failing check.
@@ -131,6 +135,9 @@ pub async fn run_one(name: &str, subject: Subject, caps: Capabilities) {
         "outbox_cursor_pages_in_order" => outbox_cursor_pages_in_order(store).await,
         "active_jobs_and_partitions" => active_jobs_and_partitions(store).await,
         "unknown_rows" => unknown_rows(store).await,
+        "finished_jobs_are_listed_and_purged" => {
+            finished_jobs_are_listed_and_purged(store, caps).await
+        }
         other => panic!("conformance: no check named {other:?}"),
     }
 }
@@ -959,6 +966,175 @@ async fn active_jobs_and_partitions(store: Arc<dyn Store>) {
         .collect();
     parts.sort();
     assert_eq!(parts, ["acme#202403", "globex#202403"], "{c}: partitions");
+}
+
+/// Ends `id` (cancelled at `at`) and returns its new job row.
+async fn finish(store: &dyn Store, id: &JobId, at: Timestamp, c: &str) -> crate::job::Job {
+    let rec = load(store, id, c).await;
+    let cancelled = rec
+        .job
+        .on_cancel("done", at)
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    let out = store
+        .commit(Changes {
+            job: Some(cancelled),
+            ..Changes::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    out.job
+        .unwrap_or_else(|| panic!("{c}: commit returned no job"))
+}
+
+async fn finished_jobs_are_listed_and_purged(store: Arc<dyn Store>, caps: Capabilities) {
+    let c = "finished_jobs_are_listed_and_purged";
+    if !caps.retention {
+        return;
+    }
+    let (t1, t2) = (T0.plus(Millis(1_000)), T0.plus(Millis(2_000)));
+    let a = new_job("acme", "r-1", 0, T0);
+    let b = new_job("acme", "r-2", 0, T0);
+    let live = new_job("acme", "r-3", 0, T0);
+    for j in [&a, &b, &live] {
+        store
+            .create_job(j.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{c}: {e}"));
+    }
+    let ended = |by: Timestamp, limit: usize| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .ended_jobs(by, limit)
+                .await
+                .unwrap_or_else(|e| panic!("{c}: ended_jobs: {e}"))
+        }
+    };
+    assert_eq!(ended(t2, 10).await, vec![], "{c}: nothing has ended yet");
+    // Ended out of creation order: listed by end.
+    let a_before = load(store.as_ref(), &a.job.id, c).await.job.revision;
+    let b_done = finish(store.as_ref(), &b.job.id, t1, c).await;
+    let a_done = finish(store.as_ref(), &a.job.id, t2, c).await;
+    let listed = ended(t2, 10).await;
+    let ids: Vec<&JobId> = listed.iter().map(|e| &e.job_id).collect();
+    assert_eq!(ids, [&b.job.id, &a.job.id], "{c}: earliest end first");
+    assert_eq!(
+        (listed[0].ended_at, &listed[0].revision),
+        (t1, &b_done.revision),
+        "{c}: end time and revision as written"
+    );
+    assert_eq!(ended(t1, 10).await.len(), 1, "{c}: only what ended by then");
+    assert_eq!(ended(Timestamp(t1.0 - 1), 10).await, vec![], "{c}: bound");
+    assert_eq!(ended(t2, 1).await.len(), 1, "{c}: limit");
+
+    // A stale revision or a running job: a conflict, and nothing deleted.
+    let stale = store.purge_job(&a.job.id, &a_before).await;
+    assert_eq!(
+        stale.map_err(|e| e.kind),
+        Err(StoreErrorKind::Conflict),
+        "{c}: purge at a stale revision"
+    );
+    let running = load(store.as_ref(), &live.job.id, c).await;
+    let refused = store.purge_job(&live.job.id, &running.job.revision).await;
+    assert_eq!(
+        refused.map_err(|e| e.kind),
+        Err(StoreErrorKind::Conflict),
+        "{c}: purge of a running job"
+    );
+    assert_eq!(
+        strip(load(store.as_ref(), &live.job.id, c).await),
+        expected(&live),
+        "{c}: a refused purge changes nothing"
+    );
+    load(store.as_ref(), &a.job.id, c).await;
+
+    // A job that runs again is no longer listed.
+    let mut again = a_done.clone();
+    again.status = JobStatus::InProgress;
+    again.updated_at = t2.plus(Millis(1));
+    let again = store
+        .commit(Changes {
+            job: Some(again),
+            ..Changes::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"))
+        .job
+        .unwrap_or_else(|| panic!("{c}: commit returned no job"));
+    let ids: Vec<JobId> = ended(T0.plus(Millis(10_000)), 10)
+        .await
+        .into_iter()
+        .map(|e| e.job_id)
+        .collect();
+    assert_eq!(
+        ids.as_slice(),
+        std::slice::from_ref(&b.job.id),
+        "{c}: a job running again is not listed"
+    );
+    let refused = store.purge_job(&a.job.id, &again.revision).await;
+    assert_eq!(
+        refused.map_err(|e| e.kind),
+        Err(StoreErrorKind::Conflict),
+        "{c}: purge of a job running again"
+    );
+
+    // The purge: the job, its steps and entries, its claim and its index rows go.
+    store
+        .purge_job(&b.job.id, &b_done.revision)
+        .await
+        .unwrap_or_else(|e| panic!("{c}: purge: {e}"));
+    assert_eq!(
+        store.load_job(&b.job.id).await.map_err(|e| e.kind),
+        Ok(None),
+        "{c}: a purged job is gone"
+    );
+    assert_eq!(
+        store
+            .purge_job(&b.job.id, &b_done.revision)
+            .await
+            .map_err(|e| e.kind),
+        Err(StoreErrorKind::NotFound),
+        "{c}: a second purge finds nothing"
+    );
+    assert_eq!(
+        ended(T0.plus(Millis(10_000)), 10).await,
+        vec![],
+        "{c}: no longer listed"
+    );
+    let entries = store
+        .outbox(&OutboxQuery {
+            status: None,
+            partition: Some(b.job.partition.clone()),
+            due_by: None,
+            after: None,
+            limit: 100,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    assert!(
+        entries.iter().all(|e| e.job_id != b.job.id),
+        "{c}: the purged job's entries are gone: {entries:?}"
+    );
+    let mut active = store
+        .active_jobs(&live.job.partition, None, 100)
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    active.sort();
+    let mut want = vec![a.job.id.clone(), live.job.id.clone()];
+    want.sort();
+    assert_eq!(active, want, "{c}: other jobs stay");
+    // The key is free: the same request makes a new job.
+    let later = new_job("acme", "r-2", 0, T0.plus(Millis(20_000)));
+    assert_eq!(
+        store.create_job(later.clone()).await,
+        Ok(CreateOutcome::Created),
+        "{c}: a key reused after the purge creates a new job"
+    );
+    assert_eq!(
+        strip(load(store.as_ref(), &later.job.id, c).await),
+        expected(&later),
+        "{c}: the new job's rows"
+    );
 }
 
 async fn unknown_rows(store: Arc<dyn Store>) {
