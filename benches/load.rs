@@ -16,6 +16,9 @@
 //! - `LUCIUS_BENCH_DISPATCH` (20000): pending directives pre-filled for the dispatcher;
 //! - `LUCIUS_BENCH_JOBS` (100000): jobs retained for the memory figure;
 //! - `LUCIUS_BENCH_MILLION=1`: also measure memory at 1,000,000 jobs;
+//! - `LUCIUS_BENCH_RETENTION_LOAD` (0: skipped): seconds of steady load on `lucius
+//!   --demo-worker` (memory store) with `LUCIUS_RETENTION=LUCIUS_BENCH_RETENTION_KEEP` (60)
+//!   at `LUCIUS_BENCH_RETENTION_RATE` (300) commands/s, its resident size sampled every 15 s;
 //! - `LUCIUS_BENCH_BIN`: the `lucius` binary to load (default: `target/release/lucius` if
 //!   built), whose intake and peak RSS are reported on each store.
 //!
@@ -56,6 +59,10 @@ struct Settings {
     jobs: usize,
     million: bool,
     spin: bool,
+    /// Seconds of steady load for the retention phase (0: skipped).
+    retention_load_secs: u64,
+    retention_keep_secs: u64,
+    retention_rate: f64,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -76,6 +83,9 @@ impl Settings {
             jobs: env_or("LUCIUS_BENCH_JOBS", 100_000usize).clamp(1_000, 10_000_000),
             million: std::env::var("LUCIUS_BENCH_MILLION").is_ok_and(|v| v == "1"),
             spin: std::env::var("LUCIUS_BENCH_CLIENT_SPIN").map_or(true, |v| v != "0"),
+            retention_load_secs: env_or("LUCIUS_BENCH_RETENTION_LOAD", 0u64).min(3_600),
+            retention_keep_secs: env_or("LUCIUS_BENCH_RETENTION_KEEP", 60u64).clamp(1, 3_600),
+            retention_rate: env_or("LUCIUS_BENCH_RETENTION_RATE", 300f64).clamp(1.0, 100_000.0),
         }
     }
 }
@@ -235,6 +245,13 @@ fn main() {
     //    /proc while it still runs.
     client.block_on(binary(&s, Backend::Memory));
     client.block_on(binary(&s, Backend::Embedded));
+
+    // 5b. Retention: the binary on the memory store, with the demo worker finishing every
+    //     job and a short LUCIUS_RETENTION, under a steady load for minutes: its resident
+    //     size must stop growing once the purge keeps pace.
+    if s.retention_load_secs > 0 {
+        client.block_on(retention(&s));
+    }
     drop(client);
 
     // 6. Memory per retained job, each count in a fresh process.
@@ -647,6 +664,115 @@ fn lucius_binary() -> Option<std::path::PathBuf> {
     candidate.is_file().then_some(candidate)
 }
 
+/// Starts the `lucius` binary on `addr` with `env`, and waits until it listens.
+async fn start_binary(
+    bin: &std::path::Path,
+    addr: SocketAddr,
+    args: &[&str],
+    env: &[(&str, String)],
+) -> Option<std::process::Child> {
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(["--listen", &addr.to_string()])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            println!("lucius binary: could not start {}: {e}", bin.display());
+            return None;
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).await.is_err() {
+        if Instant::now() > deadline {
+            println!("lucius binary: not listening on {addr} after 10 s");
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Some(child)
+}
+
+/// Runs `lucius --demo-worker` on the memory store with `LUCIUS_RETENTION` at
+/// `retention_keep_secs` under `retention_rate` commands/s for `retention_load_secs`, and
+/// samples its resident size every 15 s: flat once the purge keeps pace.
+async fn retention(s: &Settings) {
+    let Some(bin) = lucius_binary() else {
+        println!("retention: skipped (no lucius binary; build it with cargo build --release -p lucius-bin)");
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let env = [
+        ("LUCIUS_STORAGE_BACKEND", "memory".to_owned()),
+        ("LUCIUS_RETENTION", s.retention_keep_secs.to_string()),
+    ];
+    let Some(mut child) = start_binary(&bin, addr, &["--demo-worker"], &env).await else {
+        return;
+    };
+    let pid = child.id();
+    let every = Duration::from_secs(15);
+    let total = Duration::from_secs(s.retention_load_secs);
+    let sampler = tokio::spawn(async move {
+        let mut samples = Vec::new();
+        let start = Instant::now();
+        while start.elapsed() < total {
+            tokio::time::sleep(every).await;
+            let kib = proc_status_kib(&format!("/proc/{pid}/status"), "VmRSS:");
+            samples.push((start.elapsed().as_secs(), kib));
+        }
+        samples
+    });
+    let steady = Settings {
+        spin: false,
+        secs: s.retention_load_secs,
+        ..*s
+    };
+    let stats = load(addr, &steady, total, Some(s.retention_rate), Target::Commands).await;
+    let samples = sampler.await.unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    println!(
+        "retention: lucius --demo-worker, memory store, LUCIUS_RETENTION={} s, {:.0} commands/s \
+         for {} s ({} accepted, {} errors)",
+        s.retention_keep_secs,
+        stats.rps(),
+        s.retention_load_secs,
+        stats.requests,
+        stats.errors
+    );
+    let line: Vec<String> = samples
+        .iter()
+        .map(|(t, kib)| format!("{t}s={:.0}", *kib as f64 / 1024.0))
+        .collect();
+    println!("retention: resident MiB every 15 s: {}", line.join(" "));
+    // Flat: the last third of the samples peaks within 10% of the middle third's peak
+    // (the first third is the fill before the first purge).
+    let third = samples.len() / 3;
+    if third > 0 {
+        let peak = |part: &[(u64, u64)]| part.iter().map(|x| x.1).max().unwrap_or(0) as f64;
+        let (middle, last) = (
+            peak(&samples[third..2 * third]),
+            peak(&samples[2 * third..]),
+        );
+        let growth = last / middle.max(1.0);
+        println!(
+            "RATIO retention last-third/middle-third peak RSS = {growth:.2} (goal <= 1.10) {}",
+            verdict(growth <= 1.10)
+        );
+    }
+}
+
 /// The store a measured `lucius` process runs on.
 #[derive(Clone, Copy)]
 enum Backend {
@@ -676,31 +802,13 @@ async fn binary(s: &Settings, backend: Backend) {
         Backend::Memory => ("memory", "memory store, every job retained"),
         Backend::Embedded => ("embedded", "embedded store, fresh data directory"),
     };
-    let mut child = match std::process::Command::new(&bin)
-        .args(["--listen", &addr.to_string()])
-        .env("LUCIUS_STORAGE_BACKEND", name)
-        .env("LUCIUS_DATA_DIR", &data)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            println!("lucius binary: could not start {}: {e}", bin.display());
-            return;
-        }
+    let env = [
+        ("LUCIUS_STORAGE_BACKEND", name.to_owned()),
+        ("LUCIUS_DATA_DIR", data.display().to_string()),
+    ];
+    let Some(mut child) = start_binary(&bin, addr, &[], &env).await else {
+        return;
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).await.is_err() {
-        if Instant::now() > deadline {
-            println!("lucius binary: not listening on {addr} after 10 s");
-            let _ = child.kill();
-            let _ = child.wait();
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     // The binary's runtime has a worker per core: a spinning client would take one of
     // them, so this phase lets the client sleep.
     let sleeping = Settings { spin: false, ..*s };

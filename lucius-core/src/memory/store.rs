@@ -716,6 +716,32 @@ impl Store for MemoryStore {
                 .flat_map(|i| i.dead.iter())
                 .filter_map(|id| g.slot(&id.job_id())?.entry(id).cloned())
                 .collect(),
+            // Every partition's pending index, each read as far as the limit: what a
+            // poller or the retry loop asks for costs the live work, not the history.
+            (None, Some(OutboxStatus::Pending)) => {
+                let due_by = q.due_by.unwrap_or(Timestamp(i64::MAX));
+                g.partitions
+                    .values()
+                    .flat_map(|i| {
+                        match &q.after {
+                            Some((at, id)) => i.pending.range((
+                                std::ops::Bound::Excluded((*at, id.clone())),
+                                std::ops::Bound::Unbounded,
+                            )),
+                            None => i.pending.range(..),
+                        }
+                        .take_while(move |(at, _)| *at <= due_by)
+                        .take(q.limit)
+                    })
+                    .filter_map(|(_, id)| g.slot(&id.job_id())?.entry(id).cloned())
+                    .collect()
+            }
+            (None, Some(OutboxStatus::Dead)) => g
+                .partitions
+                .values()
+                .flat_map(|i| i.dead.iter())
+                .filter_map(|id| g.slot(&id.job_id())?.entry(id).cloned())
+                .collect(),
             _ => g
                 .jobs
                 .values()

@@ -892,6 +892,39 @@ async fn outbox_cursor_pages_in_order(store: Arc<dyn Store>) {
         vec![jobs[offsets.len()].outbox.id.clone()],
         "{c}: after the last due entry, by T0 + 100 ms"
     );
+    // Every partition at once (what a pull poll reads): one order across partitions.
+    let mut everywhere: Vec<_> = jobs
+        .iter()
+        .filter(|j| j.outbox.next_attempt_at <= now)
+        .map(|j| (j.outbox.next_attempt_at, j.outbox.id.clone()))
+        .collect();
+    everywhere.sort();
+    for limit in [1, 3] {
+        let mut visited = Vec::new();
+        let mut after = None;
+        for _ in 0..=everywhere.len() {
+            let page = store
+                .outbox(&OutboxQuery {
+                    status: Some(OutboxStatus::Pending),
+                    partition: None,
+                    due_by: Some(now),
+                    after: after.clone(),
+                    limit,
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{c}: {e}"));
+            assert!(page.len() <= limit, "{c}: limit {limit} across partitions");
+            let Some(last) = page.last().map(|e| (e.next_attempt_at, e.id.clone())) else {
+                break;
+            };
+            visited.extend(page.into_iter().map(|e| (e.next_attempt_at, e.id)));
+            after = Some(last);
+        }
+        assert_eq!(
+            visited, everywhere,
+            "{c}: limit {limit}: pages across partitions visit each due entry once, in order"
+        );
+    }
 }
 
 async fn active_jobs_and_partitions(store: Arc<dyn Store>) {
