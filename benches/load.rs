@@ -738,7 +738,14 @@ async fn retention(s: &Settings) {
         secs: s.retention_load_secs,
         ..*s
     };
-    let stats = load(addr, &steady, total, Some(s.retention_rate), Target::Commands).await;
+    let stats = load(
+        addr,
+        &steady,
+        total,
+        Some(s.retention_rate),
+        Target::Commands,
+    )
+    .await;
     let samples = sampler.await.unwrap_or_default();
     let _ = child.kill();
     let _ = child.wait();
