@@ -717,7 +717,9 @@ async fn retention(s: &Settings) {
         ("LUCIUS_STORAGE_BACKEND", "memory".to_owned()),
         ("LUCIUS_RETENTION", s.retention_keep_secs.to_string()),
     ];
-    let Some(mut child) = start_binary(&bin, addr, &["--demo-worker"], &env).await else {
+    // The demo worker completes each step at once: the load is what the purge must keep up with.
+    let args = ["--demo-worker", "--demo-work-ms", "0"];
+    let Some(mut child) = start_binary(&bin, addr, &args, &env).await else {
         return;
     };
     let pid = child.id();

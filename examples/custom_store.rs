@@ -83,6 +83,13 @@ impl<S: Store> Store for Audited<S> {
         self.count("partitions", self.inner.partitions().await)
     }
 
+    async fn retire_partition(&self, partition: &Partition) -> Result<bool, StoreError> {
+        self.count(
+            "retire_partition",
+            self.inner.retire_partition(partition).await,
+        )
+    }
+
     async fn ended_jobs(
         &self,
         ended_by: Timestamp,
@@ -125,6 +132,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Capabilities {
             atomic_commit: true,
             retention: true,
+            retires_partitions: true,
         },
     )
     .await;

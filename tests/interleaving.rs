@@ -177,6 +177,7 @@ fn the_table_model_passes_the_conformance_suite() {
             Capabilities {
                 atomic_commit: false,
                 retention: true,
+                retires_partitions: true,
             },
         ));
     }

@@ -327,6 +327,12 @@ impl Partition {
     pub fn tenant(&self) -> &TenantId {
         &self.tenant
     }
+
+    /// Whether this partition's month (UTC) is over at `now`: no new job lands in it.
+    pub fn is_over(&self, now: Timestamp) -> bool {
+        let (y, m) = now.year_month();
+        (i32::from(self.year), self.month) < (y, m)
+    }
 }
 
 impl fmt::Display for Partition {

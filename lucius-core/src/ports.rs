@@ -173,6 +173,13 @@ pub trait Store: Send + Sync {
     /// Every partition that holds jobs.
     async fn partitions(&self) -> Result<Vec<Partition>, StoreError>;
 
+    /// Stops listing `partition` in [`Store::partitions`] if it holds no active job and no
+    /// `PENDING` entry (checked with the removal); returns whether it did. Any later write
+    /// of a job or entry in the partition (an admin redrive) lists it again. The sweep
+    /// retires the partitions of months that are over once they are empty, so dispatchers
+    /// stop renewing leases on them and polling them.
+    async fn retire_partition(&self, partition: &Partition) -> Result<bool, StoreError>;
+
     /// Terminal jobs that ended at or before `ended_by`, earliest end first (ties in an
     /// order the store keeps), at most `limit`. Read from an index of finished jobs kept
     /// with each job write, never from a scan of every job: the purge's cost follows what

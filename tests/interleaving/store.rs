@@ -216,6 +216,11 @@ impl Store for SimStore {
         out
     }
 
+    async fn retire_partition(&self, partition: &Partition) -> Result<bool, StoreError> {
+        self.round_trip().await;
+        self.rows.retire_partition(partition).await
+    }
+
     async fn ended_jobs(
         &self,
         ended_by: Timestamp,

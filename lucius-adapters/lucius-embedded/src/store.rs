@@ -223,6 +223,11 @@ impl Store for EmbeddedStore {
         self.inner.readers.read(reads::partitions).await
     }
 
+    async fn retire_partition(&self, partition: &Partition) -> Result<bool, StoreError> {
+        let p = partition.clone();
+        self.write(|tx| Request::Retire(p, tx)).await
+    }
+
     async fn ended_jobs(
         &self,
         ended_by: Timestamp,
@@ -323,6 +328,7 @@ mod tests {
             Capabilities {
                 atomic_commit: true,
                 retention: true,
+                retires_partitions: true,
             },
         )
         .await;

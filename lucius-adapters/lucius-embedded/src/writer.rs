@@ -7,7 +7,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use lucius_core::{Changes, CreateOutcome, JobId, Lease, NewJob, Revision, StoreError, Timestamp};
+use lucius_core::{
+    Changes, CreateOutcome, JobId, Lease, NewJob, Partition, Revision, StoreError, Timestamp,
+};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
@@ -15,7 +17,7 @@ use crate::error::sqlite;
 use crate::rows::Encoded;
 #[cfg(test)]
 use crate::writes::torn_intake;
-use crate::writes::{announce, commit, create_job, purge_job, put_lease};
+use crate::writes::{announce, commit, create_job, purge_job, put_lease, retire_partition};
 
 /// The most requests one transaction takes.
 pub(crate) const MAX_BATCH: usize = 512;
@@ -37,6 +39,8 @@ pub(crate) enum Request {
     Announce(String, Timestamp, oneshot::Sender<Result<(), StoreError>>),
     /// Deletes a finished job with its rows ([`lucius_core::Store::purge_job`]).
     Purge(JobId, Revision, oneshot::Sender<Result<(), StoreError>>),
+    /// Unlists an empty partition ([`lucius_core::Store::retire_partition`]).
+    Retire(Partition, oneshot::Sender<Result<bool, StoreError>>),
     /// Writes a new job's claim, job and steps but not its first directive: what a
     /// non-atomic intake leaves when it dies midway (for the conformance suite).
     #[cfg(test)]
@@ -113,6 +117,7 @@ enum Outcome {
     Commit(Result<Changes, StoreError>),
     Lease(Result<Lease, StoreError>),
     Unit(Result<(), StoreError>),
+    Flag(Result<bool, StoreError>),
 }
 
 impl Outcome {
@@ -122,6 +127,7 @@ impl Outcome {
             Outcome::Commit(r) => r.is_ok(),
             Outcome::Lease(r) => r.is_ok(),
             Outcome::Unit(r) => r.is_ok(),
+            Outcome::Flag(r) => r.is_ok(),
         }
     }
 }
@@ -190,6 +196,7 @@ fn answer(r: Request, outcome: Option<Outcome>, fallback: &StoreError) {
                 Request::PutLease(_, tx) => drop(tx.send(Err(e))),
                 Request::Announce(_, _, tx) => drop(tx.send(Err(e))),
                 Request::Purge(_, _, tx) => drop(tx.send(Err(e))),
+                Request::Retire(_, tx) => drop(tx.send(Err(e))),
                 #[cfg(test)]
                 Request::TornIntake(_, tx) => drop(tx.send(Err(e))),
             }
@@ -205,6 +212,7 @@ fn send(r: Request, o: Outcome) {
         (Request::PutLease(_, tx), Outcome::Lease(v)) => drop(tx.send(v)),
         (Request::Announce(_, _, tx), Outcome::Unit(v)) => drop(tx.send(v)),
         (Request::Purge(_, _, tx), Outcome::Unit(v)) => drop(tx.send(v)),
+        (Request::Retire(_, tx), Outcome::Flag(v)) => drop(tx.send(v)),
         #[cfg(test)]
         (Request::TornIntake(_, tx), Outcome::Unit(v)) => drop(tx.send(v)),
         // `apply` answers each request with its own kind.
@@ -223,6 +231,7 @@ fn apply(conn: &Connection, r: &Request) -> Outcome {
         Request::PutLease(lease, _) => Outcome::Lease(put_lease(conn, lease)),
         Request::Announce(member, until, _) => Outcome::Unit(announce(conn, member, *until)),
         Request::Purge(id, rev, _) => Outcome::Unit(purge_job(conn, id, rev)),
+        Request::Retire(p, _) => Outcome::Flag(retire_partition(conn, p)),
         #[cfg(test)]
         Request::TornIntake(new, _) => Outcome::Unit(torn_intake(conn, new)),
     }

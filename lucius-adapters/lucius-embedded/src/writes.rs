@@ -3,8 +3,8 @@
 //! compare-and-swap on `rev`; every insert refuses an existing row.
 
 use lucius_core::{
-    Changes, CreateOutcome, IdempotencyRecord, Job, JobId, Lease, NewJob, OutboxEntry, Revision,
-    Step, StoreError, Timestamp,
+    Changes, CreateOutcome, IdempotencyRecord, Job, JobId, Lease, NewJob, OutboxEntry, Partition,
+    Revision, Step, StoreError, Timestamp,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -177,6 +177,19 @@ fn insert_job(conn: &Connection, j: &Job, body: &str) -> Result<i64, StoreError>
     }
     note_partition(conn, j)?;
     Ok(1)
+}
+
+/// Removes `p` from `partitions` if no active job and no `PENDING` entry is in it.
+pub(crate) fn retire_partition(conn: &Connection, p: &Partition) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "DELETE FROM partitions WHERE partition = ?1 \
+             AND NOT EXISTS (SELECT 1 FROM jobs WHERE partition = ?1 AND active = 1) \
+             AND NOT EXISTS (SELECT 1 FROM outbox WHERE partition = ?1 AND status = 'PENDING')",
+        )
+        .and_then(|mut s| s.execute([p.to_string()]))
+        .map_err(|e| sqlite(format_args!("retiring partition {p}"), e))?;
+    Ok(n == 1)
 }
 
 /// When a terminal job ended (its last change); none while it runs.

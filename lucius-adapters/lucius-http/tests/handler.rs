@@ -224,6 +224,12 @@ impl lucius_core::Store for DownStore {
     async fn partitions(&self) -> Result<Vec<lucius_core::Partition>, lucius_core::StoreError> {
         Err(lucius_core::StoreError::transient("down"))
     }
+    async fn retire_partition(
+        &self,
+        _: &lucius_core::Partition,
+    ) -> Result<bool, lucius_core::StoreError> {
+        Err(lucius_core::StoreError::transient("down"))
+    }
     async fn ended_jobs(
         &self,
         _: Timestamp,

@@ -259,6 +259,12 @@ impl Store for TableStore {
         Ok(v)
     }
 
+    /// Never retires (yet): Table Storage lists partitions from their index rows, which
+    /// stay; every partition is still swept and dispatched.
+    async fn retire_partition(&self, _: &Partition) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
     async fn ended_jobs(&self, _: Timestamp, _: usize) -> Result<Vec<EndedJob>, StoreError> {
         Err(StoreError::permanent(RETENTION_UNSUPPORTED))
     }

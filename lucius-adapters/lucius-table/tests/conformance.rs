@@ -32,6 +32,7 @@ async fn ledger_mode_passes_the_conformance_suite() {
         Capabilities {
             atomic_commit: true,
             retention: false,
+            retires_partitions: false,
         },
     )
     .await;
@@ -45,6 +46,7 @@ async fn table_mode_passes_the_conformance_suite() {
         Capabilities {
             atomic_commit: false,
             retention: false,
+            retires_partitions: false,
         },
     )
     .await;

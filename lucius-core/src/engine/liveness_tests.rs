@@ -119,6 +119,9 @@ impl Store for Faulty {
     async fn partitions(&self) -> Result<Vec<Partition>, StoreError> {
         self.inner.partitions().await
     }
+    async fn retire_partition(&self, p: &Partition) -> Result<bool, StoreError> {
+        self.inner.retire_partition(p).await
+    }
     async fn ended_jobs(
         &self,
         ended_by: Timestamp,

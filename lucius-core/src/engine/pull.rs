@@ -298,6 +298,12 @@ mod tests {
         async fn partitions(&self) -> Result<Vec<crate::ids::Partition>, crate::ports::StoreError> {
             self.inner.partitions().await
         }
+        async fn retire_partition(
+            &self,
+            p: &crate::ids::Partition,
+        ) -> Result<bool, crate::ports::StoreError> {
+            self.inner.retire_partition(p).await
+        }
         async fn ended_jobs(
             &self,
             ended_by: Timestamp,

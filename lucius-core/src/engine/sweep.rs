@@ -36,6 +36,8 @@ pub struct SweepReport {
     pub repaired: usize,
     /// Jobs that could not be swept (store errors, contention).
     pub errors: usize,
+    /// Partitions retired: their month was over and they held nothing live.
+    pub retired: usize,
 }
 
 impl SweepReport {
@@ -45,6 +47,7 @@ impl SweepReport {
         self.failed += o.failed;
         self.repaired += o.repaired;
         self.errors += o.errors;
+        self.retired += o.retired;
     }
 }
 
@@ -109,17 +112,28 @@ impl Engine {
     }
 
     /// Sweeps every partition. A partition that cannot be read counts one error and the
-    /// sweep goes on with the next: one failing partition never stops the others.
+    /// sweep goes on with the next: one failing partition never stops the others. A
+    /// partition whose month is over and that held no live job is retired
+    /// ([`crate::Store::retire_partition`]): no more sweeps, dispatch or leases for it.
     pub async fn sweep_all(&self) -> Result<Outcome<SweepReport>, EngineError> {
         let mut total = Outcome {
             value: SweepReport::default(),
             to_publish: Vec::new(),
         };
+        let now = self.clock.now();
         for p in self.store.partitions().await? {
             match self.sweep_partition(&p).await {
                 Ok(o) => {
+                    let idle = o.value.jobs == 0 && o.value.errors == 0;
                     total.value.add(o.value);
                     total.to_publish.extend(o.to_publish);
+                    if idle && p.is_over(now) {
+                        match self.store.retire_partition(&p).await {
+                            Ok(true) => total.value.retired += 1,
+                            Ok(false) => {}
+                            Err(_) => total.value.errors += 1,
+                        }
+                    }
                 }
                 Err(_) => total.value.errors += 1,
             }

@@ -37,6 +37,7 @@ mock! {
         async fn outbox(&self, query: &OutboxQuery) -> Result<Vec<crate::outbox::OutboxEntry>, StoreError>;
         async fn active_jobs(&self, partition: &crate::ids::Partition, after: Option<JobId>, limit: usize) -> Result<Vec<JobId>, StoreError>;
         async fn partitions(&self) -> Result<Vec<crate::ids::Partition>, StoreError>;
+        async fn retire_partition(&self, partition: &crate::ids::Partition) -> Result<bool, StoreError>;
         async fn ended_jobs(&self, ended_by: Timestamp, limit: usize) -> Result<Vec<crate::ports::EndedJob>, StoreError>;
         async fn purge_job(&self, id: &JobId, revision: &crate::revision::Revision) -> Result<(), StoreError>;
         async fn ping(&self) -> Result<(), StoreError>;
@@ -964,4 +965,37 @@ async fn a_job_that_changes_after_it_is_listed_is_skipped() {
     );
     let report = engine.purge_ended().await.unwrap();
     assert_eq!((report.listed, report.purged, report.skipped), (1, 0, 1));
+}
+
+#[tokio::test]
+async fn the_sweep_retires_past_months_that_hold_nothing_live() {
+    let r = rig();
+    // March 2024: one job finished, one still running in another tenant.
+    let done = r.engine.submit(command("acme", "done", 0)).await.unwrap();
+    r.engine
+        .cancel(&done.value.job_id, "finished")
+        .await
+        .unwrap();
+    let live = r.engine.submit(command("globex", "live", 0)).await.unwrap();
+    // Still March: nothing retires, even the empty partition.
+    let s = r.engine.sweep_all().await.unwrap();
+    assert_eq!(s.value.retired, 0);
+    assert_eq!(r.store.partitions().await.unwrap().len(), 2);
+    // April: the empty March partition retires; the one with a live job stays.
+    r.clock.set(Timestamp(1_711_929_600_000)); // 2024-04-01T00:00:00Z
+    let s = r.engine.sweep_all().await.unwrap();
+    assert_eq!(s.value.retired, 1);
+    assert_eq!(
+        r.store.partitions().await.unwrap(),
+        vec![live.value.partition.clone()]
+    );
+    // The next sweep does not even look at it.
+    let s = r.engine.sweep_all().await.unwrap();
+    assert_eq!((s.value.retired, s.value.jobs), (0, 1));
+    assert!(r
+        .store
+        .load_job(&done.value.job_id)
+        .await
+        .unwrap()
+        .is_some());
 }

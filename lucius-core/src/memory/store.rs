@@ -171,6 +171,8 @@ struct PartitionIndex {
     /// Pending entries in dispatch order, so a dispatcher reads only what it takes.
     pending: BTreeSet<(Timestamp, OutboxId)>,
     dead: BTreeSet<OutboxId>,
+    /// Left out of `partitions()` (see [`Store::retire_partition`]).
+    retired: bool,
 }
 
 /// One row to write, owned: `create_job` moves its rows in, `commit` copies them (it
@@ -269,12 +271,15 @@ fn claim_key(c: &IdempotencyRecord) -> u128 {
     JobId::derive_u128(&c.tenant_id, &c.key)
 }
 
-/// A partition's index, created on first use.
+/// A partition's index, created on first use; a write to a retired partition lists it
+/// again.
 fn index_of<'a>(
     partitions: &'a mut BTreeMap<Partition, PartitionIndex>,
     p: &Partition,
 ) -> &'a mut PartitionIndex {
-    partitions.entry(p.clone()).or_default()
+    let idx = partitions.entry(p.clone()).or_default();
+    idx.retired = false;
+    idx
 }
 
 /// The store's key of a job id. Every id the engine makes is a UUID; any other string
@@ -790,7 +795,24 @@ impl Store for MemoryStore {
     }
 
     async fn partitions(&self) -> Result<Vec<Partition>, StoreError> {
-        Ok(self.lock().partitions.keys().cloned().collect())
+        Ok(self
+            .lock()
+            .partitions
+            .iter()
+            .filter(|(_, i)| !i.retired)
+            .map(|(p, _)| p.clone())
+            .collect())
+    }
+
+    async fn retire_partition(&self, partition: &Partition) -> Result<bool, StoreError> {
+        let mut g = self.lock();
+        Ok(match g.partitions.get_mut(partition) {
+            Some(i) if i.active.is_empty() && i.pending.is_empty() => {
+                i.retired = true;
+                true
+            }
+            _ => false,
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -885,6 +907,7 @@ mod tests {
             Capabilities {
                 atomic_commit: true,
                 retention: true,
+                retires_partitions: true,
             },
         )
         .await;

@@ -12,7 +12,7 @@
 //!             async move { store.crash_before_first_directive(); let _ = store.create_job(new).await; }
 //!         })
 //!     },
-//!     Capabilities { atomic_commit: true, retention: true },
+//!     Capabilities { atomic_commit: true, retention: true, retires_partitions: true },
 //! ).await;
 //! ```
 
@@ -44,6 +44,8 @@ pub struct Capabilities {
     /// `ended_jobs` and `purge_job` work (retention); every store but Table Storage's,
     /// which does not keep an index of finished jobs yet.
     pub retention: bool,
+    /// `retire_partition` retires an empty partition (Table Storage never does yet).
+    pub retires_partitions: bool,
 }
 
 /// A store under test, with the one crash the suite cannot play through the port.
@@ -95,6 +97,7 @@ pub const CHECKS: &[&str] = &[
     "active_jobs_and_partitions",
     "unknown_rows",
     "finished_jobs_are_listed_and_purged",
+    "empty_partitions_retire",
 ];
 
 /// Runs every check, each on a fresh subject from `make`. Panics naming the failing check.
@@ -138,6 +141,7 @@ pub async fn run_one(name: &str, subject: Subject, caps: Capabilities) {
         "finished_jobs_are_listed_and_purged" => {
             finished_jobs_are_listed_and_purged(store, caps).await
         }
+        "empty_partitions_retire" => empty_partitions_retire(store, caps).await,
         other => panic!("conformance: no check named {other:?}"),
     }
 }
@@ -1167,6 +1171,94 @@ async fn finished_jobs_are_listed_and_purged(store: Arc<dyn Store>, caps: Capabi
         strip(load(store.as_ref(), &later.job.id, c).await),
         expected(&later),
         "{c}: the new job's rows"
+    );
+}
+
+async fn empty_partitions_retire(store: Arc<dyn Store>, caps: Capabilities) {
+    let c = "empty_partitions_retire";
+    if !caps.retires_partitions {
+        return;
+    }
+    let a = new_job("acme", "p-1", 0, T0);
+    let other = new_job("globex", "p-2", 0, T0);
+    for j in [&a, &other] {
+        store
+            .create_job(j.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{c}: {e}"));
+    }
+    let p = a.job.partition.clone();
+    let retire = |p: Partition| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .retire_partition(&p)
+                .await
+                .unwrap_or_else(|e| panic!("{c}: retire_partition: {e}"))
+        }
+    };
+    let listed = |p: Partition| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .partitions()
+                .await
+                .unwrap_or_else(|e| panic!("{c}: {e}"))
+                .contains(&p)
+        }
+    };
+    assert!(
+        !retire(p.clone()).await,
+        "{c}: a partition with an active job stays"
+    );
+    // Finished, but its directive is still PENDING: it stays.
+    let done = finish(store.as_ref(), &a.job.id, T0.plus(Millis(1)), c).await;
+    assert!(
+        !retire(p.clone()).await,
+        "{c}: a partition with a PENDING entry stays"
+    );
+    assert!(listed(p.clone()).await, "{c}: still listed");
+    let rec = load(store.as_ref(), &a.job.id, c).await;
+    let mut dead = rec.outbox[0].clone();
+    dead.status = OutboxStatus::Dead;
+    store
+        .commit(Changes {
+            outbox: vec![dead],
+            ..Changes::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    assert!(retire(p.clone()).await, "{c}: an empty partition retires");
+    assert!(
+        !listed(p.clone()).await,
+        "{c}: a retired partition is not listed"
+    );
+    assert!(
+        listed(other.job.partition.clone()).await,
+        "{c}: other partitions stay listed"
+    );
+    // Its rows are still there, and a write to it (a redrive) lists it again.
+    let mut again = load(store.as_ref(), &a.job.id, c).await.job;
+    assert_eq!(
+        again.revision, done.revision,
+        "{c}: retiring changes no row"
+    );
+    again.status = JobStatus::InProgress;
+    store
+        .commit(Changes {
+            job: Some(again),
+            ..Changes::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    assert!(listed(p.clone()).await, "{c}: a write lists it again");
+    assert_eq!(
+        store
+            .active_jobs(&p, None, 10)
+            .await
+            .unwrap_or_else(|e| panic!("{c}: {e}")),
+        vec![a.job.id.clone()],
+        "{c}: and its active job is found"
     );
 }
 
