@@ -11,6 +11,7 @@
 //!                       └─ Mode::Ledger: LuciusLedger, one partition per job, one
 //!                                        entity group transaction per change, plus
 //!                                        IDX_<tenant>_<YYYYMM> index partitions
+//!   (both modes: an ENDED partition lists finished jobs by end time, for the purge)
 //!   Dispatcher ──LeaseStore──▶ TableStore ──▶ LuciusLeases (both modes): LEASE rows per
 //!                                        partition (If-Match only), MEMBER rows (upserts)
 //! ```
