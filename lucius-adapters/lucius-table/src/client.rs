@@ -121,6 +121,8 @@ pub(crate) enum BatchOp {
     Upsert(Row),
     /// Delete whatever is there.
     Delete(String),
+    /// Delete if the ETag matches.
+    DeleteAt(String, Revision),
 }
 
 impl BatchOp {
@@ -138,7 +140,7 @@ impl BatchOp {
             BatchOp::Insert(r) | BatchOp::Update(r, _) | BatchOp::Upsert(r) => {
                 r.get("PartitionKey").and_then(Value::as_str)
             }
-            BatchOp::Delete(_) => None,
+            BatchOp::Delete(_) | BatchOp::DeleteAt(..) => None,
         }
     }
 
@@ -148,7 +150,7 @@ impl BatchOp {
             BatchOp::Insert(r) | BatchOp::Update(r, _) | BatchOp::Upsert(r) => {
                 serde_json::to_string(r).map_or(0, |s| s.len())
             }
-            BatchOp::Delete(_) => 0,
+            BatchOp::Delete(_) | BatchOp::DeleteAt(..) => 0,
         };
         body + 512
     }
@@ -160,6 +162,7 @@ impl BatchOp {
             BatchOp::Update(r, _) => format!("update of {}", keys(r)),
             BatchOp::Upsert(r) => format!("upsert of {}", keys(r)),
             BatchOp::Delete(rk) => format!("delete of row {rk}"),
+            BatchOp::DeleteAt(rk, _) => format!("conditional delete of row {rk}"),
         }
     }
 }
@@ -432,6 +435,33 @@ impl Client {
         }
     }
 
+    /// Deletes a row only if its ETag is still `rev`: a changed row is a
+    /// [`StoreErrorKind::Conflict`], a missing one [`StoreErrorKind::NotFound`] (the guarded
+    /// delete of a purge, which must know which it was).
+    pub(crate) async fn delete_at(
+        &self,
+        table: &str,
+        pk: &str,
+        rk: &str,
+        rev: &Revision,
+    ) -> Result<(), StoreError> {
+        check_revision(rev, &format!("({pk}, {rk})"))?;
+        let e = self
+            .service
+            .table_client(table)
+            .partition_key_client(pk)
+            .entity_client(rk);
+        let what = format!("guarded delete from {table} ({pk}, {rk})");
+        let etag = rev.token().unwrap_or_default().to_owned();
+        self.call(Kind::Delete, table, &what, || {
+            e.delete()
+                .if_match(IfMatchCondition::Etag(Etag::from(etag.clone())))
+                .into_future()
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// One row by its keys, with its ETag as `odata.etag`.
     pub(crate) async fn get(
         &self,
@@ -577,6 +607,10 @@ impl Client {
                         tx.insert_or_replace(rk, r)?
                     }
                     BatchOp::Delete(rk) => tx.delete(rk.clone(), None)?,
+                    BatchOp::DeleteAt(rk, rev) => {
+                        let etag = Etag::from(rev.token().unwrap_or_default().to_owned());
+                        tx.delete(rk.clone(), Some(IfMatchCondition::Etag(etag)))?
+                    }
                 };
             }
             Ok(tx)
@@ -642,8 +676,10 @@ pub(crate) fn check_batch(pk: &str, ops: &[BatchOp]) -> Result<(), StoreError> {
         ));
     }
     for op in ops {
-        if let BatchOp::Update(r, rev) = op {
-            check_revision(rev, &keys(r))?;
+        match op {
+            BatchOp::Update(r, rev) => check_revision(rev, &keys(r))?,
+            BatchOp::DeleteAt(rk, rev) => check_revision(rev, &format!("({pk}, {rk})"))?,
+            _ => {}
         }
     }
     if ops.len() > MAX_BATCH_OPS {

@@ -15,12 +15,15 @@ use std::collections::BTreeMap;
 use lucius_core::ids::{JobId, Partition};
 use lucius_core::{
     Changes, CreateOutcome, Job, JobRecord, NewJob, OutboxEntry, OutboxQuery, OutboxStatus,
-    StoreError, StoreErrorKind,
+    Revision, StoreError, StoreErrorKind,
 };
 use serde_json::Value;
 
 use crate::client::BatchOp;
-use crate::entity::{literal, partition_from_key, partition_key, text, time_key, Row};
+use crate::entity::{
+    literal, partition_from_key, partition_key, text, time_key, Row, MAX_BATCH_OPS,
+};
+use crate::retention::{ended_rk, ended_row, purge_gone, refuse_purge, ENDED};
 use crate::rows::*;
 use crate::TableStore;
 
@@ -86,7 +89,7 @@ pub(crate) const INDEX_GRACE: std::time::Duration = std::time::Duration::from_se
 
 /// Whether an index row is older than [`INDEX_GRACE`] at `now`, by its service `Timestamp`
 /// (a row without a readable one is never taken as expired).
-fn index_row_expired(row: &Row, now: std::time::SystemTime) -> bool {
+pub(crate) fn index_row_expired(row: &Row, now: std::time::SystemTime) -> bool {
     let Some(written) = text(row, "Timestamp").and_then(lucius_core::Timestamp::parse_rfc3339)
     else {
         return false;
@@ -332,6 +335,11 @@ impl TableStore {
         if let Some(j) = &changes.job {
             ops.push(BatchOp::write(job_row(pk, JOB, j)?, &j.revision));
         }
+        // A job this change finishes gets its ended row first, like any row that makes
+        // something findable: a crash leaves a row too many, never a finished job without.
+        if let Some(j) = changes.job.as_ref().filter(|j| j.status.is_terminal()) {
+            self.client.upsert(self.ledger(), &ended_row(j)).await?;
+        }
         let revs = self.client.batch(self.ledger(), pk, &ops).await?;
         changes.assign_revisions(revs);
         // 3. Hide what is no longer pending. The change is committed: a failure here only
@@ -500,6 +508,100 @@ impl TableStore {
                     .as_ref()
                     .is_none_or(|(at, id)| (e.next_attempt_at, &e.id) > (*at, id))
         }))
+    }
+
+    /// The index rows of job `id` in its index partition: its `JOB_` row and the `OUTBOX_`
+    /// rows of its entries (whose ids start with the job id): one key-range query.
+    pub(crate) async fn ledger_index_rows_of(
+        &self,
+        id: &JobId,
+        p: &Partition,
+    ) -> Result<Vec<Row>, StoreError> {
+        let f = format!(
+            "PartitionKey eq {} and (RowKey eq {} or (RowKey ge {} and RowKey lt {}))",
+            literal(&index_pk(p)),
+            literal(&format!("JOB_{id}")),
+            literal(&outbox_rk(&format!("{id}."))),
+            literal(&outbox_rk(&format!("{id}/")))
+        );
+        self.client.query(self.ledger(), &f, None).await
+    }
+
+    /// Deletes index rows read earlier, each only if nobody rewrote it since.
+    pub(crate) async fn delete_index_rows(&self, rows: Vec<Row>) -> Result<(), StoreError> {
+        for r in &rows {
+            if let (Some(pk), Some(rk), Some(etag)) = (
+                text(r, "PartitionKey"),
+                text(r, "RowKey"),
+                text(r, "odata.etag"),
+            ) {
+                self.client.delete_if(self.ledger(), pk, rk, etag).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks `job` live in its index partition again (a job that ended and runs again).
+    pub(crate) async fn ledger_restore_live_index(&self, job: &Job) -> Result<(), StoreError> {
+        let ops = vec![
+            BatchOp::Upsert(marker_row(&job.partition)),
+            BatchOp::Upsert(index_job_row(job)),
+        ];
+        self.index_write(&index_pk(&job.partition), ops).await
+    }
+
+    /// See [`lucius_core::Store::purge_job`]. The job's partition goes in entity group
+    /// transactions guarded by its job row (one, unless the job has 100 rows or more), then
+    /// its index rows, then its ended row; `docs/storage.md` has the crash analysis.
+    pub(crate) async fn ledger_purge(
+        &self,
+        id: &JobId,
+        revision: &Revision,
+    ) -> Result<(), StoreError> {
+        let pk = id.as_str();
+        let filter = format!("PartitionKey eq {}", literal(pk));
+        let rows = self.client.query(self.ledger(), &filter, None).await?;
+        let job = rows
+            .iter()
+            .find(|r| rk(r) == JOB)
+            .map(read_job)
+            .transpose()?
+            .ok_or_else(|| purge_gone(id))?;
+        refuse_purge(&job, revision)?;
+        // Read while the job still exists: a job made again under this id writes its index
+        // rows after its ledger batch, and these are deleted only if unchanged since.
+        let idx = self.ledger_index_rows_of(id, &job.partition).await?;
+        let mut children = Vec::new();
+        for r in &rows {
+            match rk(r) {
+                JOB => {}
+                // Another job's claim on this key (ids not derived from keys) stays.
+                CLAIM if read_claim(r)?.job_id != *id => {}
+                k => children.push(k.to_owned()),
+            }
+        }
+        // Every batch is guarded by the job row: all but the last rewrite it unchanged
+        // (If-Match, which moves its revision on), the last deletes it. A crash between
+        // two leaves the job, still finished at the same time, listed at its new revision.
+        let mut guard = revision.clone();
+        let mut rest = children.as_slice();
+        let unchanged = job_row(pk, JOB, &job)?;
+        while rest.len() >= MAX_BATCH_OPS {
+            let (now, later) = rest.split_at(MAX_BATCH_OPS - 1);
+            let mut ops = vec![BatchOp::Update(unchanged.clone(), guard.clone())];
+            ops.extend(now.iter().cloned().map(BatchOp::Delete));
+            let revs = self.client.batch(self.ledger(), pk, &ops).await?;
+            guard = revs.into_iter().next().unwrap_or(Revision::NEW);
+            rest = later;
+        }
+        let mut ops = vec![BatchOp::DeleteAt(JOB.to_owned(), guard)];
+        ops.extend(rest.iter().cloned().map(BatchOp::Delete));
+        self.client.batch(self.ledger(), pk, &ops).await?;
+        // The job is gone; the rest is found again from its ended row if this stops here.
+        self.delete_index_rows(idx).await?;
+        self.client
+            .delete(self.ledger(), ENDED, &ended_rk(job.updated_at, id))
+            .await
     }
 
     pub(crate) async fn ledger_active_jobs(

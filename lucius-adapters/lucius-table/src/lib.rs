@@ -11,6 +11,7 @@
 //!                       └─ Mode::Ledger: LuciusLedger, one partition per job, one
 //!                                        entity group transaction per change, plus
 //!                                        IDX_<tenant>_<YYYYMM> index partitions
+//!   (both modes: an ENDED partition lists finished jobs by end time, for the purge)
 //!   Dispatcher ──LeaseStore──▶ TableStore ──▶ LuciusLeases (both modes): LEASE rows per
 //!                                        partition (If-Match only), MEMBER rows (upserts)
 //! ```
@@ -34,6 +35,7 @@ mod fake_service;
 mod leases;
 mod ledger;
 mod refusal;
+mod retention;
 mod rows;
 mod tables;
 
@@ -187,11 +189,6 @@ impl TableStore {
     }
 }
 
-/// What the purge gets from this store until Table Storage keeps an index of finished
-/// jobs: the runtime logs it once and keeps every job.
-pub const RETENTION_UNSUPPORTED: &str =
-    "table store: retention is not supported yet; finished jobs are kept";
-
 #[async_trait]
 impl Store for TableStore {
     async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError> {
@@ -265,12 +262,23 @@ impl Store for TableStore {
         Ok(false)
     }
 
-    async fn ended_jobs(&self, _: Timestamp, _: usize) -> Result<Vec<EndedJob>, StoreError> {
-        Err(StoreError::permanent(RETENTION_UNSUPPORTED))
+    async fn ended_jobs(
+        &self,
+        ended_by: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<EndedJob>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.operation().retention_ended_jobs(ended_by, limit).await
     }
 
-    async fn purge_job(&self, _: &JobId, _: &Revision) -> Result<(), StoreError> {
-        Err(StoreError::permanent(RETENTION_UNSUPPORTED))
+    async fn purge_job(&self, id: &JobId, revision: &Revision) -> Result<(), StoreError> {
+        let op = self.operation();
+        match op.config.mode {
+            Mode::Table => op.table_purge(id, revision).await,
+            Mode::Ledger => op.ledger_purge(id, revision).await,
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -11,19 +11,41 @@
 
 use lucius_core::ids::{JobId, Partition};
 use lucius_core::{
-    Changes, CreateOutcome, JobIndexEntry, JobRecord, NewJob, OutboxEntry, OutboxQuery, Step,
-    StoreError, StoreErrorKind,
+    Changes, CreateOutcome, JobIndexEntry, JobRecord, NewJob, OutboxEntry, OutboxQuery, Revision,
+    Step, StoreError, StoreErrorKind,
 };
 use serde_json::Value;
 
 use crate::client::BatchOp;
 use crate::entity::{encode, literal, partition_from_key, partition_key, text, time_key, Row};
+use crate::retention::{delete_all, ended_rk, ended_row, purge_gone, refuse_purge, ENDED};
 use crate::rows::*;
 use crate::TableStore;
 
 const CLAIM: &str = "CLAIM";
 const JOB: &str = "JOB";
 const MARKER: &str = "PARTITION";
+/// Set on a job row a purge has started on (see `table_purge`): a new intake of the same
+/// key that finds it replaces it.
+const PURGING: &str = "Purging";
+
+/// The outbox entries of job `id`: ids are `<jobId>.<index>.<attempt>`, a RowKey range in
+/// the job's partition.
+fn entries_filter(id: &JobId, p: &Partition) -> String {
+    format!(
+        "PartitionKey eq {} and RowKey ge {} and RowKey lt {}",
+        literal(&partition_key(p)),
+        literal(&format!("{id}.")),
+        literal(&format!("{id}/"))
+    )
+}
+
+fn row_keys(rows: &[Row]) -> Vec<String> {
+    rows.iter()
+        .filter_map(|r| text(r, "RowKey"))
+        .map(str::to_owned)
+        .collect()
+}
 
 fn step_rk(s: &Step) -> String {
     format!("{:010}_{}", s.index, s.step_id)
@@ -125,12 +147,37 @@ impl TableStore {
             Err(e) => return Err(e),
         }
         // Order of truth: claim, job, steps, index, first directive.
-        tolerate_conflict(self.client.insert(&self.config.jobs_table, &job).await)?;
+        self.insert_job(&job).await?;
         self.insert_steps(&new.steps.iter().collect::<Vec<_>>())
             .await?;
         self.write_index(&new.index, true).await?;
         tolerate_conflict(self.client.insert(&self.config.outbox_table, &outbox).await)?;
         Ok(CreateOutcome::Created)
+    }
+
+    /// Inserts a new job's row after its claim. A row already there is a concurrent
+    /// replay's, or — marked [`PURGING`] — the row of the job this key named before, whose
+    /// purge deleted the claim but not yet the row: that one is replaced.
+    async fn insert_job(&self, row: &Row) -> Result<(), StoreError> {
+        let t = &self.config.jobs_table;
+        match self.client.insert(t, row).await {
+            Err(e) if e.kind == StoreErrorKind::Conflict => {}
+            r => return r.map(|_| ()),
+        }
+        let pk = text(row, "PartitionKey").unwrap_or_default();
+        let Some(old) = self.client.get(t, pk, JOB).await? else {
+            return tolerate_conflict(self.client.insert(t, row).await);
+        };
+        if old.get(PURGING) != Some(&Value::Bool(true)) {
+            return Ok(());
+        }
+        let rev = Revision::stored(text(&old, "odata.etag").unwrap_or_default());
+        match self.client.delete_at(t, pk, JOB, &rev).await {
+            Ok(()) => {}
+            Err(e) if e.kind == StoreErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        tolerate_conflict(self.client.insert(t, row).await)
     }
 
     async fn table_replay(&self, new: &NewJob) -> Result<CreateOutcome, StoreError> {
@@ -197,13 +244,7 @@ impl TableStore {
             return Ok(None);
         };
         let job = read_job(&row)?;
-        // Outbox ids are `<jobId>.<index>.<attempt>`: a RowKey range in the job's partition.
-        let f = format!(
-            "PartitionKey eq {} and RowKey ge {} and RowKey lt {}",
-            literal(&partition_key(&job.partition)),
-            literal(&format!("{id}.")),
-            literal(&format!("{id}/"))
-        );
+        let f = entries_filter(id, &job.partition);
         let rows = self
             .client
             .query(&self.config.outbox_table, &f, None)
@@ -220,8 +261,8 @@ impl TableStore {
         &self,
         table: &str,
         pk: &str,
-        rows: Vec<(Row, lucius_core::Revision)>,
-    ) -> Result<Vec<lucius_core::Revision>, StoreError> {
+        rows: Vec<(Row, Revision)>,
+    ) -> Result<Vec<Revision>, StoreError> {
         match rows.as_slice() {
             [] => Ok(Vec::new()),
             [(row, rev)] => Ok(vec![self.client.write(table, row, rev).await?]),
@@ -264,6 +305,14 @@ impl TableStore {
                     "outbox entries of job {id} name more than one partition"
                 )));
             }
+        }
+        // A job this change finishes gets its ended row before anything else: a crash
+        // leaves a row too many (the purge checks the job row), never a finished job
+        // without one. Nothing of the change is applied if it fails.
+        if let Some(j) = changes.job.as_ref().filter(|j| j.status.is_terminal()) {
+            self.client
+                .upsert(&self.config.job_index_table, &ended_row(j))
+                .await?;
         }
         // Steps (by index), then outbox entries, then the job. Each group is one request or
         // one entity group transaction, so it lands whole or not at all; a failure after a
@@ -315,6 +364,74 @@ impl TableStore {
             }
         }
         Ok(changes)
+    }
+
+    /// Marks `job` live in the job index again (a job that ended and runs again).
+    pub(crate) async fn table_restore_live_index(
+        &self,
+        job: &lucius_core::Job,
+    ) -> Result<(), StoreError> {
+        let entry = JobIndexEntry {
+            job_id: job.id.clone(),
+            partition: job.partition.clone(),
+            request_type: job.request_type.clone(),
+            created_at: job.created_at,
+        };
+        self.write_index(&entry, true).await
+    }
+
+    /// See [`lucius_core::Store::purge_job`]. Freezes the job row (a marked rewrite,
+    /// If-Match the listed revision), deletes its steps, entries, index row and claim, then
+    /// the job row (If-Match the frozen revision), then its ended row; `docs/storage.md`
+    /// has the crash analysis.
+    pub(crate) async fn table_purge(
+        &self,
+        id: &JobId,
+        revision: &Revision,
+    ) -> Result<(), StoreError> {
+        let pk = id.as_str();
+        let c = &self.config;
+        let row = self
+            .client
+            .get(&c.jobs_table, pk, JOB)
+            .await?
+            .ok_or_else(|| purge_gone(id))?;
+        let job = read_job(&row)?;
+        refuse_purge(&job, revision)?;
+        // 1. Freeze: no write planned on the listed revision lands on the job row now.
+        let mut marked = job_row(pk, JOB, &job)?;
+        marked.insert(PURGING.into(), Value::Bool(true));
+        let frozen = self.client.update(&c.jobs_table, &marked, revision).await?;
+        // 2. Steps and entries, 3. the index row.
+        let steps_filter = format!("PartitionKey eq {}", literal(pk));
+        let (steps, entries) = futures::future::try_join(
+            self.client.query(&c.steps_table, &steps_filter, None),
+            self.client
+                .query(&c.outbox_table, &entries_filter(id, &job.partition), None),
+        )
+        .await?;
+        let opk = partition_key(&job.partition);
+        delete_all(self, &c.steps_table, pk, row_keys(&steps)).await?;
+        delete_all(self, &c.outbox_table, &opk, row_keys(&entries)).await?;
+        self.client.delete(&c.job_index_table, &opk, pk).await?;
+        // 4. The claim, if it is this job's: the key is free from here on (a new intake
+        // that finds the frozen row replaces it, see `insert_job`).
+        if let Some(claim) = self.client.get(&c.idempotency_table, pk, CLAIM).await? {
+            if read_claim(&claim)?.job_id == *id {
+                let etag = text(&claim, "odata.etag").unwrap_or_default();
+                self.client
+                    .delete_if(&c.idempotency_table, pk, CLAIM, etag)
+                    .await?;
+            }
+        }
+        // 5. The job row, if still frozen; 6. its ended row, last: until then the next
+        // round lists the job again and finishes this.
+        self.client
+            .delete_at(&c.jobs_table, pk, JOB, &frozen)
+            .await?;
+        self.client
+            .delete(&c.job_index_table, ENDED, &ended_rk(job.updated_at, id))
+            .await
     }
 
     pub(crate) async fn table_outbox(

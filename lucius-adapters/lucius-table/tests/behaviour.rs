@@ -520,9 +520,9 @@ async fn a_ledger_commit_whose_index_update_fails_after_the_batch_is_committed()
         .on_publish_failed("denied", true, policy, now)
         .unwrap();
     let failed = rec.job.on_failed("denied", now).unwrap();
-    // The batch is the first write; the index writes after it (entry DEAD, job row gone)
-    // do not land.
-    store.crash_after_writes(Some(1));
+    // The job's ended row and the batch are the first writes; the index writes after it
+    // (entry DEAD, job row gone) do not land.
+    store.crash_after_writes(Some(2));
     let written = store
         .commit(Changes {
             outbox: vec![dead],

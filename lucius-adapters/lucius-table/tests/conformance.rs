@@ -31,7 +31,7 @@ async fn ledger_mode_passes_the_conformance_suite() {
         || subject(Mode::Ledger, 1),
         Capabilities {
             atomic_commit: true,
-            retention: false,
+            retention: true,
             retires_partitions: false,
         },
     )
@@ -45,7 +45,7 @@ async fn table_mode_passes_the_conformance_suite() {
         || subject(Mode::Table, 4),
         Capabilities {
             atomic_commit: false,
-            retention: false,
+            retention: true,
             retires_partitions: false,
         },
     )

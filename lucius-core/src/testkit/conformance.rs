@@ -41,8 +41,8 @@ pub struct Capabilities {
     /// them in the documented order, stops at the first failure and reports it as
     /// [`StoreErrorKind::Partial`] once a write has landed (table).
     pub atomic_commit: bool,
-    /// `ended_jobs` and `purge_job` work (retention); every store but Table Storage's,
-    /// which does not keep an index of finished jobs yet.
+    /// `ended_jobs` and `purge_job` work (retention). Every store in this workspace has it;
+    /// a store that keeps finished jobs forever says `false`.
     pub retention: bool,
     /// `retire_partition` retires an empty partition (Table Storage never does yet).
     pub retires_partitions: bool,
