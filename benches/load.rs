@@ -664,13 +664,18 @@ fn lucius_binary() -> Option<std::path::PathBuf> {
     candidate.is_file().then_some(candidate)
 }
 
-/// Starts the `lucius` binary on `addr` with `env`, and waits until it listens.
+/// Starts the `lucius` binary on a free loopback port with `env`, and waits until it
+/// listens.
 async fn start_binary(
     bin: &std::path::Path,
-    addr: SocketAddr,
     args: &[&str],
     env: &[(&str, String)],
-) -> Option<std::process::Child> {
+) -> Option<(std::process::Child, SocketAddr)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut cmd = std::process::Command::new(bin);
     cmd.args(["--listen", &addr.to_string()])
         .args(args)
@@ -697,7 +702,7 @@ async fn start_binary(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Some(child)
+    Some((child, addr))
 }
 
 /// Runs `lucius --demo-worker` on the memory store with `LUCIUS_RETENTION` at
@@ -708,18 +713,13 @@ async fn retention(s: &Settings) {
         println!("retention: skipped (no lucius binary; build it with cargo build --release -p lucius-bin)");
         return;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let env = [
         ("LUCIUS_STORAGE_BACKEND", "memory".to_owned()),
         ("LUCIUS_RETENTION", s.retention_keep_secs.to_string()),
     ];
     // The demo worker completes each step at once: the load is what the purge must keep up with.
     let args = ["--demo-worker", "--demo-work-ms", "0"];
-    let Some(mut child) = start_binary(&bin, addr, &args, &env).await else {
+    let Some((mut child, addr)) = start_binary(&bin, &args, &env).await else {
         return;
     };
     let pid = child.id();
@@ -800,11 +800,6 @@ async fn binary(s: &Settings, backend: Backend) {
         );
         return;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let data = std::env::temp_dir().join(format!("lucius-bench-bin-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let (name, store) = match backend {
@@ -815,7 +810,7 @@ async fn binary(s: &Settings, backend: Backend) {
         ("LUCIUS_STORAGE_BACKEND", name.to_owned()),
         ("LUCIUS_DATA_DIR", data.display().to_string()),
     ];
-    let Some(mut child) = start_binary(&bin, addr, &[], &env).await else {
+    let Some((mut child, addr)) = start_binary(&bin, &[], &env).await else {
         return;
     };
     // The binary's runtime has a worker per core: a spinning client would take one of

@@ -193,15 +193,16 @@ pub(crate) fn active_jobs(
         })
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| sqlite(format_args!("listing active jobs of {p}"), e))?;
-    ids.into_iter()
-        .map(|id| {
-            JobId::parse(&id).map_err(|e| {
-                StoreError::permanent(format!(
-                    "embedded store: jobs holds an id that is not a job id ({id:?}): {e}"
-                ))
-            })
-        })
-        .collect()
+    ids.iter().map(|id| stored_job_id(id)).collect()
+}
+
+/// A job id read back from `jobs`.
+fn stored_job_id(id: &str) -> Result<JobId, StoreError> {
+    JobId::parse(id).map_err(|e| {
+        StoreError::permanent(format!(
+            "embedded store: jobs holds an id that is not a job id ({id:?}): {e}"
+        ))
+    })
 }
 
 /// Finished jobs that ended by `ended_by`, earliest end first (then creation order).
@@ -230,11 +231,7 @@ pub(crate) fn ended_jobs(
     raw.into_iter()
         .map(|(id, ended_at, rev)| {
             Ok(EndedJob {
-                job_id: JobId::parse(&id).map_err(|e| {
-                    StoreError::permanent(format!(
-                        "embedded store: jobs holds an id that is not a job id ({id:?}): {e}"
-                    ))
-                })?,
+                job_id: stored_job_id(&id)?,
                 ended_at: Timestamp(ended_at),
                 revision: Revision::counter(rev as u64),
             })
