@@ -1,35 +1,30 @@
 //! Ledger mode: one table, one partition per job (`PartitionKey` = job id; RowKeys `CLAIM`,
 //! `JOB`, `STEP_<index:010>_<stepId>`, `OUTBOX_<outboxId>`), every change one entity group
-//! transaction; plus index partitions `IDX_<tenant>_<YYYYMM>` (RowKeys `PARTITION`,
-//! `JOB_<jobId>` for live jobs, `OUTBOX_<outboxId>` for `PENDING`/`DEAD` entries) so the
-//! dispatcher and the sweepers never scan.
+//! transaction; plus index partitions `IDX_<tenant>_<YYYYMM>` (RowKeys `JOB_<jobId>` for
+//! live jobs, and the queue and dead rows of `queue.rs`) so the dispatcher and the
+//! sweepers never scan.
 //!
 //! The ledger is the truth; the index is kept a *superset* of it for what the dispatcher
-//! must find: a row that makes an entry visible (`PENDING`) is written before the ledger
-//! batch, a row that hides one (`SENT`, `DEAD`, a finished job) after it. A crash between
-//! the two leaves an index row too many, never one too few; readers verify index rows
-//! against the ledger and delete the stale ones.
-
-use std::collections::BTreeMap;
+//! and the sweepers must find: a row that makes a job or an entry visible is written before
+//! the ledger batch, a row that hides one (`SENT`, `DEAD`, a finished job) after it. A
+//! crash between the two leaves an index row too many, never one too few; readers check
+//! what they read against the ledger, and stale rows are deleted.
 
 use lucius_core::ids::{JobId, Partition};
 use lucius_core::{
     Changes, CreateOutcome, Job, JobRecord, NewJob, OutboxEntry, OutboxQuery, OutboxStatus,
     Revision, StoreError, StoreErrorKind,
 };
-use serde_json::Value;
 
 use crate::client::BatchOp;
-use crate::entity::{
-    literal, partition_from_key, partition_key, text, time_key, Row, MAX_BATCH_OPS,
-};
+use crate::entity::{literal, partition_key, text, time_key, Row, MAX_BATCH_OPS};
+use crate::queue::{dead_key_prefix, dead_row, queue_row};
 use crate::retention::{ended_rk, ended_row, purge_gone, refuse_purge, ENDED};
 use crate::rows::*;
 use crate::TableStore;
 
 const CLAIM: &str = "CLAIM";
 const JOB: &str = "JOB";
-const MARKER: &str = "PARTITION";
 
 fn step_rk(index: u32, step_id: &str) -> String {
     format!("STEP_{index:010}_{step_id}")
@@ -39,41 +34,16 @@ fn outbox_rk(id: &str) -> String {
     format!("OUTBOX_{id}")
 }
 
-fn index_pk(p: &Partition) -> String {
+pub(crate) fn index_pk(p: &Partition) -> String {
     format!("IDX_{}", partition_key(p))
 }
 
-/// Index partitions sort between these two bounds (`` ` `` follows `_`).
-const INDEX_FROM: &str = "IDX_";
-const INDEX_TO: &str = "IDX`";
-
-fn marker_row(p: &Partition) -> Row {
-    let mut r = Row::new();
-    r.insert("PartitionKey".into(), index_pk(p).into());
-    r.insert("RowKey".into(), MARKER.into());
-    r.insert("Kind".into(), "PARTITION".into());
-    r.insert("Partition".into(), partition_key(p).into());
-    r
-}
-
-fn index_job_row(job: &Job) -> Row {
+pub(crate) fn index_job_row(job: &Job) -> Row {
     let mut r = Row::new();
     r.insert("PartitionKey".into(), index_pk(&job.partition).into());
     r.insert("RowKey".into(), format!("JOB_{}", job.id).into());
     r.insert("Kind".into(), "IDXJOB".into());
     r.insert("JobId".into(), job.id.as_str().into());
-    r
-}
-
-fn index_outbox_row(e: &OutboxEntry) -> Row {
-    let mut r = Row::new();
-    r.insert("PartitionKey".into(), index_pk(&e.partition).into());
-    r.insert("RowKey".into(), outbox_rk(e.id.as_str()).into());
-    r.insert("Kind".into(), "IDXOUTBOX".into());
-    r.insert("JobId".into(), e.job_id.as_str().into());
-    r.insert("OutboxId".into(), e.id.as_str().into());
-    r.insert("Status".into(), e.status.as_str().into());
-    r.insert("NextAttemptAt".into(), time_key(e.next_attempt_at).into());
     r
 }
 
@@ -151,45 +121,26 @@ impl TableStore {
         Ok(self.ledger_rows(id).await?.record())
     }
 
-    /// Writes index rows of one index partition: one request for one row, a batch for more.
-    async fn index_write(&self, pk: &str, ops: Vec<BatchOp>) -> Result<(), StoreError> {
-        match ops.as_slice() {
-            [] => Ok(()),
-            [BatchOp::Upsert(r)] => self.client.upsert(self.ledger(), r).await,
-            [BatchOp::Delete(rk)] => self.client.delete(self.ledger(), pk, rk).await,
-            _ => match self.client.batch(self.ledger(), pk, &ops).await {
-                Ok(_) => Ok(()),
-                // A delete of a row already gone fails the whole batch: do them one by one.
-                Err(e) if e.kind == StoreErrorKind::NotFound => {
-                    for op in ops {
-                        match op {
-                            BatchOp::Upsert(r) => self.client.upsert(self.ledger(), &r).await?,
-                            BatchOp::Delete(rk) => {
-                                self.client.delete(self.ledger(), pk, &rk).await?
-                            }
-                            _ => {}
-                        }
-                    }
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            },
-        }
-    }
-
-    /// The index rows a stored job needs: marker, live job, visible entries.
+    /// The index rows a stored job needs: its live row, and its pending and dead entries'
+    /// rows; then its partition's registration.
     async fn index_job(&self, rec: &JobRecord) -> Result<(), StoreError> {
         let pk = index_pk(&rec.job.partition);
-        let mut ops = vec![BatchOp::Upsert(marker_row(&rec.job.partition))];
+        let mut ops = Vec::new();
         if !rec.job.status.is_terminal() {
             ops.push(BatchOp::Upsert(index_job_row(&rec.job)));
         }
         for e in &rec.outbox {
-            if e.status != OutboxStatus::Sent {
-                ops.push(BatchOp::Upsert(index_outbox_row(e)));
+            match e.status {
+                OutboxStatus::Pending => ops.push(BatchOp::Upsert(queue_row(&pk, e)?)),
+                OutboxStatus::Dead => ops.push(BatchOp::Upsert(dead_row(&pk, e)?)),
+                OutboxStatus::Sent => {}
             }
         }
-        self.index_write(&pk, ops).await
+        for chunk in ops.chunks(MAX_BATCH_OPS / 2) {
+            self.index_batch(&pk, chunk.to_vec()).await?;
+        }
+        self.register(&rec.job.partition, Some(rec.job.updated_at))
+            .await
     }
 
     pub(crate) async fn ledger_create(&self, new: &NewJob) -> Result<CreateOutcome, StoreError> {
@@ -219,6 +170,7 @@ impl TableStore {
                     outbox: vec![new.outbox.clone()],
                 };
                 self.index_job(&rec).await?;
+                self.queue.saw(&rec.outbox);
                 Ok(CreateOutcome::Created)
             }
             // Every row of a job is written with its claim, so a conflict means the claim.
@@ -233,10 +185,10 @@ impl TableStore {
         let claim = loaded.claim.ok_or_else(|| {
             StoreError::conflict(format!("job {pk} has rows but no idempotency claim"))
         })?;
-        if claim.request_hash != new.claim.request_hash || claim.job_id != new.job.id {
-            return Ok(CreateOutcome::Existing(claim));
-        }
-        if loaded.job.as_ref().is_some_and(|j| j.status.is_terminal()) {
+        if claim.request_hash != new.claim.request_hash
+            || claim.job_id != new.job.id
+            || loaded.job.as_ref().is_some_and(|j| j.status.is_terminal())
+        {
             return Ok(CreateOutcome::Existing(claim));
         }
         // Complete what an earlier attempt left out (possible only for a NewJob written
@@ -291,22 +243,7 @@ impl TableStore {
             return Ok(changes);
         };
         let pk = id.as_str();
-        // 1. Make new PENDING entries visible before they exist.
-        let mut before: BTreeMap<String, Vec<BatchOp>> = BTreeMap::new();
-        for e in changes
-            .outbox
-            .iter()
-            .filter(|e| e.status == OutboxStatus::Pending)
-        {
-            before
-                .entry(index_pk(&e.partition))
-                .or_default()
-                .push(BatchOp::Upsert(index_outbox_row(e)));
-        }
-        for (ipk, ops) in before {
-            self.index_write(&ipk, ops).await?;
-        }
-        // 2. The change itself: one entity group transaction.
+        // The change itself, one entity group transaction, planned (and checked) first.
         let mut ops = Vec::new();
         for s in &changes.steps {
             if s.job_id != id {
@@ -335,183 +272,64 @@ impl TableStore {
         if let Some(j) = &changes.job {
             ops.push(BatchOp::write(job_row(pk, JOB, j)?, &j.revision));
         }
-        // A job this change finishes gets its ended row first, like any row that makes
-        // something findable: a crash leaves a row too many, never a finished job without.
+        let plan = self.plan_queue(&changes)?;
+        // 1. Make pending entries findable before they are pending (queue rows), and a job
+        // this change finishes findable by the purge (its ended row): a crash leaves a row
+        // too many, never one too few.
+        self.queue_before(&plan).await?;
         if let Some(j) = changes.job.as_ref().filter(|j| j.status.is_terminal()) {
             self.client.upsert(self.ledger(), &ended_row(j)).await?;
         }
+        // 2. The change.
         let revs = self.client.batch(self.ledger(), pk, &ops).await?;
         changes.assign_revisions(revs);
-        // 3. Hide what is no longer pending. The change is committed: a failure here only
-        // leaves stale index rows, which readers verify and remove.
-        let mut after: BTreeMap<String, Vec<BatchOp>> = BTreeMap::new();
-        for e in &changes.outbox {
-            let op = match e.status {
-                OutboxStatus::Sent => BatchOp::Delete(outbox_rk(e.id.as_str())),
-                OutboxStatus::Dead => BatchOp::Upsert(index_outbox_row(e)),
-                OutboxStatus::Pending => continue,
-            };
-            after.entry(index_pk(&e.partition)).or_default().push(op);
-        }
+        // 3. Hide what is no longer live. The change is committed: a failure here only
+        // leaves stale index rows, which readers check and remove.
         if let Some(j) = changes.job.as_ref().filter(|j| j.status.is_terminal()) {
-            after
-                .entry(index_pk(&j.partition))
-                .or_default()
-                .push(BatchOp::Delete(format!("JOB_{}", j.id)));
-        }
-        for (ipk, ops) in after {
-            if let Err(e) = self.index_write(&ipk, ops).await {
-                tracing::warn!(error = %e, job = %id, "ledger index update failed; readers will repair it");
+            let gone = vec![BatchOp::Delete(format!("JOB_{}", j.id))];
+            if let Err(e) = self.index_batch(&index_pk(&j.partition), gone).await {
+                tracing::warn!(error = %e, job = %id, "ledger index update failed; the sweeper will skip the row");
             }
         }
+        self.queue_after(plan, &changes).await;
         Ok(changes)
     }
 
+    /// `SENT` entries, or entries of any status: not indexed, so an admin listing scans
+    /// the ledger. `PENDING` and `DEAD` listings read the queue and dead rows (`queue.rs`).
     pub(crate) async fn ledger_outbox(
         &self,
         q: &OutboxQuery,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        match q.status {
-            Some(status @ (OutboxStatus::Pending | OutboxStatus::Dead)) => {
-                self.indexed_outbox(q, status).await
-            }
-            _ => {
-                // SENT (or any) entries are not indexed: an admin listing scans the ledger.
-                let mut f = vec!["Kind eq 'OUTBOX'".to_owned()];
-                if let Some(s) = q.status {
-                    f.push(format!("Status eq {}", literal(s.as_str())));
-                }
-                if let Some(p) = &q.partition {
-                    f.push(format!("Partition eq {}", literal(&partition_key(p))));
-                }
-                if let Some(t) = q.due_by {
-                    f.push(format!("NextAttemptAt le {}", literal(&time_key(t))));
-                }
-                f.extend(cursor_filter(q));
-                let rows = self
-                    .client
-                    .query(self.ledger(), &f.join(" and "), None)
-                    .await?;
-                let mut v = rows
-                    .iter()
-                    .map(read_outbox)
-                    .collect::<Result<Vec<_>, _>>()?;
-                sort_entries(&mut v);
-                past_cursor(&mut v, q);
-                v.truncate(q.limit);
-                Ok(v)
-            }
+        let mut f = vec!["Kind eq 'OUTBOX'".to_owned()];
+        if let Some(s) = q.status {
+            f.push(format!("Status eq {}", literal(s.as_str())));
         }
-    }
-
-    async fn indexed_outbox(
-        &self,
-        q: &OutboxQuery,
-        status: OutboxStatus,
-    ) -> Result<Vec<OutboxEntry>, StoreError> {
-        let mut f = match &q.partition {
-            Some(p) => vec![format!("PartitionKey eq {}", literal(&index_pk(p)))],
-            None => vec![format!(
-                "PartitionKey ge {} and PartitionKey lt {}",
-                literal(INDEX_FROM),
-                literal(INDEX_TO)
-            )],
-        };
-        f.push("Kind eq 'IDXOUTBOX'".into());
-        f.push(format!("Status eq {}", literal(status.as_str())));
+        if let Some(p) = &q.partition {
+            f.push(format!("Partition eq {}", literal(&partition_key(p))));
+        }
         if let Some(t) = q.due_by {
             f.push(format!("NextAttemptAt le {}", literal(&time_key(t))));
         }
-        // Index rows due before the cursor are skipped unread; verification below applies
-        // the exact `(nextAttemptAt, id)` cursor to the entries themselves.
         f.extend(cursor_filter(q));
-        let mut candidates = self
+        let rows = self
             .client
             .query(self.ledger(), &f.join(" and "), None)
             .await?;
-        candidates.sort_by(|a, b| {
-            (text(a, "NextAttemptAt"), rk(a)).cmp(&(text(b, "NextAttemptAt"), rk(b)))
-        });
-        let mut out = Vec::new();
-        // Verify against the ledger, a few at a time, until the limit is reached.
-        for chunk in candidates.chunks(8) {
-            let verified =
-                futures::future::try_join_all(chunk.iter().map(|row| self.verify(row, q, status)))
-                    .await?;
-            out.extend(verified.into_iter().flatten());
-            if out.len() >= q.limit {
-                break;
-            }
-        }
-        sort_entries(&mut out);
-        out.truncate(q.limit);
-        Ok(out)
+        let mut v = rows
+            .iter()
+            .map(read_outbox)
+            .collect::<Result<Vec<_>, _>>()?;
+        sort_entries(&mut v);
+        past_cursor(&mut v, q);
+        v.truncate(q.limit);
+        Ok(v)
     }
 
-    /// The ledger entry an index row names, if it still matches the query; repairs the
-    /// index row when it is stale (see [`INDEX_GRACE`] for a row whose entry is missing).
-    async fn verify(
-        &self,
-        idx: &Row,
-        q: &OutboxQuery,
-        status: OutboxStatus,
-    ) -> Result<Option<OutboxEntry>, StoreError> {
-        let (Some(job), Some(id), Some(ipk)) = (
-            text(idx, "JobId"),
-            text(idx, "OutboxId"),
-            text(idx, "PartitionKey"),
-        ) else {
-            return Ok(None);
-        };
-        let row = self.client.get(self.ledger(), job, &outbox_rk(id)).await?;
-        let entry = row.as_ref().map(read_outbox).transpose()?;
-        let stale = match &entry {
-            None => true,
-            Some(e) => {
-                e.status == OutboxStatus::Sent
-                    || index_pk(&e.partition) != ipk
-                    || text(idx, "Status") != Some(e.status.as_str())
-                    || text(idx, "NextAttemptAt") != Some(time_key(e.next_attempt_at).as_str())
-            }
-        };
-        if stale {
-            let repair = match &entry {
-                Some(e) if e.status != OutboxStatus::Sent && index_pk(&e.partition) == ipk => {
-                    self.client
-                        .upsert(self.ledger(), &index_outbox_row(e))
-                        .await
-                }
-                // No entry yet: a commit may be between its index write and its ledger
-                // batch. Deleting the row now would hide the entry once the batch lands,
-                // so a missing entry's row is removed only once it is older than any
-                // commit can take, and only if nobody rewrote it since it was read.
-                None if !index_row_expired(idx, std::time::SystemTime::now()) => Ok(()),
-                None => match text(idx, "odata.etag") {
-                    Some(etag) => {
-                        self.client
-                            .delete_if(self.ledger(), ipk, &outbox_rk(id), etag)
-                            .await
-                    }
-                    None => Ok(()),
-                },
-                Some(_) => self.client.delete(self.ledger(), ipk, &outbox_rk(id)).await,
-            };
-            if let Err(e) = repair {
-                tracing::warn!(error = %e, entry = id, "could not repair a stale ledger index row");
-            }
-        }
-        Ok(entry.filter(|e| {
-            e.status == status
-                && q.partition.as_ref().is_none_or(|p| &e.partition == p)
-                && q.due_by.is_none_or(|t| e.next_attempt_at <= t)
-                && q.after
-                    .as_ref()
-                    .is_none_or(|(at, id)| (e.next_attempt_at, &e.id) > (*at, id))
-        }))
-    }
-
-    /// The index rows of job `id` in its index partition: its `JOB_` row and the `OUTBOX_`
-    /// rows of its entries (whose ids start with the job id): one key-range query.
+    /// The index rows of job `id` in its index partition its id finds: its `JOB_` row and
+    /// the dead rows of its entries (whose ids start with the job id): one key-range query.
+    /// (Queue rows are keyed by due time first: a purge deletes those of the job's entries
+    /// by their keys, and the repair at load any other.)
     pub(crate) async fn ledger_index_rows_of(
         &self,
         id: &JobId,
@@ -521,8 +339,8 @@ impl TableStore {
             "PartitionKey eq {} and (RowKey eq {} or (RowKey ge {} and RowKey lt {}))",
             literal(&index_pk(p)),
             literal(&format!("JOB_{id}")),
-            literal(&outbox_rk(&format!("{id}."))),
-            literal(&outbox_rk(&format!("{id}/")))
+            literal(&dead_key_prefix(&format!("{id}."))),
+            literal(&dead_key_prefix(&format!("{id}/")))
         );
         self.client.query(self.ledger(), &f, None).await
     }
@@ -543,11 +361,9 @@ impl TableStore {
 
     /// Marks `job` live in its index partition again (a job that ended and runs again).
     pub(crate) async fn ledger_restore_live_index(&self, job: &Job) -> Result<(), StoreError> {
-        let ops = vec![
-            BatchOp::Upsert(marker_row(&job.partition)),
-            BatchOp::Upsert(index_job_row(job)),
-        ];
-        self.index_write(&index_pk(&job.partition), ops).await
+        let ops = vec![BatchOp::Upsert(index_job_row(job))];
+        self.index_batch(&index_pk(&job.partition), ops).await?;
+        self.register(&job.partition, None).await
     }
 
     /// See [`lucius_core::Store::purge_job`]. The job's partition goes in entity group
@@ -571,6 +387,18 @@ impl TableStore {
         // Read while the job still exists: a job made again under this id writes its index
         // rows after its ledger batch, and these are deleted only if unchanged since.
         let idx = self.ledger_index_rows_of(id, &job.partition).await?;
+        // Its entries' queue rows first, while the job shows which they are.
+        let mut entries = Vec::new();
+        for r in rows.iter().filter(|r| rk(r).starts_with("OUTBOX_")) {
+            entries.push(read_outbox(r)?);
+        }
+        let queued: Vec<String> = self
+            .index_keys_of(&entries)
+            .into_iter()
+            .filter(|k| k.starts_with("Q_"))
+            .collect();
+        self.delete_index_keys(&index_pk(&job.partition), queued)
+            .await?;
         let mut children = Vec::new();
         for r in &rows {
             match rk(r) {
@@ -611,24 +439,11 @@ impl TableStore {
         limit: usize,
     ) -> Result<Vec<JobId>, StoreError> {
         let f = format!(
-            "PartitionKey eq {} and Kind eq 'IDXJOB'",
+            "PartitionKey eq {} and RowKey ge 'JOB_' and RowKey lt 'JOB`'",
             literal(&index_pk(p))
         );
         self.job_ids_page(self.ledger(), f, "JOB_", "JobId", after, limit)
             .await
-    }
-
-    pub(crate) async fn ledger_partitions(&self) -> Result<Vec<Partition>, StoreError> {
-        let f = format!(
-            "PartitionKey ge {} and PartitionKey lt {} and Kind eq 'PARTITION'",
-            literal(INDEX_FROM),
-            literal(INDEX_TO)
-        );
-        let rows = self.client.query(self.ledger(), &f, None).await?;
-        rows.iter()
-            .filter_map(|r| r.get("Partition").and_then(Value::as_str))
-            .map(partition_from_key)
-            .collect()
     }
 }
 

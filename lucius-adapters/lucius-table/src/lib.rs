@@ -11,7 +11,9 @@
 //!                       └─ Mode::Ledger: LuciusLedger, one partition per job, one
 //!                                        entity group transaction per change, plus
 //!                                        IDX_<tenant>_<YYYYMM> index partitions
-//!   (both modes: an ENDED partition lists finished jobs by end time, for the purge)
+//!   (both modes: per dispatch partition, live-job rows and a due-ordered queue of PENDING
+//!    entries, Q_<nextAttemptAt:020>_<outboxId>, read as one key range with $top; a
+//!    PARTITIONS registry; an ENDED partition listing finished jobs by end time)
 //!   Dispatcher ──LeaseStore──▶ TableStore ──▶ LuciusLeases (both modes): LEASE rows per
 //!                                        partition (If-Match only), MEMBER rows (upserts)
 //! ```
@@ -34,6 +36,7 @@ mod entity;
 mod fake_service;
 mod leases;
 mod ledger;
+mod queue;
 mod refusal;
 mod retention;
 mod rows;
@@ -45,7 +48,7 @@ use async_trait::async_trait;
 use azure_data_tables::clients::TableServiceClientBuilder;
 use lucius_core::ids::{JobId, Partition};
 use lucius_core::ports::{CreateOutcome, EndedJob, OutboxQuery, Store, StoreError};
-use lucius_core::{Changes, JobRecord, NewJob, OutboxEntry, Revision, Timestamp};
+use lucius_core::{Changes, JobRecord, NewJob, OutboxEntry, OutboxStatus, Revision, Timestamp};
 
 pub use client::RequestCounts;
 pub use config::{
@@ -80,6 +83,7 @@ pub struct TableStore {
     client: client::Client,
     config: Arc<TableConfig>,
     endpoint: Arc<str>,
+    queue: Arc<queue::QueueState>,
 }
 
 impl TableStore {
@@ -117,6 +121,7 @@ impl TableStore {
             client,
             config: Arc::new(config),
             endpoint: endpoint.into(),
+            queue: Arc::default(),
         };
         if store.config.create_tables {
             let op = store.operation();
@@ -201,10 +206,12 @@ impl Store for TableStore {
 
     async fn load_job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
         let op = self.operation();
-        match op.config.mode {
+        let rec = match op.config.mode {
             Mode::Table => op.table_load(id).await,
             Mode::Ledger => op.ledger_load(id).await,
-        }
+        }?;
+        op.repair_listed(id, rec.as_ref());
+        Ok(rec)
     }
 
     async fn commit(&self, changes: Changes) -> Result<Changes, StoreError> {
@@ -223,9 +230,11 @@ impl Store for TableStore {
             return Ok(Vec::new());
         }
         let op = self.operation();
-        match op.config.mode {
-            Mode::Table => op.table_outbox(query).await,
-            Mode::Ledger => op.ledger_outbox(query).await,
+        match (query.status, op.config.mode) {
+            (Some(OutboxStatus::Pending), _) => op.list_pending(query).await,
+            (Some(OutboxStatus::Dead), _) => op.list_dead(query).await,
+            (_, Mode::Table) => op.table_outbox(query).await,
+            (_, Mode::Ledger) => op.ledger_outbox(query).await,
         }
     }
 
@@ -246,20 +255,12 @@ impl Store for TableStore {
     }
 
     async fn partitions(&self) -> Result<Vec<Partition>, StoreError> {
-        let op = self.operation();
-        let mut v = match op.config.mode {
-            Mode::Table => op.table_partitions().await?,
-            Mode::Ledger => op.ledger_partitions().await?,
-        };
-        v.sort();
-        v.dedup();
-        Ok(v)
+        self.operation().registered_partitions().await
     }
 
-    /// Never retires (yet): Table Storage lists partitions from their index rows, which
-    /// stay; every partition is still swept and dispatched.
-    async fn retire_partition(&self, _: &Partition) -> Result<bool, StoreError> {
-        Ok(false)
+    /// Retires a partition only an hour after its month ended (see `docs/storage.md`).
+    async fn retire_partition(&self, partition: &Partition) -> Result<bool, StoreError> {
+        self.operation().retire(partition).await
     }
 
     async fn ended_jobs(

@@ -7,24 +7,25 @@
 //! | jobs | job id | `JOB` |
 //! | steps | job id | `<index:010>_<stepId>` |
 //! | outbox | dispatch partition `tenant_YYYYMM` | outbox id |
-//! | job index | dispatch partition `tenant_YYYYMM` | job id, and `PARTITION` |
+//! | job index | dispatch partition `tenant_YYYYMM` | `A_<jobId>` (live jobs), `Q_…`/`D_…` (`queue.rs`) |
+//! | job index | `PARTITIONS` / `ENDED` | the registry (`queue.rs`) / ended rows (`retention.rs`) |
 
 use lucius_core::ids::{JobId, Partition};
 use lucius_core::{
-    Changes, CreateOutcome, JobIndexEntry, JobRecord, NewJob, OutboxEntry, OutboxQuery, Revision,
-    Step, StoreError, StoreErrorKind,
+    Changes, CreateOutcome, JobIndexEntry, JobRecord, NewJob, OutboxEntry, OutboxQuery,
+    OutboxStatus, Revision, Step, StoreError, StoreErrorKind,
 };
 use serde_json::Value;
 
 use crate::client::BatchOp;
-use crate::entity::{encode, literal, partition_from_key, partition_key, text, time_key, Row};
+use crate::entity::{encode, literal, partition_key, text, time_key, Row};
+use crate::queue::queue_row;
 use crate::retention::{delete_all, ended_rk, ended_row, purge_gone, refuse_purge, ENDED};
 use crate::rows::*;
 use crate::TableStore;
 
 const CLAIM: &str = "CLAIM";
 const JOB: &str = "JOB";
-const MARKER: &str = "PARTITION";
 /// Set on a job row a purge has started on (see `table_purge`): a new intake of the same
 /// key that finds it replaces it.
 const PURGING: &str = "Purging";
@@ -72,31 +73,42 @@ fn after_groups(e: StoreError, landed: &[&str], failed: &str, id: &JobId) -> Sto
     ))
 }
 
+/// The RowKey of a live job's row in its partition's index.
+fn live_key(id: &JobId) -> String {
+    format!("A_{id}")
+}
+
 impl TableStore {
-    fn index_rows(&self, entry: &JobIndexEntry, active: bool) -> Result<Vec<BatchOp>, StoreError> {
-        let pk = partition_key(&entry.partition);
-        let mut marker = Row::new();
-        marker.insert("PartitionKey".into(), pk.clone().into());
-        marker.insert("RowKey".into(), MARKER.into());
-        marker.insert("Kind".into(), "PARTITION".into());
-        marker.insert("Partition".into(), pk.clone().into());
-        let row = encode(
-            &pk,
-            entry.job_id.as_str(),
+    /// The index row that lists a live job for the sweepers.
+    pub(crate) fn live_row(&self, entry: &JobIndexEntry) -> Result<Row, StoreError> {
+        encode(
+            &self.queue_pk(&entry.partition),
+            &live_key(&entry.job_id),
             &format!("index row of job {}", entry.job_id),
             entry,
-            &[("Kind", "INDEX".into()), ("Active", Value::Bool(active))],
-        )?;
-        Ok(vec![BatchOp::Upsert(marker), BatchOp::Upsert(row)])
+            &[
+                ("Kind", "LIVE".into()),
+                ("JobId", entry.job_id.as_str().into()),
+            ],
+        )
     }
 
-    async fn write_index(&self, entry: &JobIndexEntry, active: bool) -> Result<(), StoreError> {
-        let ops = self.index_rows(entry, active)?;
-        let pk = partition_key(&entry.partition);
-        self.client
-            .batch(&self.config.job_index_table, &pk, &ops)
-            .await
-            .map(|_| ())
+    /// Lists a new job and, if it is pending, its first entry: one batch in the
+    /// partition's index (carrying the partition's waiting deletes), then its registration.
+    async fn index_new(
+        &self,
+        entry: &JobIndexEntry,
+        first: Option<&OutboxEntry>,
+    ) -> Result<(), StoreError> {
+        let pk = self.queue_pk(&entry.partition);
+        let mut ops = vec![BatchOp::Upsert(self.live_row(entry)?)];
+        if let Some(e) = first.filter(|e| e.status == OutboxStatus::Pending) {
+            ops.push(BatchOp::Upsert(queue_row(&pk, e)?));
+        }
+        self.index_batch(&pk, ops).await?;
+        // A new job is registered as of its creation; a job listed again, always.
+        let at = first.map(|_| entry.created_at);
+        self.register(&entry.partition, at).await
     }
 
     async fn insert_steps(&self, steps: &[&Step]) -> Result<(), StoreError> {
@@ -136,7 +148,7 @@ impl TableStore {
         for s in &new.steps {
             step_row(id, &step_rk(s), s)?;
         }
-        self.index_rows(&new.index, true)?;
+        self.live_row(&new.index)?;
         match self
             .client
             .insert(&self.config.idempotency_table, &claim)
@@ -146,12 +158,13 @@ impl TableStore {
             Err(e) if e.kind == StoreErrorKind::Conflict => return self.table_replay(new).await,
             Err(e) => return Err(e),
         }
-        // Order of truth: claim, job, steps, index, first directive.
+        // Order of truth: claim, job, steps, index (live row and queue row), first directive.
         self.insert_job(&job).await?;
         self.insert_steps(&new.steps.iter().collect::<Vec<_>>())
             .await?;
-        self.write_index(&new.index, true).await?;
+        self.index_new(&new.index, Some(&new.outbox)).await?;
         tolerate_conflict(self.client.insert(&self.config.outbox_table, &outbox).await)?;
+        self.queue.saw(std::slice::from_ref(&new.outbox));
         Ok(CreateOutcome::Created)
     }
 
@@ -210,14 +223,16 @@ impl TableStore {
             .filter(|s| !have.iter().any(|x| x.index == s.index))
             .collect();
         self.insert_steps(&missing).await?;
-        self.write_index(&new.index, true).await?;
         let pk = partition_key(&new.outbox.partition);
-        if self
+        let stored = self
             .client
             .get(&self.config.outbox_table, &pk, new.outbox.id.as_str())
-            .await?
-            .is_none()
-        {
+            .await?;
+        let stored = stored.as_ref().map(read_outbox).transpose()?;
+        // The queue row only for an entry still pending (as stored, or about to be).
+        self.index_new(&new.index, Some(stored.as_ref().unwrap_or(&new.outbox)))
+            .await?;
+        if stored.is_none() {
             let row = outbox_row(&pk, new.outbox.id.as_str(), &new.outbox)?;
             tolerate_conflict(self.client.insert(&self.config.outbox_table, &row).await)?;
         }
@@ -306,6 +321,7 @@ impl TableStore {
                 )));
             }
         }
+        let plan = self.plan_queue(&changes)?;
         // A job this change finishes gets its ended row before anything else: a crash
         // leaves a row too many (the purge checks the job row), never a finished job
         // without one. Nothing of the change is applied if it fails.
@@ -314,6 +330,9 @@ impl TableStore {
                 .upsert(&self.config.job_index_table, &ended_row(j))
                 .await?;
         }
+        // Then the queue rows of entries it makes (or keeps) pending: the queue is a
+        // superset of the pending entries.
+        self.queue_before(&plan).await?;
         // Steps (by index), then outbox entries, then the job. Each group is one request or
         // one entity group transaction, so it lands whole or not at all; a failure after a
         // group landed is `Partial` (the caller's transition happened), never the bare error.
@@ -350,19 +369,16 @@ impl TableStore {
                 .await
                 .map_err(|e| after_groups(e, &landed, "job", &id))?;
             if j.status.is_terminal() {
-                // After the job: a crash here leaves the job listed as active; the sweeper
+                // After the job: a crash here leaves the job listed as live; the sweeper
                 // loads it, finds it terminal and changes nothing.
-                let entry = JobIndexEntry {
-                    job_id: j.id.clone(),
-                    partition: j.partition.clone(),
-                    request_type: j.request_type.clone(),
-                    created_at: j.created_at,
-                };
-                if let Err(e) = self.write_index(&entry, false).await {
+                let pk = self.queue_pk(&j.partition);
+                let gone = vec![BatchOp::Delete(live_key(&j.id))];
+                if let Err(e) = self.index_batch(&pk, gone).await {
                     tracing::warn!(error = %e, job = %j.id, "job index update failed");
                 }
             }
         }
+        self.queue_after(plan, &changes).await;
         Ok(changes)
     }
 
@@ -377,7 +393,7 @@ impl TableStore {
             request_type: job.request_type.clone(),
             created_at: job.created_at,
         };
-        self.write_index(&entry, true).await
+        self.index_new(&entry, None).await
     }
 
     /// See [`lucius_core::Store::purge_job`]. Freezes the job row (a marked rewrite,
@@ -402,7 +418,7 @@ impl TableStore {
         let mut marked = job_row(pk, JOB, &job)?;
         marked.insert(PURGING.into(), Value::Bool(true));
         let frozen = self.client.update(&c.jobs_table, &marked, revision).await?;
-        // 2. Steps and entries, 3. the index row.
+        // 2. The index rows, 3. steps and entries.
         let steps_filter = format!("PartitionKey eq {}", literal(pk));
         let (steps, entries) = futures::future::try_join(
             self.client.query(&c.steps_table, &steps_filter, None),
@@ -411,9 +427,16 @@ impl TableStore {
         )
         .await?;
         let opk = partition_key(&job.partition);
+        let indexed = entries
+            .iter()
+            .map(read_outbox)
+            .collect::<Result<Vec<_>, _>>()?;
+        // The index rows first, while the entries still show which queue rows are theirs.
+        let mut index = vec![live_key(id)];
+        index.extend(self.index_keys_of(&indexed));
+        self.delete_index_keys(&opk, index).await?;
         delete_all(self, &c.steps_table, pk, row_keys(&steps)).await?;
         delete_all(self, &c.outbox_table, &opk, row_keys(&entries)).await?;
-        self.client.delete(&c.job_index_table, &opk, pk).await?;
         // 4. The claim, if it is this job's: the key is free from here on (a new intake
         // that finds the frozen row replaces it, see `insert_job`).
         if let Some(claim) = self.client.get(&c.idempotency_table, pk, CLAIM).await? {
@@ -434,6 +457,9 @@ impl TableStore {
             .await
     }
 
+    /// Entries of any status, or `SENT` ones: not indexed, so an admin listing scans the
+    /// outbox table (a partition of it when the query names one). `PENDING` and `DEAD`
+    /// listings read the queue and dead rows instead (see `queue.rs`).
     pub(crate) async fn table_outbox(
         &self,
         q: &OutboxQuery,
@@ -473,22 +499,10 @@ impl TableStore {
         limit: usize,
     ) -> Result<Vec<JobId>, StoreError> {
         let f = format!(
-            "PartitionKey eq {} and Kind eq 'INDEX' and Active eq true",
+            "PartitionKey eq {} and RowKey ge 'A_' and RowKey lt 'A`'",
             literal(&partition_key(p))
         );
-        self.job_ids_page(&self.config.job_index_table, f, "", "RowKey", after, limit)
+        self.job_ids_page(&self.config.job_index_table, f, "A_", "JobId", after, limit)
             .await
-    }
-
-    pub(crate) async fn table_partitions(&self) -> Result<Vec<Partition>, StoreError> {
-        let f = format!("RowKey eq {}", literal(MARKER));
-        let rows = self
-            .client
-            .query(&self.config.job_index_table, &f, None)
-            .await?;
-        rows.iter()
-            .filter_map(|r| text(r, "Partition"))
-            .map(partition_from_key)
-            .collect()
     }
 }

@@ -6,6 +6,7 @@ mod support;
 
 use std::sync::Arc;
 
+use lucius_core::engine::PublishOutcome;
 use lucius_core::memory::{ManualClock, MemoryPublisher};
 use lucius_core::testkit::{command, new_job};
 use lucius_core::{
@@ -280,18 +281,24 @@ async fn crash_between_any_two_writes(mode: Mode) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stale_ledger_index_row_is_verified_and_removed() {
-    let store = support::store(Mode::Ledger).await;
+/// A queue row whose entry was sent by a process that died before deleting it (the delete
+/// waits in that process for the next request to the partition): another process's
+/// listing hands the entry out, the load before acting on it shows it sent, and that load
+/// repairs the row; the next listing sends the delete first and reads nothing.
+async fn a_stale_queue_row_costs_one_load_and_is_removed(mode: Mode) {
+    let store = support::store(mode).await;
     let (clock, bus) = (ManualClock::new(T0), MemoryPublisher::new());
-    let engine = engine(&store, &clock, &bus);
-    let sub = engine.submit(command("acme", "stale", 0)).await.unwrap();
-    // The publication's ledger batch lands; the index delete after it does not (crash).
-    store.crash_after_writes(Some(1));
-    engine.publish(&sub.to_publish[0]).await.unwrap();
-    store.crash_after_writes(None);
-    let rec = engine.job(&sub.value.job_id).await.unwrap();
-    assert_eq!(rec.outbox[0].status, lucius_core::OutboxStatus::Sent);
+    let sub = engine(&store, &clock, &bus)
+        .submit(command("acme", "stale", 0))
+        .await
+        .unwrap();
+    engine(&store, &clock, &bus)
+        .publish(&sub.to_publish[0])
+        .await
+        .unwrap();
+    // Another process (the first one's deferred delete dies with it).
+    let other = support::connect_with(store.config().clone()).await;
+    let engine = engine(&other, &clock, &bus);
     let query = lucius_core::OutboxQuery {
         status: Some(lucius_core::OutboxStatus::Pending),
         partition: Some(sub.value.partition.clone()),
@@ -299,26 +306,44 @@ async fn a_stale_ledger_index_row_is_verified_and_removed() {
         after: None,
         limit: 10,
     };
-    // The index still names the entry: the dispatcher checks the ledger, skips it and
-    // deletes the stale row…
-    let before = store.request_counts();
-    assert!(store.outbox(&query).await.unwrap().is_empty());
-    let c = store.request_counts().since(&before);
-    assert_eq!((c.query, c.get, c.delete), (1, 1, 1), "{c:?}");
-    // …so the next round reads nothing more than the index.
-    let before = store.request_counts();
-    assert!(store.outbox(&query).await.unwrap().is_empty());
-    let c = store.request_counts().since(&before);
-    assert_eq!((c.query, c.get, c.delete), (1, 0, 0), "{c:?}");
+    let before = other.request_counts();
+    let listed = other.outbox(&query).await.unwrap();
+    assert_eq!(listed.len(), 1, "the stale row is listed: {listed:?}");
+    assert_eq!(other.request_counts().since(&before).total(), 1);
+    // The dispatcher loads before it publishes: sent already, nothing to do.
+    assert_eq!(
+        engine.publish(&listed[0].id).await.unwrap(),
+        PublishOutcome::NotPending
+    );
+    assert_eq!(bus.len(), 1, "published once");
+    // The next listing deletes the row first, then reads nothing…
+    let before = other.request_counts();
+    assert!(other.outbox(&query).await.unwrap().is_empty());
+    let c = other.request_counts().since(&before);
+    assert_eq!((c.query, c.delete + c.batch), (1, 1), "{mode:?}: {c:?}");
+    // …and the one after only reads.
+    let before = other.request_counts();
+    assert!(other.outbox(&query).await.unwrap().is_empty());
+    assert_eq!(other.request_counts().since(&before).total(), 1);
 }
 
-/// Issue 15's race: a commit writes the index row of its new `PENDING` entry, then its
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_queue_row_costs_one_load_and_is_removed_ledger() {
+    a_stale_queue_row_costs_one_load_and_is_removed(Mode::Ledger).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_queue_row_costs_one_load_and_is_removed_table() {
+    a_stale_queue_row_costs_one_load_and_is_removed(Mode::Table).await;
+}
+
+/// Issue 15's race: a commit writes the queue row of its new `PENDING` entry, then its
 /// ledger batch. A dispatcher that reads the row in between finds no entry; deleting the
 /// row then would hide the entry for good once the batch lands. The row is kept (it is
 /// younger than the grace), the dispatcher reads it again next round, and finds the entry
 /// once the commit completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_index_row_written_before_its_ledger_batch_is_not_deleted() {
+async fn a_queue_row_written_before_its_ledger_batch_is_not_deleted() {
     let store = support::store(Mode::Ledger).await;
     let (clock, bus) = (ManualClock::new(T0), MemoryPublisher::new());
     let engine = engine(&store, &clock, &bus);
@@ -333,10 +358,12 @@ async fn an_index_row_written_before_its_ledger_batch_is_not_deleted() {
         worker_id: Some("w"),
     };
     engine.ack(call()).await.unwrap();
-    // The completion writes the next step's index row, then stops before its batch.
+    // The completion writes the next step's queue row, then stops before its batch.
     store.crash_after_writes(Some(1));
     assert!(engine.complete(call(), json!({"ok": 1})).await.is_err());
     store.crash_after_writes(None);
+    // A dispatcher in another process.
+    let other = support::connect_with(store.config().clone()).await;
     let query = lucius_core::OutboxQuery {
         status: Some(lucius_core::OutboxStatus::Pending),
         partition: Some(sub.value.partition.clone()),
@@ -345,21 +372,28 @@ async fn an_index_row_written_before_its_ledger_batch_is_not_deleted() {
         limit: 10,
     };
     for round in 0..2 {
-        let before = store.request_counts();
-        assert!(store.outbox(&query).await.unwrap().is_empty());
-        let c = store.request_counts().since(&before);
+        let before = other.request_counts();
+        let listed = other.outbox(&query).await.unwrap();
+        assert_eq!(listed.len(), 1, "round {round}: {listed:?}");
+        assert_eq!(listed[0].step_index, 1);
+        // Its load finds no such entry (yet): the row is kept.
+        let rec = other.load_job(&job).await.unwrap().unwrap();
+        assert!(rec.entry(&listed[0].id).is_none());
+        let c = other.request_counts().since(&before);
         assert_eq!(
-            (c.get, c.delete),
-            (1, 0),
-            "round {round}: the row is verified and kept: {c:?}"
+            (c.delete, c.batch),
+            (0, 0),
+            "round {round}: the row is kept: {c:?}"
         );
     }
     // The commit completes (here, the engine's retry): the entry is found through the row.
     let step = engine.complete(call(), json!({"ok": 1})).await.unwrap();
     assert_eq!(step.value.status, lucius_core::StepStatus::Succeeded);
-    let found = store.outbox(&query).await.unwrap();
+    let found = other.outbox(&query).await.unwrap();
     assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0].step_index, 1);
+    let rec = other.load_job(&job).await.unwrap().unwrap();
+    let entry = rec.entry(&found[0].id).expect("the entry landed");
+    assert_eq!(entry.status, lucius_core::OutboxStatus::Pending);
 }
 
 /// Table mode writes the claim alone first: a crash right after it leaves no job, and the
@@ -511,8 +545,10 @@ async fn a_commit_that_fails_after_a_group_landed_is_partial() {
     assert_eq!(err.kind, StoreErrorKind::Conflict, "{err}");
 }
 
-/// Ledger mode: when the ledger batch lands and the index writes after it fail, the commit
-/// happened and says so; the stale index row is corrected by the next query that reads it.
+/// Ledger mode: when the ledger batch lands and the index writes after it do not (the job's
+/// live row is deleted at once; the entry's dead row and the delete of its queue row wait
+/// in the process, which dies), the commit happened and says so; another process repairs
+/// the index when it loads the job a listing handed out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ledger_commit_whose_index_update_fails_after_the_batch_is_committed() {
     use lucius_core::{OutboxQuery, OutboxStatus, PublishRetryPolicy};
@@ -529,8 +565,8 @@ async fn a_ledger_commit_whose_index_update_fails_after_the_batch_is_committed()
         .on_publish_failed("denied", true, policy, now)
         .unwrap();
     let failed = rec.job.on_failed("denied", now).unwrap();
-    // The job's ended row and the batch are the first writes; the index writes after it
-    // (entry DEAD, job row gone) do not land.
+    // The job's ended row and the batch are the first writes; the live row's delete after
+    // it does not land.
     store.crash_after_writes(Some(2));
     let written = store
         .commit(Changes {
@@ -542,10 +578,19 @@ async fn a_ledger_commit_whose_index_update_fails_after_the_batch_is_committed()
     store.crash_after_writes(None);
     let written = written.expect("the ledger batch landed: the commit happened");
     assert_eq!(written.outbox[0].status, OutboxStatus::Dead);
-    let after = store.load_job(&new.job.id).await.unwrap().unwrap();
+    let other = support::connect_with(store.config().clone()).await;
+    let after = other.load_job(&new.job.id).await.unwrap().unwrap();
     assert_eq!(
         (after.outbox[0].status, after.job.status),
         (OutboxStatus::Dead, JobStatus::Failed)
+    );
+    // The sweeper still finds the job (its live row stayed), loads it and leaves it.
+    assert_eq!(
+        other
+            .active_jobs(&new.job.partition, None, 10)
+            .await
+            .unwrap(),
+        vec![new.job.id.clone()]
     );
     let query = |status| OutboxQuery {
         status: Some(status),
@@ -554,25 +599,26 @@ async fn a_ledger_commit_whose_index_update_fails_after_the_batch_is_committed()
         after: None,
         limit: 10,
     };
-    // The index row still says PENDING (the crash took effect): a DEAD listing misses it…
-    assert!(store
+    let ids = |v: Vec<lucius_core::OutboxEntry>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    // The dead row was never written: a DEAD listing misses the entry…
+    assert!(other
         .outbox(&query(OutboxStatus::Dead))
         .await
         .unwrap()
         .is_empty());
-    // …until the dispatcher's query reads the stale row, hands out nothing and corrects it…
-    assert!(store
+    // …and its stale queue row is listed, until the load a dispatcher makes before acting
+    // on it…
+    let listed = ids(other.outbox(&query(OutboxStatus::Pending)).await.unwrap());
+    assert_eq!(listed, vec![new.outbox.id.clone()]);
+    other.load_job(&new.job.id).await.unwrap();
+    // …writes the dead row and deletes the queue row.
+    assert_eq!(
+        ids(other.outbox(&query(OutboxStatus::Dead)).await.unwrap()),
+        vec![new.outbox.id.clone()]
+    );
+    assert!(other
         .outbox(&query(OutboxStatus::Pending))
         .await
         .unwrap()
         .is_empty());
-    // …so the entry is listed as DEAD.
-    let dead: Vec<_> = store
-        .outbox(&query(OutboxStatus::Dead))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.id)
-        .collect();
-    assert_eq!(dead, vec![new.outbox.id.clone()]);
 }

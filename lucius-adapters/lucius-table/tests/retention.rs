@@ -158,7 +158,7 @@ async fn ledger_mode_finishes_an_interrupted_purge() {
     a_purge_interrupted_anywhere_is_finished_by_the_next_round(Mode::Ledger).await;
 }
 
-/// Table mode: a purge stopped after the claim went (writes 1–5 landed) frees the key; an
+/// Table mode: a purge stopped after the claim went (writes 1–6 landed) frees the key; an
 /// intake of it replaces the frozen job row, and the next round leaves the new job alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_reused_while_its_old_job_is_half_purged_makes_a_new_job() {
@@ -166,7 +166,7 @@ async fn a_key_reused_while_its_old_job_is_half_purged_makes_a_new_job() {
     let end = T0.plus(Millis(1_000));
     let old = finished(&store, "reused", end).await;
     let listed = store.ended_jobs(end, 100).await.unwrap();
-    store.crash_after_writes(Some(5));
+    store.crash_after_writes(Some(6));
     let e = store
         .purge_job(&old.job.id, &listed[0].revision)
         .await
@@ -300,8 +300,9 @@ async fn request_costs_of_a_purge() {
     let (purge, finish) = purge_costs(Mode::Table, 5).await;
     eprintln!("table: purge of {n}: {purge:?}; finishing them: {finish:?}");
     // Listing: 1 query + 1 get per job. Each purge: get, freeze (update), steps and
-    // entries (2 queries; the steps 1 batch, the entry 1 delete), index row delete,
-    // claim get + delete, job row delete, ended row delete.
+    // entries (2 queries), its index rows (the live row and the queue row of its entry,
+    // never published: 2 deletes), the steps (1 batch) and the entry (1 delete), claim get
+    // + delete, job row delete, ended row delete.
     assert_eq!(
         (
             purge.query,
@@ -310,14 +311,14 @@ async fn request_costs_of_a_purge() {
             purge.delete,
             purge.batch
         ),
-        (1 + 2 * n, 2 * n + n, n, 5 * n, n),
+        (1 + 2 * n, 2 * n + n, n, 6 * n, n),
         "table: {purge:?}"
     );
-    assert_eq!(purge.total(), 1 + 12 * n, "table: {purge:?}");
-    // Ending a job: its ended row (1 upsert), the job row, the index row (1 batch).
+    assert_eq!(purge.total(), 1 + 13 * n, "table: {purge:?}");
+    // Ending a job: its ended row (1 upsert), the job row, its live row (1 delete).
     assert_eq!(
-        (finish.upsert, finish.update, finish.batch),
-        (n, n, n),
+        (finish.upsert, finish.update, finish.delete, finish.batch),
+        (n, n, n, 0),
         "table: {finish:?}"
     );
 
