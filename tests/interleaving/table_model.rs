@@ -112,16 +112,19 @@ impl TableModel {
             }
         }
         let out = match self.rows.create_job(new).await? {
-            // The rest of our own torn intake: the claim is ours.
+            // The rest of our own torn intake: the claim is ours, and so are the rows.
             CreateOutcome::Existing(c)
                 if tear.is_some() && c.request_hash == hash && c.job_id == id =>
             {
-                CreateOutcome::Created
+                match self.rows.load_job(&id).await? {
+                    Some(rec) => CreateOutcome::Created(Box::new(rec)),
+                    None => CreateOutcome::Existing(c),
+                }
             }
             other => other,
         };
         let same = match &out {
-            CreateOutcome::Created => true,
+            CreateOutcome::Created(_) => true,
             CreateOutcome::Existing(c) => c.request_hash == hash && c.job_id == id,
         };
         if same {

@@ -65,7 +65,7 @@ async fn two_orchestrators_submitting_the_same_command_create_one_job() {
             let (a, b) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
             let created = [&a, &b]
                 .iter()
-                .filter(|o| matches!(o, CreateOutcome::Created))
+                .filter(|o| matches!(o, CreateOutcome::Created(_)))
                 .count();
             assert_eq!(created, 1, "{mode:?}: {a:?} / {b:?}");
             let rec = one.load_job(&new.job.id).await.unwrap().unwrap();

@@ -58,7 +58,7 @@ impl Engine {
         let first = new.outbox.id.clone();
         let request_hash = new.claim.request_hash;
         match self.store.create_job(new).await? {
-            CreateOutcome::Created => {
+            CreateOutcome::Created(_) => {
                 created.report(self.observer.as_ref());
                 Ok(Outcome {
                     value,
