@@ -94,7 +94,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let lucius = wiring::build(&settings, settings.orchestrator(), false).await?;
             if lucius.pulls() {
                 // No bus: workers claim directives with POST /v1/workers/poll. Publishing
-                // would mark them sent into nowhere, so only report what is due.
+                // would mark them sent into nowhere, so only report what is due — due now,
+                // as pollers see it (`Engine::claim_due`): the dispatch grace holds back
+                // dispatchers only, which pull mode does not run.
                 let due = lucius
                     .engine()
                     .store()

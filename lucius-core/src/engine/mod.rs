@@ -59,6 +59,15 @@ pub struct EngineConfig {
     /// `None` keeps them forever). The idempotency window: a key reused after its job was
     /// purged creates a new job.
     pub retention: Option<Millis>,
+    /// How long a new `PENDING` entry is left to the publication its writer makes inline
+    /// (the runtime publishes every directive an engine call writes right after the call)
+    /// before [`Engine::dispatch`], [`Engine::dispatch_fenced`] and
+    /// [`Engine::retry_pending`] take it (`LUCIUS_DISPATCH_GRACE`, default 5 s): they list
+    /// entries due by `now - dispatch_grace`, so the two do not race and publish one
+    /// directive twice. The default is well above the publish timeout (2 s) plus a commit.
+    /// Workers that pull ([`Engine::claim_due`]) are not held back: nothing publishes
+    /// inline for them.
+    pub dispatch_grace: Millis,
 }
 
 impl Default for EngineConfig {
@@ -73,6 +82,7 @@ impl Default for EngineConfig {
             conflict_retries: 8,
             intake_grace: Millis(600_000),
             retention: Some(Millis(7 * 24 * 3600 * 1000)),
+            dispatch_grace: Millis(5_000),
         }
     }
 }
@@ -339,3 +349,6 @@ mod tests;
 
 #[cfg(test)]
 mod drift_tests;
+
+#[cfg(test)]
+mod round_trip_tests;

@@ -80,6 +80,8 @@ impl Engine {
         if max == 0 {
             return Ok(claimed);
         }
+        // Due now, not after the dispatch grace: with no bus nothing publishes inline, so a
+        // new directive is the pollers' at once.
         let mut q = OutboxQuery {
             status: Some(OutboxStatus::Pending),
             partition: None,
