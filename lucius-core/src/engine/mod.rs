@@ -10,6 +10,7 @@
 mod admin;
 mod consequences;
 mod dispatch;
+mod handoff;
 mod intake;
 mod observe;
 pub(crate) mod publish;
@@ -157,6 +158,8 @@ pub struct Engine {
     protocols: Arc<ProtocolRegistry>,
     observer: Arc<dyn Observer>,
     config: EngineConfig,
+    /// New jobs' records, left by intake for their first publication.
+    handoff: Arc<handoff::HandOff>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -182,6 +185,7 @@ impl Engine {
             protocols: Arc::new(ProtocolRegistry::demo()),
             observer: Arc::new(NoopObserver),
             config: EngineConfig::default(),
+            handoff: Arc::default(),
         }
     }
 
@@ -294,7 +298,11 @@ impl Engine {
             if changes.is_empty() {
                 return Ok(value);
             }
-            match self.store.commit(changes).await {
+            let result = self.store.commit(changes).await;
+            // The job changed (or may have): a record intake left for its first
+            // publication is stale.
+            self.handoff.forget(id);
+            match result {
                 Ok(written) => {
                     observe::report(self.observer.as_ref(), &rec, &written);
                     return Ok(value);
@@ -327,6 +335,7 @@ impl Engine {
         let (changes, _) = sweep::plan_sweep(&rec, now, &self.config);
         if !changes.is_empty() {
             if let Ok(written) = self.store.commit(changes).await {
+                self.handoff.forget(id);
                 observe::report(self.observer.as_ref(), &rec, &written);
             }
         }

@@ -1,34 +1,222 @@
-//! Engine tests of the store round trips: the dispatch grace that keeps dispatchers off
-//! an entry its writer is publishing.
+//! Engine tests of the store round trips: the record intake hands to the first
+//! publication (no read), and the dispatch grace that keeps dispatchers off an entry its
+//! writer is publishing.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use async_trait::async_trait;
+
 use super::*;
+use crate::ids::Partition;
+use crate::job::JobStatus;
 use crate::memory::{ManualClock, MemoryPublisher, MemoryStore};
-use crate::outbox::OutboxStatus;
+use crate::outbox::{OutboxEntry, OutboxStatus};
+use crate::ports::{CreateOutcome, EndedJob, OutboxQuery, Store};
+use crate::record::NewJob;
+use crate::revision::Revision;
+use crate::step::StepStatus;
 use crate::testkit::command;
 
 const T0: Timestamp = Timestamp(1_709_596_800_000);
 
+/// A memory store that counts `load_job` calls.
+#[derive(Clone, Default)]
+struct Recording {
+    inner: MemoryStore,
+    loads: Arc<AtomicUsize>,
+}
+
+impl Recording {
+    fn loads(&self) -> usize {
+        self.loads.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Store for Recording {
+    async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError> {
+        self.inner.create_job(new).await
+    }
+    async fn load_job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        self.inner.load_job(id).await
+    }
+    async fn commit(&self, changes: Changes) -> Result<Changes, StoreError> {
+        self.inner.commit(changes).await
+    }
+    async fn outbox(&self, q: &OutboxQuery) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.inner.outbox(q).await
+    }
+    async fn active_jobs(
+        &self,
+        p: &Partition,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<JobId>, StoreError> {
+        self.inner.active_jobs(p, after, limit).await
+    }
+    async fn partitions(&self) -> Result<Vec<Partition>, StoreError> {
+        self.inner.partitions().await
+    }
+    async fn retire_partition(&self, p: &Partition) -> Result<bool, StoreError> {
+        self.inner.retire_partition(p).await
+    }
+    async fn ended_jobs(&self, by: Timestamp, limit: usize) -> Result<Vec<EndedJob>, StoreError> {
+        self.inner.ended_jobs(by, limit).await
+    }
+    async fn purge_job(&self, id: &JobId, revision: &Revision) -> Result<(), StoreError> {
+        self.inner.purge_job(id, revision).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
+
 struct Rig {
     engine: Engine,
+    store: Recording,
     bus: MemoryPublisher,
     clock: ManualClock,
 }
 
 fn rig() -> Rig {
+    let store = Recording::default();
     let bus = MemoryPublisher::new();
     let clock = ManualClock::new(T0);
     let engine = Engine::new(
-        Arc::new(MemoryStore::new()),
+        Arc::new(store.clone()),
         Arc::new(bus.clone()),
         Arc::new(clock.clone()),
     );
-    Rig { engine, bus, clock }
+    Rig {
+        engine,
+        store,
+        bus,
+        clock,
+    }
 }
 
 async fn submit(r: &Rig, key: &str) -> Outcome<Submission> {
     r.engine.submit(command("acme", key, 0)).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_publication_after_submit_plans_on_the_created_record_without_a_read() {
+    let r = rig();
+    let sub = submit(&r, "k").await;
+    assert_eq!(r.store.loads(), 0, "intake reads nothing back");
+    let out = r.engine.publish(&sub.to_publish[0]).await.unwrap();
+    assert_eq!(out, PublishOutcome::Sent);
+    assert_eq!(r.store.loads(), 0, "the publication read nothing");
+    assert_eq!(r.bus.drain().len(), 1);
+    let rec = r.engine.job(&sub.value.job_id).await.unwrap();
+    assert_eq!(rec.job.status, JobStatus::InProgress);
+    assert_eq!(rec.steps[0].status, StepStatus::Initiated);
+    assert_eq!(rec.outbox[0].status, OutboxStatus::Sent);
+    // The record is taken once: publishing again reads the job and finds it sent.
+    let before = r.store.loads();
+    let again = r.engine.publish(&sub.to_publish[0]).await.unwrap();
+    assert_eq!(again, PublishOutcome::NotPending);
+    assert_eq!(r.store.loads(), before + 1);
+    assert!(r.bus.is_empty());
+}
+
+#[tokio::test]
+async fn a_pull_claim_after_submit_also_plans_on_the_created_record() {
+    let r = rig();
+    let sub = submit(&r, "k").await;
+    let got = r.engine.claim_due(&PullFilter::any(), 1).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(r.store.loads(), 0, "the claim read nothing");
+    let rec = r.engine.job(&sub.value.job_id).await.unwrap();
+    assert_eq!(rec.outbox[0].status, OutboxStatus::Sent);
+}
+
+/// Another process's engine over the same store (its own hand-off, its own bus).
+fn other_node(r: &Rig) -> Engine {
+    Engine::new(
+        Arc::new(r.store.inner.clone()),
+        Arc::new(MemoryPublisher::new()),
+        Arc::new(r.clock.clone()),
+    )
+}
+
+#[tokio::test]
+async fn a_handed_off_record_gone_stale_costs_a_reload_not_a_wrong_write() {
+    let r = rig();
+    let sub = submit(&r, "k").await;
+    let id = sub.to_publish[0].clone();
+    // Another node's admin retry rewrites the entry (still PENDING) before this node's
+    // publication runs.
+    other_node(&r).retry_outbox(&id).await.unwrap();
+    let before = r.store.loads();
+    let out = r.engine.publish(&id).await.unwrap();
+    assert_eq!(out, PublishOutcome::Sent);
+    assert_eq!(
+        r.store.loads(),
+        before + 1,
+        "the commit planned on the stale record conflicted and was planned again"
+    );
+    assert_eq!(r.bus.drain().len(), 1, "published once");
+    let rec = r.engine.job(&sub.value.job_id).await.unwrap();
+    assert_eq!(rec.outbox[0].status, OutboxStatus::Sent);
+    assert_eq!(rec.outbox[0].publish_attempts, 0);
+    assert_eq!(rec.steps[0].status, StepStatus::Initiated);
+    assert_eq!(rec.job.status, JobStatus::InProgress);
+}
+
+#[tokio::test]
+async fn a_job_cancelled_elsewhere_before_its_publication_stays_cancelled() {
+    let r = rig();
+    let sub = submit(&r, "k").await;
+    other_node(&r)
+        .cancel(&sub.value.job_id, "changed my mind")
+        .await
+        .unwrap();
+    // The handed-off record still shows the entry PENDING: the directive may leave (a
+    // worker's calls for it are refused), but nothing of the cancelled job is rewritten.
+    let out = r.engine.publish(&sub.to_publish[0]).await.unwrap();
+    assert_eq!(out, PublishOutcome::NotPending);
+    let rec = r.engine.job(&sub.value.job_id).await.unwrap();
+    assert_eq!(rec.job.status, JobStatus::Cancelled);
+    assert_eq!(rec.steps[0].status, StepStatus::Cancelled);
+    assert_eq!(rec.outbox[0].status, OutboxStatus::Dead);
+}
+
+#[tokio::test]
+async fn a_change_through_this_engine_drops_the_record_so_nothing_is_sent_twice() {
+    let r = rig();
+    let sub = submit(&r, "k").await;
+    // A worker got the directive (another publication of it) and acknowledged before this
+    // publication ran: the ACK's commit drops the record, so the publication reads the job
+    // and finds the entry sent.
+    let call = WorkerCall {
+        job_id: &sub.value.job_id,
+        step_id: "ocr",
+        attempt: 1,
+        worker_id: Some("w1"),
+    };
+    r.engine.ack(call).await.unwrap();
+    let before = r.store.loads();
+    let out = r.engine.publish(&sub.to_publish[0]).await.unwrap();
+    assert_eq!(out, PublishOutcome::NotPending);
+    assert_eq!(r.store.loads(), before + 1);
+    assert!(r.bus.is_empty(), "not sent twice");
+}
+
+#[tokio::test]
+async fn a_record_older_than_the_dispatch_grace_is_not_used() {
+    let r = rig();
+    let sub = submit(&r, "k").await;
+    r.clock.set(T0.plus(r.engine.config().dispatch_grace));
+    let out = r.engine.publish(&sub.to_publish[0]).await.unwrap();
+    assert_eq!(out, PublishOutcome::Sent);
+    assert_eq!(
+        r.store.loads(),
+        1,
+        "past the grace a dispatcher may have published it: the job is read"
+    );
 }
 
 #[tokio::test]
