@@ -203,6 +203,18 @@ pub trait Store: Send + Sync {
 
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Makes sure listings ([`Store::outbox`] with `status: Pending`) find this `PENDING`
+    /// entry. A store whose listings read a separate index can, after a crash between a
+    /// write and its index write, hold a `PENDING` entry its index does not list; the
+    /// sweeper calls this for an entry that stayed due far longer than a dispatcher takes
+    /// to publish it (`EngineConfig::reindex_after`). Must be idempotent and must not
+    /// change the entry itself. Stores whose listings read the entries themselves need
+    /// not implement it: the default does nothing.
+    async fn index_pending(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+        let _ = entry;
+        Ok(())
+    }
 }
 
 /// Durable partition leases (see [`crate::lease`]). Writes are revision-guarded like

@@ -139,6 +139,12 @@ impl TableModel {
         Ok(out)
     }
 
+    /// Lists `entry` in the outbox index again (the sweeper's repair of an entry whose
+    /// index row a crash lost).
+    pub(crate) fn index_pending(&self, entry: &OutboxEntry) {
+        self.show(std::slice::from_ref(entry));
+    }
+
     /// A commit in groups: steps, outbox entries, job.
     pub(crate) async fn commit(&self, changes: Changes) -> Result<Changes, StoreError> {
         let Changes { steps, outbox, job } = changes;

@@ -140,8 +140,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             let (r, published) = lucius.sweep_job(&job_id).await?;
             println!(
-                "sweep job={job_id} retried={} failed={} repaired={} published={published} errors={}",
-                r.retried, r.failed, r.repaired, r.errors
+                "sweep job={job_id} retried={} failed={} repaired={} reindexed={} published={published} errors={}",
+                r.retried, r.failed, r.repaired, r.reindexed, r.errors
             );
             Ok(if r.errors > 0 {
                 ExitCode::FAILURE

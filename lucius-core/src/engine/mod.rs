@@ -69,6 +69,14 @@ pub struct EngineConfig {
     /// Workers that pull ([`Engine::claim_due`]) are not held back: nothing publishes
     /// inline for them.
     pub dispatch_grace: Millis,
+    /// How long a `QUEUED` step's `PENDING` entry may stay due for dispatchers (past
+    /// `nextAttemptAt` plus [`dispatch_grace`](EngineConfig::dispatch_grace)) before the
+    /// sweeper asks the store to list it again ([`crate::Store::index_pending`], default
+    /// 60 s). Dispatchers publish a listed entry within a round or two, so one this
+    /// overdue while they run is most likely missing from the store's outbox index (a
+    /// crash between the entry's write and its index write). A bus that refuses the
+    /// entry does not trigger this: each failed publication moves `nextAttemptAt` on.
+    pub reindex_after: Millis,
 }
 
 impl Default for EngineConfig {
@@ -84,6 +92,7 @@ impl Default for EngineConfig {
             intake_grace: Millis(600_000),
             retention: Some(Millis(7 * 24 * 3600 * 1000)),
             dispatch_grace: Millis(5_000),
+            reindex_after: Millis(60_000),
         }
     }
 }

@@ -1,14 +1,14 @@
 //! Engine tests of the store round trips: the record intake hands to the first
-//! publication (no read), and the dispatch grace that keeps dispatchers off an entry its
-//! writer is publishing.
+//! publication (no read), the dispatch grace that keeps dispatchers off an entry its
+//! writer is publishing, and the sweeper's request to list a long-overdue entry again.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
 use super::*;
-use crate::ids::Partition;
+use crate::ids::{OutboxId, Partition};
 use crate::job::JobStatus;
 use crate::memory::{ManualClock, MemoryPublisher, MemoryStore};
 use crate::outbox::{OutboxEntry, OutboxStatus};
@@ -20,16 +20,21 @@ use crate::testkit::command;
 
 const T0: Timestamp = Timestamp(1_709_596_800_000);
 
-/// A memory store that counts `load_job` calls.
+/// A memory store that counts `load_job` calls and records `index_pending` calls.
 #[derive(Clone, Default)]
 struct Recording {
     inner: MemoryStore,
     loads: Arc<AtomicUsize>,
+    indexed: Arc<Mutex<Vec<OutboxId>>>,
 }
 
 impl Recording {
     fn loads(&self) -> usize {
         self.loads.load(Ordering::SeqCst)
+    }
+
+    fn indexed(&self) -> Vec<OutboxId> {
+        self.indexed.lock().unwrap().clone()
     }
 }
 
@@ -70,6 +75,10 @@ impl Store for Recording {
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
+    }
+    async fn index_pending(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+        self.indexed.lock().unwrap().push(entry.id.clone());
+        Ok(())
     }
 }
 
@@ -275,4 +284,53 @@ async fn pulling_workers_get_a_new_directive_at_once() {
     // No dispatcher runs in pull mode and nothing publishes inline: no grace.
     let got = r.engine.claim_due(&PullFilter::any(), 5).await.unwrap();
     assert_eq!(got.len(), 1);
+}
+
+#[tokio::test]
+async fn the_sweeper_asks_the_store_to_list_a_long_overdue_entry_again() {
+    let r = rig();
+    let cfg = r.engine.config().clone();
+    let overdue = submit(&r, "overdue").await;
+    let sent = submit(&r, "sent").await;
+    r.engine.publish(&sent.to_publish[0]).await.unwrap();
+    // Due for dispatchers after the grace, overdue `reindex_after` later.
+    r.clock
+        .set(T0.plus(Millis(cfg.dispatch_grace.0 + cfg.reindex_after.0 - 1)));
+    submit(&r, "fresh").await;
+    let p = overdue.value.partition.clone();
+    let s = r.engine.sweep_partition(&p).await.unwrap();
+    assert_eq!(s.value.reindexed, 0, "not overdue yet");
+    assert!(r.store.indexed().is_empty());
+    r.clock.advance(Millis(1));
+    let s = r.engine.sweep_partition(&p).await.unwrap();
+    assert_eq!(s.value.reindexed, 1);
+    assert_eq!(
+        r.store.indexed(),
+        vec![overdue.to_publish[0].clone()],
+        "only the overdue PENDING entry: not the fresh one, not the SENT one"
+    );
+    // The entry itself is left as it was.
+    let rec = r.engine.job(&overdue.value.job_id).await.unwrap();
+    assert_eq!(rec.outbox[0].status, OutboxStatus::Pending);
+    assert_eq!(rec.outbox[0].next_attempt_at, T0);
+}
+
+#[tokio::test]
+async fn an_entry_a_failing_bus_keeps_pushing_back_is_not_reindexed() {
+    let r = rig();
+    let engine = Engine::new(
+        Arc::new(r.store.clone()),
+        Arc::new(crate::testkit::HangingPublisher),
+        Arc::new(r.clock.clone()),
+    );
+    let sub = engine.submit(command("acme", "k", 0)).await.unwrap();
+    let cfg = engine.config().clone();
+    // Each timed-out publication moves nextAttemptAt on by the retry delay.
+    let out = engine.publish(&sub.to_publish[0]).await.unwrap();
+    assert_eq!(out, PublishOutcome::Retrying);
+    r.clock
+        .advance(Millis(cfg.dispatch_grace.0 + cfg.reindex_after.0));
+    let s = engine.sweep_job(&sub.value.job_id).await.unwrap();
+    assert_eq!(s.value.reindexed, 0, "its nextAttemptAt moved on");
+    assert!(r.store.indexed().is_empty());
 }
