@@ -105,6 +105,12 @@ impl<S: Store> Store for Audited<S> {
     async fn ping(&self) -> Result<(), StoreError> {
         self.count("ping", self.inner.ping().await)
     }
+
+    // A wrapper forwards the port's optional methods too, or it would hide the inner
+    // store's implementation behind the default.
+    async fn index_pending(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+        self.count("index_pending", self.inner.index_pending(entry).await)
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]

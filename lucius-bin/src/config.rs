@@ -305,6 +305,7 @@ impl Settings {
                 },
                 batch_size,
                 intake_grace: env.seconds("LUCIUS_INTAKE_GRACE", 600.0, 1.0)?,
+                dispatch_grace: env.seconds("LUCIUS_DISPATCH_GRACE", 5.0, 0.0)?,
                 retention: {
                     let r = env.seconds("LUCIUS_RETENTION", 604_800.0, 0.0)?;
                     (r.0 > 0).then_some(r)
@@ -634,6 +635,7 @@ mod tests {
             ("LUCIUS_STORAGE_BACKEND", "Ledger"),
             ("LUCIUS_TABLE_CONNECTION", "UseDevelopmentStorage=true"),
             ("LUCIUS_OUTBOX_PUBLISH_TIMEOUT", "0.5"),
+            ("LUCIUS_DISPATCH_GRACE", "1.5"),
             ("LUCIUS_ADMIN_ENABLED", "true"),
             ("LUCIUS_ADMIN_API_KEY", "s3cret"),
             ("LUCIUS_HTTP_ADDR", "127.0.0.1:9000"),
@@ -641,6 +643,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.storage, StorageBackend::Ledger);
         assert_eq!(s.engine.publish_timeout, Millis(500));
+        assert_eq!(s.engine.dispatch_grace, Millis(1_500));
         assert_eq!(s.admin_api_key.as_deref(), Some("s3cret"));
         assert_eq!(s.http_addr.port(), 9000);
     }
@@ -680,6 +683,11 @@ mod tests {
             ),
             (&[("LUCIUS_HTTP_ADDR", "8000")], "LUCIUS_HTTP_ADDR"),
             (&[("LUCIUS_RETENTION", "-1")], "LUCIUS_RETENTION"),
+            (
+                &[("LUCIUS_DISPATCH_GRACE", "-0.5")],
+                "LUCIUS_DISPATCH_GRACE",
+            ),
+            (&[("LUCIUS_DISPATCH_GRACE", "5s")], "LUCIUS_DISPATCH_GRACE"),
             (&[("LUCIUS_RETENTION", "a week")], "LUCIUS_RETENTION"),
             (&[("LUCIUS_MAX_BODY_BYTES", "10")], "LUCIUS_MAX_BODY_BYTES"),
             (&[("LUCIUS_JOBS_TABLE", "bad-name")], "LUCIUS_JOBS_TABLE"),

@@ -96,10 +96,13 @@ impl StoreError {
 }
 
 /// What [`Store::create_job`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum CreateOutcome {
-    /// The claim was new and every row of the job is written.
-    Created,
+    /// The claim was new and every row of the job is written: here they are as stored —
+    /// the job, its steps and its first outbox entry, with the revisions the store gave
+    /// them — so a commit planned on this record succeeds without reading the job again
+    /// (it equals what [`Store::load_job`] returns right after).
+    Created(Box<JobRecord>),
     /// The key was already claimed; this is the claim. If it names the same request, the
     /// store has completed any rows a crashed earlier attempt left unwritten.
     Existing(IdempotencyRecord),
@@ -146,7 +149,8 @@ pub trait Store: Send + Sync {
     /// first completes any rows missing after a crash, as the interrupted intake would have
     /// written them (the stored job's time and partition, or the claim's if only the claim
     /// landed) — unless the stored job is already terminal (an interrupted intake the
-    /// sweeper gave up on stays as it is).
+    /// sweeper gave up on stays as it is). A new job is returned as written
+    /// ([`CreateOutcome::Created`]).
     async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError>;
 
     /// A job with its steps and outbox entries, with current revisions.
@@ -199,6 +203,18 @@ pub trait Store: Send + Sync {
 
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Makes sure listings ([`Store::outbox`] with `status: Pending`) find this `PENDING`
+    /// entry. A store whose listings read a separate index can, after a crash between a
+    /// write and its index write, hold a `PENDING` entry its index does not list; the
+    /// sweeper calls this for an entry that stayed due far longer than a dispatcher takes
+    /// to publish it (`EngineConfig::reindex_after`). Must be idempotent and must not
+    /// change the entry itself. Stores whose listings read the entries themselves need
+    /// not implement it: the default does nothing.
+    async fn index_pending(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+        let _ = entry;
+        Ok(())
+    }
 }
 
 /// Durable partition leases (see [`crate::lease`]). Writes are revision-guarded like

@@ -36,6 +36,15 @@ impl Timestamp {
         )
     }
 
+    /// `self - d`, saturating at the beginning of time.
+    #[must_use]
+    pub fn minus(self, d: Millis) -> Timestamp {
+        Timestamp(
+            self.0
+                .saturating_sub(i64::try_from(d.0).unwrap_or(i64::MAX)),
+        )
+    }
+
     /// How long ago `earlier` was, zero if it lies in the future.
     pub fn since(self, earlier: Timestamp) -> Millis {
         Millis(u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0))

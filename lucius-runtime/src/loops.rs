@@ -143,12 +143,13 @@ pub(crate) fn log_dispatch(what: &str, partition: &str, r: &DispatchReport) {
 }
 
 fn log_sweep(r: &SweepReport, published: usize) {
-    if r.retried + r.failed + r.repaired + r.errors > 0 {
+    if r.retried + r.failed + r.repaired + r.reindexed + r.errors > 0 {
         tracing::info!(
             jobs = r.jobs,
             retried = r.retried,
             failed = r.failed,
             repaired = r.repaired,
+            reindexed = r.reindexed,
             errors = r.errors,
             published,
             "sweep round"

@@ -172,8 +172,8 @@ async fn round(
             Ok(o) => {
                 let published = lucius.publish_now(&o.to_publish).await;
                 let s = o.value;
-                if s.retried + s.failed + s.repaired > 0 {
-                    tracing::info!(partition = %fence.partition, retried = s.retried, failed = s.failed, repaired = s.repaired, published, "sweep round");
+                if s.retried + s.failed + s.repaired + s.reindexed > 0 {
+                    tracing::info!(partition = %fence.partition, retried = s.retried, failed = s.failed, repaired = s.repaired, reindexed = s.reindexed, published, "sweep round");
                 }
             }
             Err(e) => tracing::warn!(partition = %fence.partition, error = %e, "sweep failed"),

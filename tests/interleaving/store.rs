@@ -239,6 +239,17 @@ impl Store for SimStore {
         self.round_trip().await;
         Ok(())
     }
+
+    async fn index_pending(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+        self.round_trip().await;
+        if let Some(e) = injected_failure(&mut lock(&self.sim)) {
+            return Err(e);
+        }
+        if let Backend::Table(t) = &self.backend {
+            t.index_pending(entry);
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]

@@ -112,16 +112,19 @@ impl TableModel {
             }
         }
         let out = match self.rows.create_job(new).await? {
-            // The rest of our own torn intake: the claim is ours.
+            // The rest of our own torn intake: the claim is ours, and so are the rows.
             CreateOutcome::Existing(c)
                 if tear.is_some() && c.request_hash == hash && c.job_id == id =>
             {
-                CreateOutcome::Created
+                match self.rows.load_job(&id).await? {
+                    Some(rec) => CreateOutcome::Created(Box::new(rec)),
+                    None => CreateOutcome::Existing(c),
+                }
             }
             other => other,
         };
         let same = match &out {
-            CreateOutcome::Created => true,
+            CreateOutcome::Created(_) => true,
             CreateOutcome::Existing(c) => c.request_hash == hash && c.job_id == id,
         };
         if same {
@@ -134,6 +137,12 @@ impl TableModel {
             }
         }
         Ok(out)
+    }
+
+    /// Lists `entry` in the outbox index again (the sweeper's repair of an entry whose
+    /// index row a crash lost).
+    pub(crate) fn index_pending(&self, entry: &OutboxEntry) {
+        self.show(std::slice::from_ref(entry));
     }
 
     /// A commit in groups: steps, outbox entries, job.

@@ -3,8 +3,8 @@
 //! compare-and-swap on `rev`; every insert refuses an existing row.
 
 use lucius_core::{
-    Changes, CreateOutcome, IdempotencyRecord, Job, JobId, Lease, NewJob, OutboxEntry, Partition,
-    Revision, Step, StoreError, Timestamp,
+    Changes, CreateOutcome, IdempotencyRecord, Job, JobId, JobRecord, Lease, NewJob, OutboxEntry,
+    Partition, Revision, Step, StoreError, Timestamp,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -12,23 +12,35 @@ use crate::error::{bad_row, sqlite};
 use crate::rows::{decode, encode, expected_rev, missing_body, Encoded};
 
 /// Writes every row of a new job, from their encoded bodies; the first directive only if
-/// `with_directive`.
+/// `with_directive`. Returns the rows written, with their revisions.
 fn write_new_job(
     conn: &Connection,
     enc: &Encoded<NewJob>,
     with_directive: bool,
-) -> Result<(), StoreError> {
+) -> Result<JobRecord, StoreError> {
     let (new, mut bodies) = (&enc.rows, enc.bodies.iter().map(String::as_str));
     let mut body = || bodies.next().ok_or_else(missing_body);
+    let rev = |r: i64| Revision::counter(r as u64);
     insert_claim(conn, &new.claim, body()?)?;
-    insert_job(conn, &new.job, body()?)?;
+    let job = Job {
+        revision: rev(insert_job(conn, &new.job, body()?)?),
+        ..new.job.clone()
+    };
+    let mut steps = Vec::with_capacity(new.steps.len());
     for s in &new.steps {
-        insert_step(conn, s, body()?)?;
+        steps.push(Step {
+            revision: rev(insert_step(conn, s, body()?)?),
+            ..s.clone()
+        });
     }
+    let mut outbox = Vec::with_capacity(1);
     if with_directive {
-        insert_entry(conn, &new.outbox, body()?)?;
+        outbox.push(OutboxEntry {
+            revision: rev(insert_entry(conn, &new.outbox, body()?)?),
+            ..new.outbox.clone()
+        });
     }
-    Ok(())
+    Ok(JobRecord { job, steps, outbox })
 }
 
 pub(crate) fn create_job(
@@ -45,8 +57,8 @@ pub(crate) fn create_job(
         })
         .map_err(|e| sqlite(format_args!("reading the claim on key {:?}", claim.key), e))?;
     let Some(existing) = existing else {
-        write_new_job(conn, enc, true)?;
-        return Ok(CreateOutcome::Created);
+        let rec = write_new_job(conn, enc, true)?;
+        return Ok(CreateOutcome::Created(Box::new(rec)));
     };
     let existing: IdempotencyRecord = serde_json::from_str(&existing)
         .map_err(|e| bad_row(format_args!("the claim on key {:?}", claim.key), e))?;
@@ -97,7 +109,7 @@ fn complete_intake(
 
 #[cfg(test)]
 pub(crate) fn torn_intake(conn: &Connection, enc: &Encoded<NewJob>) -> Result<(), StoreError> {
-    write_new_job(conn, enc, false)
+    write_new_job(conn, enc, false).map(drop)
 }
 
 fn load_job_row(conn: &Connection, id: &JobId) -> Result<Option<Job>, StoreError> {

@@ -162,16 +162,39 @@ impl TableStore {
             &new.outbox,
         )?));
         match self.client.batch(self.ledger(), pk, &ops).await {
-            Ok(_) => {
-                // The client gets no 202 unless this lands too; its retry completes it.
-                let rec = JobRecord {
-                    job: new.job.clone(),
-                    steps: new.steps.clone(),
-                    outbox: vec![new.outbox.clone()],
+            Ok(revs) => {
+                // The rows as written, with the revisions the batch returned (one per
+                // operation, in order: claim, job, steps, first directive).
+                let n = new.steps.len();
+                let rec = (revs.len() == n + 3).then(|| JobRecord {
+                    job: Job {
+                        revision: revs[1].clone(),
+                        ..new.job.clone()
+                    },
+                    steps: new
+                        .steps
+                        .iter()
+                        .zip(&revs[2..n + 2])
+                        .map(|(s, r)| lucius_core::Step {
+                            revision: r.clone(),
+                            ..s.clone()
+                        })
+                        .collect(),
+                    outbox: vec![OutboxEntry {
+                        revision: revs[n + 2].clone(),
+                        ..new.outbox.clone()
+                    }],
+                });
+                let rec = match rec {
+                    Some(rec) => rec,
+                    None => self.ledger_load(&new.job.id).await?.ok_or_else(|| {
+                        StoreError::conflict(format!("job {pk} vanished as it was written"))
+                    })?,
                 };
+                // The client gets no 202 unless this lands too; its retry completes it.
                 self.index_job(&rec).await?;
                 self.queue.saw(&rec.outbox);
-                Ok(CreateOutcome::Created)
+                Ok(CreateOutcome::Created(Box::new(rec)))
             }
             // Every row of a job is written with its claim, so a conflict means the claim.
             Err(e) if e.kind == StoreErrorKind::Conflict => self.ledger_replay(new).await,

@@ -282,6 +282,11 @@ impl Store for TableStore {
         }
     }
 
+    /// Writes the entry's queue row again (and registers its partition).
+    async fn index_pending(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+        self.operation().queue_index_pending(entry).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let table = self.config.tables()[0].to_owned();
         self.operation()

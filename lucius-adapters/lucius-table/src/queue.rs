@@ -683,7 +683,6 @@ impl TableStore {
 
     /// See [`lucius_core::Store::index_pending`]: writes the queue row of a `PENDING`
     /// entry again (an upsert: a row already there is rewritten as it was).
-    #[allow(dead_code)] // the port's `index_pending` lands with the sweeper's re-index
     pub(crate) async fn queue_index_pending(&self, e: &OutboxEntry) -> Result<(), StoreError> {
         if e.status != OutboxStatus::Pending {
             return Ok(());

@@ -53,6 +53,15 @@ fn step_rk(s: &Step) -> String {
 }
 
 /// Conflicts on inserts are fine where another writer of the same claim got there first.
+/// An insert's revision; `None` if the row was already there (a concurrent writer's).
+fn inserted(r: Result<Revision, StoreError>) -> Result<Option<Revision>, StoreError> {
+    match r {
+        Ok(rev) => Ok(Some(rev)),
+        Err(e) if e.kind == StoreErrorKind::Conflict => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn tolerate_conflict<T>(r: Result<T, StoreError>) -> Result<(), StoreError> {
     match r {
         Ok(_) => Ok(()),
@@ -111,26 +120,29 @@ impl TableStore {
         self.register(&entry.partition, at).await
     }
 
-    async fn insert_steps(&self, steps: &[&Step]) -> Result<(), StoreError> {
+    /// Inserts steps; returns their revisions in order, or `None` when some row was
+    /// already there (written by a concurrent replay: its revision is not ours to know).
+    async fn insert_steps(&self, steps: &[&Step]) -> Result<Option<Vec<Revision>>, StoreError> {
         let t = &self.config.steps_table;
         let rows = steps
             .iter()
             .map(|s| step_row(s.job_id.as_str(), &step_rk(s), s))
             .collect::<Result<Vec<_>, _>>()?;
         match rows.as_slice() {
-            [] => Ok(()),
-            [one] => tolerate_conflict(self.client.insert(t, one).await),
+            [] => Ok(Some(Vec::new())),
+            [one] => Ok(inserted(self.client.insert(t, one).await)?.map(|r| vec![r])),
             _ => {
                 let pk = steps[0].job_id.as_str();
                 let ops: Vec<_> = rows.iter().cloned().map(BatchOp::Insert).collect();
                 match self.client.batch(t, pk, &ops).await {
-                    Ok(_) => Ok(()),
+                    Ok(revs) if revs.len() == rows.len() => Ok(Some(revs)),
+                    Ok(_) => Ok(None),
                     // Some were written by a concurrent replay: insert the rest one by one.
                     Err(e) if e.kind == StoreErrorKind::Conflict => {
                         for r in &rows {
                             tolerate_conflict(self.client.insert(t, r).await)?;
                         }
-                        Ok(())
+                        Ok(None)
                     }
                     Err(e) => Err(e),
                 }
@@ -159,30 +171,58 @@ impl TableStore {
             Err(e) => return Err(e),
         }
         // Order of truth: claim, job, steps, index (live row and queue row), first directive.
-        self.insert_job(&job).await?;
-        self.insert_steps(&new.steps.iter().collect::<Vec<_>>())
+        let job_rev = self.insert_job(&job).await?;
+        let step_revs = self
+            .insert_steps(&new.steps.iter().collect::<Vec<_>>())
             .await?;
         self.index_new(&new.index, Some(&new.outbox)).await?;
-        tolerate_conflict(self.client.insert(&self.config.outbox_table, &outbox).await)?;
+        let entry_rev = inserted(self.client.insert(&self.config.outbox_table, &outbox).await)?;
+        // The rows as written, with the revisions the writes returned; when a concurrent
+        // replay wrote one of them first, its revision is read back instead.
+        let rec = match (job_rev, step_revs, entry_rev) {
+            (Some(job_rev), Some(step_revs), Some(entry_rev)) => JobRecord {
+                job: lucius_core::Job {
+                    revision: job_rev,
+                    ..new.job.clone()
+                },
+                steps: new
+                    .steps
+                    .iter()
+                    .zip(step_revs)
+                    .map(|(s, revision)| Step {
+                        revision,
+                        ..s.clone()
+                    })
+                    .collect(),
+                outbox: vec![OutboxEntry {
+                    revision: entry_rev,
+                    ..new.outbox.clone()
+                }],
+            },
+            _ => self.table_load(&new.job.id).await?.ok_or_else(|| {
+                StoreError::conflict(format!("job {id} vanished as it was written"))
+            })?,
+        };
         self.queue.saw(std::slice::from_ref(&new.outbox));
-        Ok(CreateOutcome::Created)
+        Ok(CreateOutcome::Created(Box::new(rec)))
     }
 
-    /// Inserts a new job's row after its claim. A row already there is a concurrent
-    /// replay's, or — marked [`PURGING`] — the row of the job this key named before, whose
-    /// purge deleted the claim but not yet the row: that one is replaced.
-    async fn insert_job(&self, row: &Row) -> Result<(), StoreError> {
+    /// Inserts a new job's row after its claim; returns its revision, or `None` if a
+    /// concurrent replay wrote it first. A row already there is a concurrent replay's, or
+    /// — marked [`PURGING`] — the row of the job this key named before, whose purge
+    /// deleted the claim but not yet the row: that one is replaced.
+    async fn insert_job(&self, row: &Row) -> Result<Option<Revision>, StoreError> {
         let t = &self.config.jobs_table;
         match self.client.insert(t, row).await {
             Err(e) if e.kind == StoreErrorKind::Conflict => {}
-            r => return r.map(|_| ()),
+            r => return r.map(Some),
         }
         let pk = text(row, "PartitionKey").unwrap_or_default();
         let Some(old) = self.client.get(t, pk, JOB).await? else {
-            return tolerate_conflict(self.client.insert(t, row).await);
+            return inserted(self.client.insert(t, row).await);
         };
         if old.get(PURGING) != Some(&Value::Bool(true)) {
-            return Ok(());
+            return Ok(None);
         }
         let rev = Revision::stored(text(&old, "odata.etag").unwrap_or_default());
         match self.client.delete_at(t, pk, JOB, &rev).await {
@@ -190,7 +230,7 @@ impl TableStore {
             Err(e) if e.kind == StoreErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        tolerate_conflict(self.client.insert(t, row).await)
+        inserted(self.client.insert(t, row).await)
     }
 
     async fn table_replay(&self, new: &NewJob) -> Result<CreateOutcome, StoreError> {

@@ -66,7 +66,7 @@ async fn two_orchestrators_submitting_the_same_command_create_one_job() {
             let (a, b) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
             let created = [&a, &b]
                 .iter()
-                .filter(|o| matches!(o, CreateOutcome::Created))
+                .filter(|o| matches!(o, CreateOutcome::Created(_)))
                 .count();
             assert_eq!(created, 1, "{mode:?}: {a:?} / {b:?}");
             let rec = one.load_job(&new.job.id).await.unwrap().unwrap();
@@ -621,4 +621,77 @@ async fn a_ledger_commit_whose_index_update_fails_after_the_batch_is_committed()
         .await
         .unwrap()
         .is_empty());
+}
+
+/// Issue 15, item 1: a `PENDING` entry whose queue row is gone (by hand here; nothing in the
+/// store deletes one while its entry is pending) is invisible to every dispatcher. The
+/// sweeper finds its job through the live index, sees the entry long overdue and writes the
+/// queue row again; the next dispatch publishes it.
+async fn the_sweeper_lists_an_unlisted_pending_entry_again(mode: Mode) {
+    use azure_data_tables::clients::TableServiceClientBuilder;
+    use futures::StreamExt;
+    if support::connection() != "UseDevelopmentStorage=true" {
+        eprintln!("not Azurite: the row cannot be removed by hand; skipped");
+        return;
+    }
+    let store = support::store(mode).await;
+    let (clock, bus) = (ManualClock::new(T0), MemoryPublisher::new());
+    let engine = engine(&store, &clock, &bus);
+    let sub = engine.submit(command("acme", "unlisted", 0)).await.unwrap();
+    let p = sub.value.partition.clone();
+    // Remove the entry's queue row, as a bug or an operator might.
+    let service = TableServiceClientBuilder::emulator()
+        .retry(azure_core::RetryOptions::none())
+        .build();
+    let index = if mode == Mode::Table {
+        &store.config().job_index_table
+    } else {
+        &store.config().ledger_table
+    };
+    let mut removed = 0;
+    let mut pages = service
+        .table_client(index)
+        .query()
+        .into_stream::<serde_json::Value>();
+    while let Some(page) = pages.next().await {
+        for row in page.unwrap().entities {
+            let (pk, rk) = (row["PartitionKey"].as_str(), row["RowKey"].as_str());
+            if let (Some(pk), Some(rk)) = (pk, rk) {
+                if rk.starts_with("Q_") {
+                    service
+                        .table_client(index)
+                        .partition_key_client(pk)
+                        .entity_client(rk)
+                        .delete()
+                        .await
+                        .unwrap();
+                    removed += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(removed, 1, "{mode:?}");
+    let grace = engine.config().dispatch_grace;
+    clock.advance(Millis(grace.0 + 1));
+    let r = engine.dispatch(&p).await.unwrap();
+    assert_eq!(r.due, 0, "{mode:?}: hidden: {r:?}");
+    // Not overdue long enough yet: the sweeper leaves it.
+    let s = engine.sweep_partition(&p).await.unwrap();
+    assert_eq!(s.value.reindexed, 0, "{mode:?}");
+    clock.advance(engine.config().reindex_after);
+    let s = engine.sweep_partition(&p).await.unwrap();
+    assert_eq!(s.value.reindexed, 1, "{mode:?}");
+    let r = engine.dispatch(&p).await.unwrap();
+    assert_eq!((r.due, r.published), (1, 1), "{mode:?}: {r:?}");
+    assert_eq!(bus.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_lists_an_unlisted_pending_entry_again_ledger() {
+    the_sweeper_lists_an_unlisted_pending_entry_again(Mode::Ledger).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_lists_an_unlisted_pending_entry_again_table() {
+    the_sweeper_lists_an_unlisted_pending_entry_again(Mode::Table).await;
 }

@@ -175,11 +175,12 @@ async fn a_key_reused_while_its_old_job_is_half_purged_makes_a_new_job() {
     assert_eq!(e.kind, StoreErrorKind::Transient, "{e}");
     let again = new_job("acme", "reused", 0, T0.plus(Millis(90_000)));
     assert_eq!(again.job.id, old.job.id, "ids derive from the key");
-    assert_eq!(
-        store.create_job(again.clone()).await,
-        Ok(CreateOutcome::Created)
-    );
+    let created = match store.create_job(again.clone()).await {
+        Ok(CreateOutcome::Created(rec)) => *rec,
+        other => panic!("the reused key creates a new job, gave {other:?}"),
+    };
     let rec = store.load_job(&again.job.id).await.unwrap().unwrap();
+    assert_eq!(created, rec, "the new job is returned as stored");
     assert_eq!(rec.job.status, JobStatus::Accepted);
     assert_eq!(
         rec.job.created_at, again.job.created_at,

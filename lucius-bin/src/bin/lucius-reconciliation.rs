@@ -94,7 +94,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let lucius = wiring::build(&settings, settings.orchestrator(), false).await?;
             if lucius.pulls() {
                 // No bus: workers claim directives with POST /v1/workers/poll. Publishing
-                // would mark them sent into nowhere, so only report what is due.
+                // would mark them sent into nowhere, so only report what is due — due now,
+                // as pollers see it (`Engine::claim_due`): the dispatch grace holds back
+                // dispatchers only, which pull mode does not run.
                 let due = lucius
                     .engine()
                     .store()
@@ -138,8 +140,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             let (r, published) = lucius.sweep_job(&job_id).await?;
             println!(
-                "sweep job={job_id} retried={} failed={} repaired={} published={published} errors={}",
-                r.retried, r.failed, r.repaired, r.errors
+                "sweep job={job_id} retried={} failed={} repaired={} reindexed={} published={published} errors={}",
+                r.retried, r.failed, r.repaired, r.reindexed, r.errors
             );
             Ok(if r.errors > 0 {
                 ExitCode::FAILURE

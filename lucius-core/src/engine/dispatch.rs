@@ -30,11 +30,15 @@ pub struct DispatchReport {
 
 impl Engine {
     /// Publishes up to `batch_size` due `PENDING` entries of `partition`, oldest first.
+    /// An entry is due for a dispatcher [`EngineConfig::dispatch_grace`] after its
+    /// `nextAttemptAt`: until then it is left to the publication its writer makes inline.
+    ///
+    /// [`EngineConfig::dispatch_grace`]: super::EngineConfig::dispatch_grace
     pub async fn dispatch(&self, partition: &Partition) -> Result<DispatchReport, EngineError> {
         self.dispatch_query(OutboxQuery {
             status: Some(OutboxStatus::Pending),
             partition: Some(partition.clone()),
-            due_by: Some(self.clock.now()),
+            due_by: Some(self.dispatch_due_by()),
             after: None,
             limit: self.config.batch_size,
         })
@@ -42,12 +46,12 @@ impl Engine {
     }
 
     /// Publishes up to `batch_size` due `PENDING` entries of any partition (the
-    /// orchestrator's outbox retry loop).
+    /// orchestrator's outbox retry loop), due as for [`Engine::dispatch`].
     pub async fn retry_pending(&self) -> Result<DispatchReport, EngineError> {
         self.dispatch_query(OutboxQuery {
             status: Some(OutboxStatus::Pending),
             partition: None,
-            due_by: Some(self.clock.now()),
+            due_by: Some(self.dispatch_due_by()),
             after: None,
             limit: self.config.batch_size,
         })
@@ -59,7 +63,8 @@ impl Engine {
     /// read again when the fence does not say so), and the lease is checked again before
     /// its result is recorded. A lease found lost stops the round with
     /// [`EngineError::Fenced`]; a lease still held but too close to its expiry stops it
-    /// quietly ([`DispatchReport::deferred`]) until the owner renews it.
+    /// quietly ([`DispatchReport::deferred`]) until the owner renews it. Entries are due as
+    /// for [`Engine::dispatch`].
     pub async fn dispatch_fenced(
         &self,
         fence: &Fence,
@@ -68,7 +73,7 @@ impl Engine {
         let q = OutboxQuery {
             status: Some(OutboxStatus::Pending),
             partition: Some(fence.partition.clone()),
-            due_by: Some(self.clock.now()),
+            due_by: Some(self.dispatch_due_by()),
             after: None,
             limit: self.config.batch_size,
         };
@@ -77,6 +82,12 @@ impl Engine {
             leases,
         };
         self.dispatch_entries(q, Some(&mut holder)).await
+    }
+
+    /// The `due_by` of a dispatcher's listing: entries whose `nextAttemptAt` is at least
+    /// the dispatch grace old, so an inline publication in flight is not raced.
+    fn dispatch_due_by(&self) -> crate::time::Timestamp {
+        self.clock.now().minus(self.config.dispatch_grace)
     }
 
     async fn dispatch_query(&self, q: OutboxQuery) -> Result<DispatchReport, EngineError> {

@@ -40,7 +40,9 @@ impl Engine {
     }
 
     /// Persists a validated command: claim, job, steps, index and the first directive
-    /// (`PENDING`, returned in `to_publish`). The same tenant + key with the same request
+    /// (`PENDING`, returned in `to_publish`). The job as the store wrote it is kept for
+    /// that directive's publication ([`Engine::publish`]), which then needs no read of its
+    /// own. The same tenant + key with the same request
     /// returns the existing job; with another request it is
     /// [`EngineError::IdempotencyConflict`].
     pub async fn submit(&self, cmd: ValidatedCommand) -> Result<Outcome<Submission>, EngineError> {
@@ -58,8 +60,14 @@ impl Engine {
         let first = new.outbox.id.clone();
         let request_hash = new.claim.request_hash;
         match self.store.create_job(new).await? {
-            CreateOutcome::Created => {
+            CreateOutcome::Created(rec) => {
                 created.report(self.observer.as_ref());
+                // The publication the caller makes next plans on the rows as written
+                // instead of reading them again (see `handoff`).
+                if let Some(e) = rec.entry(&first) {
+                    let until = e.next_attempt_at.plus(self.config.dispatch_grace);
+                    self.handoff.leave(first.clone(), rec, until);
+                }
                 Ok(Outcome {
                     value,
                     to_publish: vec![first],

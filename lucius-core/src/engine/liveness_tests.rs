@@ -322,6 +322,8 @@ async fn a_dispatcher_paused_past_its_lease_records_nothing() {
     let r = rig();
     let sub = r.engine.submit(command("acme", "k", 0)).await.unwrap();
     let p = sub.value.partition.clone();
+    // Dispatchers take the entry once the dispatch grace is over.
+    r.clock.advance(r.engine.config().dispatch_grace);
     let mut owner = owned_rig(&r, "d1");
     owner.rebalance(std::slice::from_ref(&p)).await.unwrap();
     let fence = owner.fences().remove(0);
@@ -354,6 +356,8 @@ async fn a_dispatcher_paused_past_its_lease_records_nothing() {
 async fn unfenced_publishers_leave_entries_a_dispatcher_has_written() {
     let r = rig();
     let sub = r.engine.submit(command("acme", "k", 0)).await.unwrap();
+    // Once the dispatch grace is over, a dispatcher (another process) stamps the entry.
+    r.clock.advance(r.engine.config().dispatch_grace);
     let mut e = first_entry(&r.engine, &sub.value.job_id).await;
     e.fence = 3;
     r.store
@@ -419,6 +423,8 @@ async fn entries_that_keep_failing_do_not_starve_the_rest_of_a_partition() {
             .unwrap()
             .insert(s.value.job_id.clone());
     }
+    // Dispatchers take the entry once the dispatch grace is over.
+    r.clock.advance(r.engine.config().dispatch_grace);
     let report = r.engine.dispatch(&subs[0].value.partition).await.unwrap();
     assert_eq!((report.errors, report.published), (2, 1));
     let e = first_entry(&r.engine, &subs[2].value.job_id).await;
@@ -567,6 +573,8 @@ async fn an_entry_whose_step_moved_on_is_settled_by_the_dispatcher_not_published
             .unwrap();
         entries.push((key, sub.value.job_id.clone(), sub.to_publish[0].clone()));
     }
+    // The retry loop takes the entries once the dispatch grace is over.
+    r.clock.advance(r.engine.config().dispatch_grace);
     let report = r.engine.retry_pending().await.unwrap();
     assert_eq!(
         (report.due, report.published, report.skipped, report.errors),
@@ -673,11 +681,14 @@ async fn a_lease_ending_exactly_when_a_publication_would_is_not_enough() {
         .unwrap();
     assert_eq!((report.deferred, report.published), (0, 1));
     // None to spare (the lease row, read again, says the same): deferred. (The manual
-    // clock's publish timeout moved it on; put it back at the boundary.)
+    // clock's publish timeout moved it on; put it back at the boundary, with an entry
+    // written the dispatch grace before, so due for dispatchers there.)
+    let boundary = Timestamp(fence.valid_until.0 - timeout.0 as i64);
     r.clock
-        .set(Timestamp(fence.valid_until.0 - timeout.0 as i64));
+        .set(boundary.minus(r.engine.config().dispatch_grace));
     let b = r.engine.submit(command("acme", "b", 0)).await.unwrap();
     assert_eq!(b.value.partition, p);
+    r.clock.set(boundary);
     let report = r
         .engine
         .dispatch_fenced(&fence, &r.store.inner)
@@ -702,6 +713,8 @@ async fn a_dispatch_round_stops_at_its_batch_size() {
     r.clock.advance(Millis(1));
     let b = r.engine.submit(command("acme", "second", 0)).await.unwrap();
     assert_eq!(a.value.partition, b.value.partition);
+    // Dispatchers take both entries once the dispatch grace is over.
+    r.clock.advance(r.engine.config().dispatch_grace);
     let report = r.engine.dispatch(&a.value.partition).await.unwrap();
     assert_eq!((report.due, report.published), (1, 1), "{report:?}");
     assert_eq!(r.bus.calls(), 1);

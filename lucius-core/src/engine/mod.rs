@@ -10,6 +10,7 @@
 mod admin;
 mod consequences;
 mod dispatch;
+mod handoff;
 mod intake;
 mod observe;
 pub(crate) mod publish;
@@ -59,6 +60,23 @@ pub struct EngineConfig {
     /// `None` keeps them forever). The idempotency window: a key reused after its job was
     /// purged creates a new job.
     pub retention: Option<Millis>,
+    /// How long a new `PENDING` entry is left to the publication its writer makes inline
+    /// (the runtime publishes every directive an engine call writes right after the call)
+    /// before [`Engine::dispatch`], [`Engine::dispatch_fenced`] and
+    /// [`Engine::retry_pending`] take it (`LUCIUS_DISPATCH_GRACE`, default 5 s): they list
+    /// entries due by `now - dispatch_grace`, so the two do not race and publish one
+    /// directive twice. The default is well above the publish timeout (2 s) plus a commit.
+    /// Workers that pull ([`Engine::claim_due`]) are not held back: nothing publishes
+    /// inline for them.
+    pub dispatch_grace: Millis,
+    /// How long a `QUEUED` step's `PENDING` entry may stay due for dispatchers (past
+    /// `nextAttemptAt` plus [`dispatch_grace`](EngineConfig::dispatch_grace)) before the
+    /// sweeper asks the store to list it again ([`crate::Store::index_pending`], default
+    /// 60 s). Dispatchers publish a listed entry within a round or two, so one this
+    /// overdue while they run is most likely missing from the store's outbox index (a
+    /// crash between the entry's write and its index write). A bus that refuses the
+    /// entry does not trigger this: each failed publication moves `nextAttemptAt` on.
+    pub reindex_after: Millis,
 }
 
 impl Default for EngineConfig {
@@ -73,6 +91,8 @@ impl Default for EngineConfig {
             conflict_retries: 8,
             intake_grace: Millis(600_000),
             retention: Some(Millis(7 * 24 * 3600 * 1000)),
+            dispatch_grace: Millis(5_000),
+            reindex_after: Millis(60_000),
         }
     }
 }
@@ -147,6 +167,8 @@ pub struct Engine {
     protocols: Arc<ProtocolRegistry>,
     observer: Arc<dyn Observer>,
     config: EngineConfig,
+    /// New jobs' records, left by intake for their first publication.
+    handoff: Arc<handoff::HandOff>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -172,6 +194,7 @@ impl Engine {
             protocols: Arc::new(ProtocolRegistry::demo()),
             observer: Arc::new(NoopObserver),
             config: EngineConfig::default(),
+            handoff: Arc::default(),
         }
     }
 
@@ -284,7 +307,11 @@ impl Engine {
             if changes.is_empty() {
                 return Ok(value);
             }
-            match self.store.commit(changes).await {
+            let result = self.store.commit(changes).await;
+            // The job changed (or may have): a record intake left for its first
+            // publication is stale.
+            self.handoff.forget(id);
+            match result {
                 Ok(written) => {
                     observe::report(self.observer.as_ref(), &rec, &written);
                     return Ok(value);
@@ -317,6 +344,7 @@ impl Engine {
         let (changes, _) = sweep::plan_sweep(&rec, now, &self.config);
         if !changes.is_empty() {
             if let Ok(written) = self.store.commit(changes).await {
+                self.handoff.forget(id);
                 observe::report(self.observer.as_ref(), &rec, &written);
             }
         }
@@ -339,3 +367,6 @@ mod tests;
 
 #[cfg(test)]
 mod drift_tests;
+
+#[cfg(test)]
+mod round_trip_tests;

@@ -66,7 +66,7 @@ impl Engine {
         mut holder: Option<&mut Holder<'_>>,
     ) -> Result<PublishOutcome, EngineError> {
         let job_id = id.job_id();
-        let rec = self.job(&job_id).await?;
+        let rec = self.record_of(id).await?;
         let entry = rec
             .entry(id)
             .ok_or_else(|| EngineError::OutboxNotFound(id.clone()))?;
@@ -128,6 +128,17 @@ impl Engine {
             })
         })
         .await
+    }
+
+    /// The job of entry `id`, to plan its publication on: the record intake left for it
+    /// (a new job's first directive, still within the dispatch grace; see `handoff`), else
+    /// the job as read now. A handed-off record that went stale meanwhile costs the
+    /// publication's commit a conflict and a reload, never a wrong write.
+    pub(super) async fn record_of(&self, id: &OutboxId) -> Result<JobRecord, EngineError> {
+        match self.handoff.take(id, self.clock.now()) {
+            Some(rec) => Ok(rec),
+            None => self.job(&id.job_id()).await,
+        }
     }
 
     /// Whether `h`'s lease stays valid for a whole publication from now (publish timeout

@@ -80,6 +80,8 @@ impl Engine {
         if max == 0 {
             return Ok(claimed);
         }
+        // Due now, not after the dispatch grace: with no bus nothing publishes inline, so a
+        // new directive is the pollers' at once.
         let mut q = OutboxQuery {
             status: Some(OutboxStatus::Pending),
             partition: None,
@@ -113,7 +115,7 @@ impl Engine {
     /// got it first, it is not due, or its step moved on (then it is settled).
     pub async fn claim(&self, id: &OutboxId) -> Result<Option<Directive>, EngineError> {
         let job_id = id.job_id();
-        let rec = self.job(&job_id).await?;
+        let rec = self.record_of(id).await?;
         let entry = rec
             .entry(id)
             .ok_or_else(|| EngineError::OutboxNotFound(id.clone()))?;

@@ -14,7 +14,7 @@
 
 use crate::ids::{JobId, Partition};
 use crate::job::JobStatus;
-use crate::outbox::OutboxStatus;
+use crate::outbox::{OutboxEntry, OutboxStatus};
 use crate::record::{Changes, JobRecord};
 use crate::step::{Step, StepStatus};
 use crate::time::Timestamp;
@@ -38,6 +38,9 @@ pub struct SweepReport {
     pub errors: usize,
     /// Partitions retired: their month was over and they held nothing live.
     pub retired: usize,
+    /// `PENDING` entries so long overdue that the store was asked to list them again
+    /// ([`crate::Store::index_pending`]; see [`EngineConfig::reindex_after`]).
+    pub reindexed: usize,
 }
 
 impl SweepReport {
@@ -48,6 +51,7 @@ impl SweepReport {
         self.repaired += o.repaired;
         self.errors += o.errors;
         self.retired += o.retired;
+        self.reindexed += o.reindexed;
     }
 }
 
@@ -73,10 +77,25 @@ pub fn derived_status(rec: &JobRecord) -> JobStatus {
 }
 
 impl Engine {
-    /// Sweeps one job at the clock's time.
+    /// Sweeps one job at the clock's time. A `QUEUED` step's `PENDING` entry the sweep
+    /// leaves alone that has been due for dispatchers longer than
+    /// [`EngineConfig::reindex_after`] is handed to [`crate::Store::index_pending`], so a
+    /// store whose outbox index lost it lists it again; a failure there is left to the
+    /// next sweep.
     pub async fn sweep_job(&self, id: &JobId) -> Result<Outcome<SweepReport>, EngineError> {
-        self.update_job(id, |rec, now| Ok(plan_sweep(rec, now, &self.config)))
-            .await
+        let (mut out, overdue) = self
+            .update_job(id, |rec, now| {
+                let (c, out) = plan_sweep(rec, now, &self.config);
+                let overdue = overdue_entries(rec, &c, now, &self.config);
+                Ok((c, (out, overdue)))
+            })
+            .await?;
+        for e in &overdue {
+            if self.store.index_pending(e).await.is_ok() {
+                out.value.reindexed += 1;
+            }
+        }
+        Ok(out)
     }
 
     /// Sweeps every live job of a partition, reading their ids `batch_size` at a time.
@@ -160,6 +179,34 @@ fn ended_attempt(rec: &JobRecord, s: &Step, now: Timestamp, config: &EngineConfi
         now,
     )
     .ok()
+}
+
+/// The `PENDING` entries of `QUEUED` steps in `rec` that have been due for dispatchers
+/// (`nextAttemptAt` plus the dispatch grace) for [`EngineConfig::reindex_after`] or longer
+/// at `now`, leaving out those whose step or entry `planned` writes.
+fn overdue_entries(
+    rec: &JobRecord,
+    planned: &Changes,
+    now: Timestamp,
+    config: &EngineConfig,
+) -> Vec<OutboxEntry> {
+    if rec.job.status.is_terminal() {
+        return Vec::new();
+    }
+    let overdue_at = |e: &OutboxEntry| {
+        e.next_attempt_at
+            .plus(config.dispatch_grace)
+            .plus(config.reindex_after)
+    };
+    rec.steps
+        .iter()
+        .filter(|s| s.status == StepStatus::Queued)
+        .filter(|s| !planned.steps.iter().any(|x| x.index == s.index))
+        .filter_map(|s| rec.entry(&s.outbox_id()))
+        .filter(|e| e.status == OutboxStatus::Pending && now >= overdue_at(e))
+        .filter(|e| !planned.outbox.iter().any(|x| x.id == e.id))
+        .cloned()
+        .collect()
 }
 
 /// The writes a sweep of `rec` at `now` makes.

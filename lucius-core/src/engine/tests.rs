@@ -372,7 +372,11 @@ async fn cancel_settles_pending_directives_and_refuses_twice() {
 async fn dispatcher_publishes_what_intake_could_not() {
     let r = rig();
     let sub = r.engine.submit(command("acme", "k", 0)).await.unwrap();
-    // The orchestrator crashed before publishing: the dispatcher finds the entry.
+    // The orchestrator crashed before publishing: once the dispatch grace (left to that
+    // publication) is over, the dispatcher finds the entry.
+    let d = r.engine.dispatch(&sub.value.partition).await.unwrap();
+    assert_eq!(d.due, 0, "within the grace");
+    r.clock.advance(r.engine.config().dispatch_grace);
     let d = r.engine.dispatch(&sub.value.partition).await.unwrap();
     assert_eq!((d.due, d.published), (1, 1));
     assert_eq!(r.bus.drain().len(), 1);
@@ -447,6 +451,8 @@ async fn drift_after_torn_writes_is_repaired() {
     // Publication torn after the step write: step INITIATED, entry still PENDING.
     r.store.inject(Fault::Tear(1));
     assert!(r.engine.publish(&out.to_publish[0]).await.is_err());
+    // The dispatcher takes the entry once the dispatch grace is over.
+    r.clock.advance(r.engine.config().dispatch_grace);
     let d = r.engine.dispatch(&sub.value.partition).await.unwrap();
     assert_eq!(d.published + d.skipped, 1, "{d:?}");
     let rec = r.engine.job(&job).await.unwrap();

@@ -639,6 +639,7 @@ impl Store for MemoryStore {
             }
             return Ok(CreateOutcome::Existing(existing));
         }
+        let id = new.job.id.clone();
         let step_count = new.steps.len();
         let mut writes = Vec::with_capacity(step_count + 4);
         writes.push(Write::Claim(new.claim, ck));
@@ -647,7 +648,11 @@ impl Store for MemoryStore {
         writes.push(Write::Index(new.index.job_id, new.index.partition));
         writes.push(Write::Outbox(new.outbox));
         g.write_all(writes)?;
-        Ok(CreateOutcome::Created)
+        // Read back under the same lock: exactly the rows as stored, with their revisions.
+        let rec = g
+            .record(&id)
+            .ok_or_else(|| StoreError::permanent(format!("job {id} vanished as it was written")))?;
+        Ok(CreateOutcome::Created(Box::new(rec)))
     }
 
     async fn load_job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {

@@ -172,15 +172,23 @@ async fn load(store: &dyn Store, id: &JobId, check: &str) -> JobRecord {
     }
 }
 
+/// Creates `new`, which must be a new job; returns the record `create_job` gave back.
+async fn create(store: &dyn Store, new: &NewJob, check: &str) -> JobRecord {
+    match store.create_job(new.clone()).await {
+        Ok(CreateOutcome::Created(rec)) => *rec,
+        other => panic!("conformance {check}: create_job gave {other:?}"),
+    }
+}
+
 async fn create_then_load_round_trips(store: Arc<dyn Store>) {
     let c = "create_then_load_round_trips";
     let new = new_job("acme", "k-1", 0, T0);
-    assert_eq!(
-        store.create_job(new.clone()).await,
-        Ok(CreateOutcome::Created),
-        "{c}"
-    );
+    let created = create(store.as_ref(), &new, c).await;
     let rec = load(store.as_ref(), &new.job.id, c).await;
+    assert_eq!(
+        created, rec,
+        "{c}: create_job must return the rows as stored, revisions included"
+    );
     assert!(
         !rec.job.revision.is_new(),
         "{c}: loaded job has no revision"
@@ -198,6 +206,25 @@ async fn create_then_load_round_trips(store: Arc<dyn Store>) {
         expected(&new),
         "{c}: rows differ from what was written"
     );
+    // A commit planned on the returned record needs no reload: marking the first
+    // directive sent succeeds, and a second one planned on the same record conflicts.
+    let sent = created.outbox[0]
+        .on_sent(T0.plus(Millis(5)))
+        .unwrap_or_else(|e| panic!("{c}: {e}"));
+    let mut changes = Changes::default();
+    changes.put_outbox(sent.clone());
+    store
+        .commit(changes.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{c}: a commit planned on the created record: {e}"));
+    assert_eq!(
+        store.commit(changes).await.map_err(|e| e.kind),
+        Err(StoreErrorKind::Conflict),
+        "{c}: the created record's revision is now stale"
+    );
+    let after = load(store.as_ref(), &new.job.id, c).await;
+    assert_eq!(after.outbox[0].status, OutboxStatus::Sent, "{c}");
+    assert_eq!(after.outbox[0].sent_at, sent.sent_at, "{c}");
     store
         .ping()
         .await
@@ -249,11 +276,8 @@ async fn other_request_same_key_changes_nothing(store: Arc<dyn Store>) {
     );
     // The same key under another tenant is another job.
     let t2 = new_job("globex", "k-3", 1, T0);
-    assert_eq!(
-        store.create_job(t2.clone()).await,
-        Ok(CreateOutcome::Created),
-        "{c}: tenants share keys"
-    );
+    let created = create(store.as_ref(), &t2, c).await;
+    assert_eq!(strip(created), expected(&t2), "{c}: tenants share keys");
 }
 
 /// Polls two futures to completion on the current task.
@@ -301,17 +325,26 @@ async fn concurrent_creates_make_one_job(store: Arc<dyn Store>) {
         let key = format!("race-{i}");
         let new = new_job("acme", &key, 0, T0);
         let (a, b) = join2(store.create_job(new.clone()), store.create_job(new.clone())).await;
-        let created = [&a, &b]
-            .iter()
-            .filter(|r| matches!(r, Ok(CreateOutcome::Created)))
-            .count();
+        let created: Vec<&JobRecord> = [&a, &b]
+            .into_iter()
+            .filter_map(|r| match r {
+                Ok(CreateOutcome::Created(rec)) => Some(&**rec),
+                _ => None,
+            })
+            .collect();
         let existing = [&a, &b]
             .iter()
             .filter(|r| matches!(r, Ok(CreateOutcome::Existing(_))))
             .count();
-        assert_eq!((created, existing), (1, 1), "{c}: got {a:?} and {b:?}");
-        let rec = strip(load(store.as_ref(), &new.job.id, c).await);
-        assert_eq!(rec, expected(&new), "{c}");
+        assert_eq!(
+            (created.len(), existing),
+            (1, 1),
+            "{c}: got {a:?} and {b:?}"
+        );
+        let rec = load(store.as_ref(), &new.job.id, c).await;
+        // Even when the replay wrote some rows first, the creator returns them as stored.
+        assert_eq!(created[0], &rec, "{c}: the created record is not as stored");
+        assert_eq!(strip(rec), expected(&new), "{c}");
     }
 }
 
@@ -1162,16 +1195,10 @@ async fn finished_jobs_are_listed_and_purged(store: Arc<dyn Store>, caps: Capabi
     assert_eq!(active, want, "{c}: other jobs stay");
     // The key is free: the same request makes a new job.
     let later = new_job("acme", "r-2", 0, T0.plus(Millis(20_000)));
-    assert_eq!(
-        store.create_job(later.clone()).await,
-        Ok(CreateOutcome::Created),
-        "{c}: a key reused after the purge creates a new job"
-    );
-    assert_eq!(
-        strip(load(store.as_ref(), &later.job.id, c).await),
-        expected(&later),
-        "{c}: the new job's rows"
-    );
+    let created = create(store.as_ref(), &later, c).await;
+    let rec = load(store.as_ref(), &later.job.id, c).await;
+    assert_eq!(created, rec, "{c}: the new job is returned as stored");
+    assert_eq!(strip(rec), expected(&later), "{c}: the new job's rows");
 }
 
 async fn empty_partitions_retire(store: Arc<dyn Store>, caps: Capabilities) {
