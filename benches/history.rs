@@ -33,7 +33,8 @@
 //!      one renewal per held lease); the first round (which takes the lease) and a steady
 //!      one (which renews it);
 //!    - watchdog: what that loop reads once per idle ceiling for its figures
-//!      (`LeaseStore::leases`, then the oldest `PENDING` entry of every partition);
+//!      (`LeaseStore::leases`, then the oldest `PENDING` entry of every partition the
+//!      round listed);
 //!    - `/metrics` scrape: `lucius_http::Metrics::render` (the outbox backlog it reads);
 //!    - sweep: `Engine::sweep_all` (the unfenced sweep loop's round; the owned loop sweeps
 //!      a held partition the same way, without listing partitions);
@@ -356,20 +357,21 @@ async fn run(name: &'static str, mode: Mode, conn: &str, n: u64) -> Result<RunRe
         "ownership, steady (renews it)",
         measure("ownership, steady", &store, REPEATS, &mut ownership).await?,
     ));
+    // The watchdog reads the partitions the round listed; it lists none itself.
+    let candidates = engine
+        .store()
+        .partitions()
+        .await
+        .map_err(|e| format!("partitions: {e}"))?;
     rounds.push((
         "watchdog (leases, oldest PENDING)",
         measure("watchdog", &store, REPEATS, async || {
             let leases = leases.leases().await.map_err(|e| e.to_string())?;
             let mut rows = leases.len();
-            for p in engine
-                .store()
-                .partitions()
-                .await
-                .map_err(|e| e.to_string())?
-            {
+            for p in &candidates {
                 let q = OutboxQuery {
                     status: Some(OutboxStatus::Pending),
-                    partition: Some(p),
+                    partition: Some(p.clone()),
                     limit: 1,
                     ..OutboxQuery::default()
                 };
