@@ -322,7 +322,8 @@ async fn run(name: &'static str, mode: Mode, conn: &str, n: u64) -> Result<RunRe
             partitions.len()
         ));
     };
-    clock.advance(Millis(1_000));
+    // Past the dispatch grace: dispatchers leave younger entries to inline publication.
+    clock.advance(Millis(engine.config().dispatch_grace.0 + 1_000));
 
     // 3. The rounds.
     let leases: Arc<dyn LeaseStore> = Arc::new(store.clone());
@@ -435,7 +436,8 @@ async fn run(name: &'static str, mode: Mode, conn: &str, n: u64) -> Result<RunRe
     for k in 0..DUE {
         pending(&engine, &format!("retry-{k}")).await?;
     }
-    clock.advance(Millis(1_000));
+    // Past the dispatch grace: dispatchers leave younger entries to inline publication.
+    clock.advance(Millis(engine.config().dispatch_grace.0 + 1_000));
     rounds.push((
         "retry_pending, 100 due",
         measure("retry_pending, 100 due", &store, 1, async || {

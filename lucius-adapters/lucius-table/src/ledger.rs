@@ -122,8 +122,13 @@ impl TableStore {
     }
 
     /// The index rows a stored job needs: its live row, and its pending and dead entries'
-    /// rows; then its partition's registration.
-    async fn index_job(&self, rec: &JobRecord) -> Result<(), StoreError> {
+    /// rows; then its partition's registration (as of `at`, or always for `None`: see
+    /// [`TableStore::register`]).
+    async fn index_job(
+        &self,
+        rec: &JobRecord,
+        at: Option<lucius_core::Timestamp>,
+    ) -> Result<(), StoreError> {
         let pk = index_pk(&rec.job.partition);
         let mut ops = Vec::new();
         if !rec.job.status.is_terminal() {
@@ -139,8 +144,7 @@ impl TableStore {
         for chunk in ops.chunks(MAX_BATCH_OPS / 2) {
             self.index_batch(&pk, chunk.to_vec()).await?;
         }
-        self.register(&rec.job.partition, Some(rec.job.updated_at))
-            .await
+        self.register(&rec.job.partition, at).await
     }
 
     pub(crate) async fn ledger_create(&self, new: &NewJob) -> Result<CreateOutcome, StoreError> {
@@ -192,7 +196,7 @@ impl TableStore {
                     })?,
                 };
                 // The client gets no 202 unless this lands too; its retry completes it.
-                self.index_job(&rec).await?;
+                self.index_job(&rec, Some(rec.job.created_at)).await?;
                 self.queue.saw(&rec.outbox);
                 Ok(CreateOutcome::Created(Box::new(rec)))
             }
@@ -257,7 +261,9 @@ impl TableStore {
             }
         }
         steps.sort_by_key(|s| s.index);
-        self.index_job(&JobRecord { job, steps, outbox }).await?;
+        // Registered always: its partition may have retired since the torn intake.
+        self.index_job(&JobRecord { job, steps, outbox }, None)
+            .await?;
         Ok(CreateOutcome::Existing(claim))
     }
 
@@ -415,6 +421,7 @@ impl TableStore {
         for r in rows.iter().filter(|r| rk(r).starts_with("OUTBOX_")) {
             entries.push(read_outbox(r)?);
         }
+        // (Dead rows are read in 2 and deleted If-Match below.)
         let queued: Vec<String> = self
             .index_keys_of(&entries)
             .into_iter()

@@ -693,18 +693,22 @@ impl TableStore {
         self.register(&e.partition, None).await
     }
 
-    /// The index rows of `entries` a purge deletes: the queue rows of pending ones (at
-    /// their due time, and at the one this process last knew if it differs) and the dead
-    /// rows of dead ones. Queue rows of sent entries are gone or waiting in this process's
-    /// deletes (the purge sends those first); any other stale one is removed by the repair
-    /// at load.
+    /// The index rows of `entries` a purge deletes: the queue rows of pending and dead
+    /// ones (at their due time, and at the one this process last knew if it differs; a
+    /// dead entry's queue row stays if the process that killed it died before its
+    /// deferred writes went out) and the dead rows of dead ones. Queue rows of sent
+    /// entries are gone or waiting in this process's deferred writes (the purge sends
+    /// those first); any other stale one is removed by the repair at load.
     pub(crate) fn index_keys_of(&self, entries: &[OutboxEntry]) -> Vec<String> {
         let g = self.queue.lock();
         let mut v = Vec::new();
         for e in entries {
             match e.status {
                 OutboxStatus::Pending => v.push(queue_key(e.next_attempt_at, &e.id)),
-                OutboxStatus::Dead => v.push(dead_key(&e.id)),
+                OutboxStatus::Dead => {
+                    v.push(queue_key(e.next_attempt_at, &e.id));
+                    v.push(dead_key(&e.id));
+                }
                 OutboxStatus::Sent => {}
             }
             if let Some(d) = g.dues.get(&e.id).filter(|d| **d != e.next_attempt_at) {

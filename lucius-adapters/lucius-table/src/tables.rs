@@ -102,12 +102,14 @@ impl TableStore {
         )
     }
 
-    /// Lists a new job and, if it is pending, its first entry: one batch in the
-    /// partition's index (carrying the partition's waiting deletes), then its registration.
+    /// Lists a job and, if it is pending, its first entry: one batch in the partition's
+    /// index (carrying the partition's waiting deletes), then its registration (as of
+    /// `at`, or always for `None`: see [`TableStore::register`]).
     async fn index_new(
         &self,
         entry: &JobIndexEntry,
         first: Option<&OutboxEntry>,
+        at: Option<lucius_core::Timestamp>,
     ) -> Result<(), StoreError> {
         let pk = self.queue_pk(&entry.partition);
         let mut ops = vec![BatchOp::Upsert(self.live_row(entry)?)];
@@ -115,8 +117,6 @@ impl TableStore {
             ops.push(BatchOp::Upsert(queue_row(&pk, e)?));
         }
         self.index_batch(&pk, ops).await?;
-        // A new job is registered as of its creation; a job listed again, always.
-        let at = first.map(|_| entry.created_at);
         self.register(&entry.partition, at).await
     }
 
@@ -175,7 +175,8 @@ impl TableStore {
         let step_revs = self
             .insert_steps(&new.steps.iter().collect::<Vec<_>>())
             .await?;
-        self.index_new(&new.index, Some(&new.outbox)).await?;
+        self.index_new(&new.index, Some(&new.outbox), Some(new.job.created_at))
+            .await?;
         let entry_rev = inserted(self.client.insert(&self.config.outbox_table, &outbox).await)?;
         // The rows as written, with the revisions the writes returned; when a concurrent
         // replay wrote one of them first, its revision is read back instead.
@@ -270,8 +271,13 @@ impl TableStore {
             .await?;
         let stored = stored.as_ref().map(read_outbox).transpose()?;
         // The queue row only for an entry still pending (as stored, or about to be).
-        self.index_new(&new.index, Some(stored.as_ref().unwrap_or(&new.outbox)))
-            .await?;
+        // Registered always: its partition may have retired since the torn intake.
+        self.index_new(
+            &new.index,
+            Some(stored.as_ref().unwrap_or(&new.outbox)),
+            None,
+        )
+        .await?;
         if stored.is_none() {
             let row = outbox_row(&pk, new.outbox.id.as_str(), &new.outbox)?;
             tolerate_conflict(self.client.insert(&self.config.outbox_table, &row).await)?;
@@ -433,7 +439,7 @@ impl TableStore {
             request_type: job.request_type.clone(),
             created_at: job.created_at,
         };
-        self.index_new(&entry, None).await
+        self.index_new(&entry, None, None).await
     }
 
     /// See [`lucius_core::Store::purge_job`]. Freezes the job row (a marked rewrite,

@@ -158,7 +158,9 @@ async fn ledger_mode_finishes_an_interrupted_purge() {
     a_purge_interrupted_anywhere_is_finished_by_the_next_round(Mode::Ledger).await;
 }
 
-/// Table mode: a purge stopped after the claim went (writes 1–6 landed) frees the key; an
+/// Table mode: a purge stopped after the claim went (writes 1–8 landed: the freeze, the
+/// failing commit's deferred index writes, the live, queue and dead rows, the steps, the
+/// entry, the claim) frees the key; an
 /// intake of it replaces the frozen job row, and the next round leaves the new job alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_reused_while_its_old_job_is_half_purged_makes_a_new_job() {
@@ -166,7 +168,7 @@ async fn a_key_reused_while_its_old_job_is_half_purged_makes_a_new_job() {
     let end = T0.plus(Millis(1_000));
     let old = finished(&store, "reused", end).await;
     let listed = store.ended_jobs(end, 100).await.unwrap();
-    store.crash_after_writes(Some(6));
+    store.crash_after_writes(Some(8));
     let e = store
         .purge_job(&old.job.id, &listed[0].revision)
         .await
