@@ -341,18 +341,7 @@ impl TableStore {
             f.push(format!("NextAttemptAt le {}", literal(&time_key(t))));
         }
         f.extend(cursor_filter(q));
-        let rows = self
-            .client
-            .query(self.ledger(), &f.join(" and "), None)
-            .await?;
-        let mut v = rows
-            .iter()
-            .map(read_outbox)
-            .collect::<Result<Vec<_>, _>>()?;
-        sort_entries(&mut v);
-        past_cursor(&mut v, q);
-        v.truncate(q.limit);
-        Ok(v)
+        self.scan_entries(self.ledger(), &f.join(" and "), q).await
     }
 
     /// The index rows of job `id` in its index partition its id finds: its `JOB_` row and

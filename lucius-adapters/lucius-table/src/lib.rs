@@ -166,6 +166,25 @@ impl TableStore {
 }
 
 impl TableStore {
+    /// The outbox entries `filter` selects in `table` (a scan: admin listings only), in
+    /// the port's order, past the query's cursor, at most its limit.
+    async fn scan_entries(
+        &self,
+        table: &str,
+        filter: &str,
+        q: &OutboxQuery,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let rows = self.client.query(table, filter, None).await?;
+        let mut v = rows
+            .iter()
+            .map(rows::read_outbox)
+            .collect::<Result<Vec<_>, _>>()?;
+        rows::sort_entries(&mut v);
+        rows::past_cursor(&mut v, q);
+        v.truncate(q.limit);
+        Ok(v)
+    }
+
     /// One page of live job ids: the rows `filter` selects, whose RowKey is
     /// `<key_prefix><jobId>` (so RowKey order is id order), after `after`, read from
     /// `id_column`. Both layouts' `active_jobs` are this query.

@@ -524,18 +524,8 @@ impl TableStore {
         if f.is_empty() {
             f.push("Kind eq 'OUTBOX'".into());
         }
-        let rows = self
-            .client
-            .query(&self.config.outbox_table, &f.join(" and "), None)
-            .await?;
-        let mut v = rows
-            .iter()
-            .map(read_outbox)
-            .collect::<Result<Vec<_>, _>>()?;
-        sort_entries(&mut v);
-        past_cursor(&mut v, q);
-        v.truncate(q.limit);
-        Ok(v)
+        self.scan_entries(&self.config.outbox_table, &f.join(" and "), q)
+            .await
     }
 
     pub(crate) async fn table_active_jobs(
