@@ -133,7 +133,7 @@ impl Outcome {
 }
 
 fn write_batch(conn: &mut Connection, batch: &mut Vec<Request>) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = control(conn, "BEGIN IMMEDIATE") {
         let e = sqlite("starting a write transaction", e);
         for r in batch.drain(..) {
             answer(r, None, &e);
@@ -146,14 +146,16 @@ fn write_batch(conn: &mut Connection, batch: &mut Vec<Request>) {
         if failed.is_some() {
             break;
         }
-        if let Err(e) = conn.execute_batch("SAVEPOINT request") {
+        if let Err(e) = control(conn, "SAVEPOINT request") {
             failed = Some(sqlite("starting a request's savepoint", e));
             break;
         }
         let outcome = apply(conn, r);
         let end = match outcome.is_ok() {
-            true => conn.execute_batch("RELEASE request"),
-            false => conn.execute_batch("ROLLBACK TO request; RELEASE request"),
+            true => control(conn, "RELEASE request"),
+            false => {
+                control(conn, "ROLLBACK TO request").and_then(|()| control(conn, "RELEASE request"))
+            }
         };
         match end {
             Ok(()) => outcomes.push(outcome),
@@ -162,9 +164,7 @@ fn write_batch(conn: &mut Connection, batch: &mut Vec<Request>) {
     }
     let committed = match failed {
         Some(e) => Err(e),
-        None => conn
-            .execute_batch("COMMIT")
-            .map_err(|e| sqlite("committing a write transaction", e)),
+        None => control(conn, "COMMIT").map_err(|e| sqlite("committing a write transaction", e)),
     };
     if let Err(e) = committed {
         // Nothing of the batch is durable: every request gets the failure (a request
@@ -182,6 +182,12 @@ fn write_batch(conn: &mut Connection, batch: &mut Vec<Request>) {
     for (r, o) in batch.drain(..).zip(outcomes) {
         send(r, o);
     }
+}
+
+/// Runs a transaction control statement, prepared once per connection (a batch runs
+/// `SAVEPOINT` and `RELEASE` once per request: parsing them each time showed in profiles).
+fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
 /// Answers `r` with `outcome`, or with `fallback` when there is none.

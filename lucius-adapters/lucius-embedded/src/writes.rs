@@ -22,21 +22,22 @@ fn write_new_job(
     let mut body = || bodies.next().ok_or_else(missing_body);
     let rev = |r: i64| Revision::counter(r as u64);
     insert_claim(conn, &new.claim, body()?)?;
+    let seq = insert_job(conn, &new.job, body()?)?;
     let job = Job {
-        revision: rev(insert_job(conn, &new.job, body()?)?),
+        revision: rev(1),
         ..new.job.clone()
     };
     let mut steps = Vec::with_capacity(new.steps.len());
     for s in &new.steps {
         steps.push(Step {
-            revision: rev(insert_step(conn, s, body()?)?),
+            revision: rev(insert_step(conn, s, body()?, Some(seq))?),
             ..s.clone()
         });
     }
     let mut outbox = Vec::with_capacity(1);
     if with_directive {
         outbox.push(OutboxEntry {
-            revision: rev(insert_entry(conn, &new.outbox, body()?)?),
+            revision: rev(insert_entry(conn, &new.outbox, body()?, Some(seq))?),
             ..new.outbox.clone()
         });
     }
@@ -91,7 +92,7 @@ fn complete_intake(
     for s in &new.steps {
         if !step_exists(conn, &s.job_id, s.index)? {
             let body = encode(s, || format!("step {} of job {}", s.index, s.job_id))?;
-            insert_step(conn, s, &body)?;
+            insert_step(conn, s, &body, None)?;
         }
     }
     let has_entry: bool = conn
@@ -102,7 +103,7 @@ fn complete_intake(
         .map_err(|e| sqlite(format_args!("reading outbox entry {}", new.outbox.id), e))?;
     if !has_entry {
         let body = encode(&new.outbox, || format!("outbox entry {}", new.outbox.id))?;
-        insert_entry(conn, &new.outbox, &body)?;
+        insert_entry(conn, &new.outbox, &body, None)?;
     }
     Ok(())
 }
@@ -168,6 +169,7 @@ fn insert_claim(conn: &Connection, c: &IdempotencyRecord, body: &str) -> Result<
     }
 }
 
+/// Inserts a new job (revision 1) and returns its creation sequence.
 fn insert_job(conn: &Connection, j: &Job, body: &str) -> Result<i64, StoreError> {
     let n = conn
         .prepare_cached(
@@ -187,8 +189,9 @@ fn insert_job(conn: &Connection, j: &Job, body: &str) -> Result<i64, StoreError>
     if n != 1 {
         return Err(StoreError::conflict(format!("job {} already exists", j.id)));
     }
+    let seq = conn.last_insert_rowid();
     note_partition(conn, j)?;
-    Ok(1)
+    Ok(seq)
 }
 
 /// Removes `p` from `partitions` if no active job and no `PENDING` entry is in it.
@@ -316,19 +319,34 @@ fn update_job(conn: &Connection, j: &Job, body: &str) -> Result<i64, StoreError>
     }
 }
 
-fn insert_step(conn: &Connection, s: &Step, body: &str) -> Result<i64, StoreError> {
-    let n = conn
-        .prepare_cached(
-            "INSERT INTO steps (job_seq, idx, rev, body) \
-             SELECT seq, ?2, 1, ?3 FROM jobs WHERE id = ?1 ON CONFLICT DO NOTHING",
-        )
-        .and_then(|mut st| st.execute(params![s.job_id.as_str(), s.index, body]))
-        .map_err(|e| {
-            sqlite(
-                format_args!("writing step {} of job {}", s.index, s.job_id),
-                e,
+/// Inserts a new step; `seq` is its job's creation sequence when the caller has it (the
+/// job was just inserted), saving a lookup by id.
+fn insert_step(
+    conn: &Connection,
+    s: &Step,
+    body: &str,
+    seq: Option<i64>,
+) -> Result<i64, StoreError> {
+    let n = match seq {
+        Some(seq) => conn
+            .prepare_cached(
+                "INSERT INTO steps (job_seq, idx, rev, body) VALUES (?1, ?2, 1, ?3) \
+                 ON CONFLICT DO NOTHING",
             )
-        })?;
+            .and_then(|mut st| st.execute(params![seq, s.index, body])),
+        None => conn
+            .prepare_cached(
+                "INSERT INTO steps (job_seq, idx, rev, body) \
+                 SELECT seq, ?2, 1, ?3 FROM jobs WHERE id = ?1 ON CONFLICT DO NOTHING",
+            )
+            .and_then(|mut st| st.execute(params![s.job_id.as_str(), s.index, body])),
+    }
+    .map_err(|e| {
+        sqlite(
+            format_args!("writing step {} of job {}", s.index, s.job_id),
+            e,
+        )
+    })?;
     match n {
         1 => Ok(1),
         _ => Err(not_inserted(
@@ -365,16 +383,33 @@ fn update_step(conn: &Connection, s: &Step, body: &str) -> Result<i64, StoreErro
     }
 }
 
-fn insert_entry(conn: &Connection, e: &OutboxEntry, body: &str) -> Result<i64, StoreError> {
-    let n = conn
-        .prepare_cached(
+/// Inserts a new outbox entry; `seq` as in [`insert_step`].
+fn insert_entry(
+    conn: &Connection,
+    e: &OutboxEntry,
+    body: &str,
+    seq: Option<i64>,
+) -> Result<i64, StoreError> {
+    let sql = match seq {
+        Some(_) => {
             "INSERT INTO outbox (job_seq, id, partition, status, next_attempt_at, rev, body) \
-             SELECT seq, ?1, ?3, ?4, ?5, 1, ?6 FROM jobs WHERE id = ?2 ON CONFLICT DO NOTHING",
-        )
+             VALUES (?2, ?1, ?3, ?4, ?5, 1, ?6) ON CONFLICT DO NOTHING"
+        }
+        None => {
+            "INSERT INTO outbox (job_seq, id, partition, status, next_attempt_at, rev, body) \
+             SELECT seq, ?1, ?3, ?4, ?5, 1, ?6 FROM jobs WHERE id = ?2 ON CONFLICT DO NOTHING"
+        }
+    };
+    let job: rusqlite::types::Value = match seq {
+        Some(seq) => seq.into(),
+        None => e.job_id.as_str().to_owned().into(),
+    };
+    let n = conn
+        .prepare_cached(sql)
         .and_then(|mut s| {
             s.execute(params![
                 e.id.as_str(),
-                e.job_id.as_str(),
+                job,
                 e.partition.to_string(),
                 e.status.as_str(),
                 e.next_attempt_at.0,
@@ -469,8 +504,9 @@ pub(crate) fn commit(conn: &Connection, enc: &Encoded<Changes>) -> Result<Change
     }
     let (step_bodies, rest) = enc.bodies.split_at(changes.steps.len());
     let (entry_bodies, job_body) = rest.split_at(changes.outbox.len());
-    // Steps and entries are keyed by their job's sequence: a new job goes in first. Its
-    // revision still comes last, in the order `assign_revisions` reads them.
+    // Steps and entries are keyed by their job's sequence: a new job goes in first, and
+    // its sequence keys them. Its revision still comes last, in the order
+    // `assign_revisions` reads them.
     let new_job = match (&changes.job, job_body.first()) {
         (Some(j), Some(body)) if j.revision.is_new() => Some(insert_job(conn, j, body)?),
         _ => None,
@@ -478,19 +514,19 @@ pub(crate) fn commit(conn: &Connection, enc: &Encoded<Changes>) -> Result<Change
     let mut revs = Vec::with_capacity(rows);
     for (s, body) in changes.steps.iter().zip(step_bodies) {
         revs.push(match s.revision.is_new() {
-            true => insert_step(conn, s, body)?,
+            true => insert_step(conn, s, body, new_job)?,
             false => update_step(conn, s, body)?,
         });
     }
     for (e, body) in changes.outbox.iter().zip(entry_bodies) {
         revs.push(match e.revision.is_new() {
-            true => insert_entry(conn, e, body)?,
+            true => insert_entry(conn, e, body, new_job)?,
             false => update_entry(conn, e, body)?,
         });
     }
     if let (Some(j), Some(body)) = (&changes.job, job_body.first()) {
         revs.push(match new_job {
-            Some(rev) => rev,
+            Some(_) => 1,
             None => update_job(conn, j, body)?,
         });
     }
