@@ -30,14 +30,14 @@ fn write_new_job(
     let mut steps = Vec::with_capacity(new.steps.len());
     for s in &new.steps {
         steps.push(Step {
-            revision: rev(insert_step(conn, s, body()?, Some(seq))?),
+            revision: rev(insert_step(conn, s, body()?, seq)?),
             ..s.clone()
         });
     }
     let mut outbox = Vec::with_capacity(1);
     if with_directive {
         outbox.push(OutboxEntry {
-            revision: rev(insert_entry(conn, &new.outbox, body()?, Some(seq))?),
+            revision: rev(insert_entry(conn, &new.outbox, body()?, seq)?),
             ..new.outbox.clone()
         });
     }
@@ -82,17 +82,18 @@ fn complete_intake(
     }
     let first_step = load_step_row(conn, &new.job.id, new.outbox.step_index)?;
     let new = new.as_first_written(claim, stored.as_ref(), first_step.as_ref());
-    if stored.is_none() {
-        insert_job(
+    let seq = match stored {
+        Some(_) => job_seq(conn, &new.job.id)?,
+        None => insert_job(
             conn,
             &new.job,
             &encode(&new.job, || format!("job {}", new.job.id))?,
-        )?;
-    }
+        )?,
+    };
     for s in &new.steps {
         if !step_exists(conn, &s.job_id, s.index)? {
             let body = encode(s, || format!("step {} of job {}", s.index, s.job_id))?;
-            insert_step(conn, s, &body, None)?;
+            insert_step(conn, s, &body, seq)?;
         }
     }
     let has_entry: bool = conn
@@ -103,7 +104,7 @@ fn complete_intake(
         .map_err(|e| sqlite(format_args!("reading outbox entry {}", new.outbox.id), e))?;
     if !has_entry {
         let body = encode(&new.outbox, || format!("outbox entry {}", new.outbox.id))?;
-        insert_entry(conn, &new.outbox, &body, None)?;
+        insert_entry(conn, &new.outbox, &body, seq)?;
     }
     Ok(())
 }
@@ -280,6 +281,15 @@ fn not_inserted(conn: &Connection, job: &JobId, what: String) -> StoreError {
     }
 }
 
+/// The creation sequence of an existing job, which keys its steps and entries; `NotFound`
+/// if there is no such job.
+fn job_seq(conn: &Connection, job: &JobId) -> Result<i64, StoreError> {
+    conn.prepare_cached("SELECT seq FROM jobs WHERE id = ?1")
+        .and_then(|mut s| s.query_row([job.as_str()], |r| r.get(0)).optional())
+        .map_err(|e| sqlite(format_args!("reading job {job}"), e))?
+        .ok_or_else(|| StoreError::not_found(format!("job {job} does not exist")))
+}
+
 fn job_exists(conn: &Connection, job: &JobId) -> Result<bool, StoreError> {
     conn.prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")
         .and_then(|mut s| s.exists([job.as_str()]))
@@ -319,34 +329,21 @@ fn update_job(conn: &Connection, j: &Job, body: &str) -> Result<i64, StoreError>
     }
 }
 
-/// Inserts a new step; `seq` is its job's creation sequence when the caller has it (the
-/// job was just inserted), saving a lookup by id.
-fn insert_step(
-    conn: &Connection,
-    s: &Step,
-    body: &str,
-    seq: Option<i64>,
-) -> Result<i64, StoreError> {
-    let n = match seq {
-        Some(seq) => conn
-            .prepare_cached(
-                "INSERT INTO steps (job_seq, idx, rev, body) VALUES (?1, ?2, 1, ?3) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .and_then(|mut st| st.execute(params![seq, s.index, body])),
-        None => conn
-            .prepare_cached(
-                "INSERT INTO steps (job_seq, idx, rev, body) \
-                 SELECT seq, ?2, 1, ?3 FROM jobs WHERE id = ?1 ON CONFLICT DO NOTHING",
-            )
-            .and_then(|mut st| st.execute(params![s.job_id.as_str(), s.index, body])),
-    }
-    .map_err(|e| {
-        sqlite(
-            format_args!("writing step {} of job {}", s.index, s.job_id),
-            e,
+/// Inserts a new step of the job whose creation sequence is `seq` (from [`insert_job`]
+/// or [`job_seq`]).
+fn insert_step(conn: &Connection, s: &Step, body: &str, seq: i64) -> Result<i64, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO steps (job_seq, idx, rev, body) VALUES (?1, ?2, 1, ?3) \
+             ON CONFLICT DO NOTHING",
         )
-    })?;
+        .and_then(|mut st| st.execute(params![seq, s.index, body]))
+        .map_err(|e| {
+            sqlite(
+                format_args!("writing step {} of job {}", s.index, s.job_id),
+                e,
+            )
+        })?;
     match n {
         1 => Ok(1),
         _ => Err(not_inserted(
@@ -388,28 +385,17 @@ fn insert_entry(
     conn: &Connection,
     e: &OutboxEntry,
     body: &str,
-    seq: Option<i64>,
+    seq: i64,
 ) -> Result<i64, StoreError> {
-    let sql = match seq {
-        Some(_) => {
-            "INSERT INTO outbox (job_seq, id, partition, status, next_attempt_at, rev, body) \
-             VALUES (?2, ?1, ?3, ?4, ?5, 1, ?6) ON CONFLICT DO NOTHING"
-        }
-        None => {
-            "INSERT INTO outbox (job_seq, id, partition, status, next_attempt_at, rev, body) \
-             SELECT seq, ?1, ?3, ?4, ?5, 1, ?6 FROM jobs WHERE id = ?2 ON CONFLICT DO NOTHING"
-        }
-    };
-    let job: rusqlite::types::Value = match seq {
-        Some(seq) => seq.into(),
-        None => e.job_id.as_str().to_owned().into(),
-    };
     let n = conn
-        .prepare_cached(sql)
+        .prepare_cached(
+            "INSERT INTO outbox (job_seq, id, partition, status, next_attempt_at, rev, body) \
+             VALUES (?2, ?1, ?3, ?4, ?5, 1, ?6) ON CONFLICT DO NOTHING",
+        )
         .and_then(|mut s| {
             s.execute(params![
                 e.id.as_str(),
-                job,
+                seq,
                 e.partition.to_string(),
                 e.status.as_str(),
                 e.next_attempt_at.0,
@@ -511,16 +497,25 @@ pub(crate) fn commit(conn: &Connection, enc: &Encoded<Changes>) -> Result<Change
         (Some(j), Some(body)) if j.revision.is_new() => Some(insert_job(conn, j, body)?),
         _ => None,
     };
+    let inserts = changes.steps.iter().any(|s| s.revision.is_new())
+        || changes.outbox.iter().any(|e| e.revision.is_new());
+    // The sequence keying new steps and entries: the new job's, or the stored job's (one
+    // lookup, made only if something is inserted; unused otherwise).
+    let seq = match (new_job, changes.job_id()) {
+        (Some(seq), _) => seq,
+        (None, Some(id)) if inserts => job_seq(conn, id)?,
+        _ => 0,
+    };
     let mut revs = Vec::with_capacity(rows);
     for (s, body) in changes.steps.iter().zip(step_bodies) {
         revs.push(match s.revision.is_new() {
-            true => insert_step(conn, s, body, new_job)?,
+            true => insert_step(conn, s, body, seq)?,
             false => update_step(conn, s, body)?,
         });
     }
     for (e, body) in changes.outbox.iter().zip(entry_bodies) {
         revs.push(match e.revision.is_new() {
-            true => insert_entry(conn, e, body, new_job)?,
+            true => insert_entry(conn, e, body, seq)?,
             false => update_entry(conn, e, body)?,
         });
     }
